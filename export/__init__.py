@@ -1,0 +1,1 @@
+"""Export: model bundles, ONNX / TensorRT / AOTInductor engines."""

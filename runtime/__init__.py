@@ -1,0 +1,1 @@
+"""Runtime: the multi-scale segmentation pipeline, backends, metrics."""

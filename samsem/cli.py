@@ -1,0 +1,52 @@
+"""The single `samsem` command line: a thin dispatcher over per-stage subcommand modules.
+
+Each subcommand module defines ``register(subparsers) -> None``, which adds its parser and sets
+``func=<callable(args) -> int>``; modules import their heavy dependencies inside that callable so
+that ``samsem --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from samsem import __version__
+from samsem.errors import SamsemError
+
+# subcommand name -> module that registers it (keep alphabetical)
+COMMANDS: dict[str, str] = {
+    "synth": "samsem.synth.cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="samsem", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"samsem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS.values():
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``samsem`` script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SamsemError as exc:
+        print(f"samsem {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"samsem {args.command}: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Synthetic SEM data: procedural Manhattan layouts and a physically motivated SEM imaging model."""

@@ -1,0 +1,1 @@
+"""Server: the gRPC service and its client."""
