@@ -1,0 +1,65 @@
+"""Intensity normalisation and resizing shared by the pipeline and training.
+
+SEM images arrive as 8- or 16-bit data that often use only part of their range, so intensities are
+mapped to [0, 1] by robust percentiles computed once per image (on a strided subsample, so a
+16k x 16k image costs no full-size temporary) and then applied to any crop of that image.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_SUBSAMPLE_TARGET = 1 << 20  # about one million pixels are enough for stable percentiles
+
+
+def intensity_range(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> tuple[float, float]:
+    """Robust (low, high) intensity levels of ``image`` (H, W) uint8/uint16.
+
+    Returns the two percentiles of a strided subsample; ``high > low`` is guaranteed (a flat image
+    gets ``high = low + 1``).
+    """
+    h, w = image.shape[:2]
+    step = max(1, int(np.sqrt(h * w / _SUBSAMPLE_TARGET)))
+    sample = image[::step, ::step]
+    lo, hi = np.percentile(sample, [low_pct, high_pct])
+    lo, hi = float(lo), float(hi)
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def apply_range(image: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
+    """Map ``image`` (any shape, integer or float) linearly so ``levels`` become 0 and 1; clip; float32."""
+    lo, hi = levels
+    out = (image.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize (H, W) to (size, size): area averaging when shrinking, bilinear when enlarging."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    shrink = size * size < h * w
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_region(prob: np.ndarray, full_shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
+    """Bilinearly upsample ``prob`` (h, w) to ``full_shape`` (H, W), but only inside ``box``.
+
+    box: [y0, x0, y1, x1] in full-resolution pixels. Uses the pixel-centre convention of
+    ``cv2.resize`` (src = (dst + 0.5) * scale - 0.5, edges replicated), so tiling a full resize into
+    boxes gives the same values as one big resize without ever allocating (H, W) floats.
+    Returns (y1 - y0, x1 - x0) float32.
+    """
+    h, w = prob.shape
+    H, W = full_shape
+    y0, x0, y1, x1 = (int(v) for v in box)
+    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5) * np.float32(w / W) - 0.5
+    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5) * np.float32(h / H) - 0.5
+    map_x = np.broadcast_to(xs[None, :], (y1 - y0, x1 - x0)).astype(np.float32)
+    map_y = np.broadcast_to(ys[:, None], (y1 - y0, x1 - x0)).astype(np.float32)
+    return cv2.remap(
+        prob.astype(np.float32, copy=False), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
