@@ -40,7 +40,7 @@ ImageLoader = Callable[[], np.ndarray]
 
 @dataclass
 class SegmentResult:
-    """Output for one image: its ``image`` (H, W), the ``mask`` (H, W) uint8 {0, 1}, a JSON-ready ``report``."""
+    """One image's result: ``image`` (H, W), ``mask`` (H, W) uint8 {0, 1} and a JSON-ready ``report``."""
 
     name: str
     image: np.ndarray

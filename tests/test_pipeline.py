@@ -137,7 +137,8 @@ def test_peak_memory_16k_image_is_bounded() -> None:
         from samsem.runtime.config import PipelineConfig
         from samsem.runtime.pipeline import Pipeline
         from samsem.runtime.classical import ClassicalSegmenter, ClassicalConfig
-        seg = ClassicalSegmenter(ClassicalConfig(method="otsu", min_object_px=0, morph_radius=0), input_size=64)
+        cc = ClassicalConfig(method="otsu", min_object_px=0, morph_radius=0)
+        seg = ClassicalSegmenter(cc, input_size=64)
         pipe = Pipeline(seg, seg, PipelineConfig(batch_size=16))
         pipe.segment(np.zeros((64, 64), np.uint8))  # warm up (Numba JIT, imports)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
