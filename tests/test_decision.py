@@ -1,0 +1,149 @@
+"""Per-patch model choice: every branch of the paper's rule plus the inverted/far-off resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samsem.errors import ConfigError
+from samsem.runtime.decision import DecisionConfig, Reason, Source, decide
+
+S = 64
+
+
+def _stripe(x0: int, x1: int) -> np.ndarray:
+    m = np.zeros((S, S), np.uint8)
+    m[:, x0:x1] = 1
+    return m
+
+
+def _speckled(base: np.ndarray, n_side: int = 8) -> np.ndarray:
+    """``base`` with n_side**2 isolated single-pixel speckles in its empty right part."""
+    m = base.copy()
+    for i in range(n_side):
+        for j in range(n_side):
+            m[2 + 4 * i, 34 + 3 * j] = 1
+    return m
+
+
+CLEAN = _stripe(0, 32)  # left half metal
+
+
+def _decide(pairs: list[tuple[np.ndarray, np.ndarray]], cfg: DecisionConfig | None = None, valid=None):
+    m1 = np.stack([a for a, _ in pairs])
+    m2 = np.stack([b for _, b in pairs])
+    return decide(m1, m2, cfg or DecisionConfig(), valid)
+
+
+def test_every_branch() -> None:
+    shifted = _stripe(2, 34)
+    cases = {
+        Reason.BOTH_SPECKLED: (_speckled(CLEAN), _speckled(CLEAN)),
+        Reason.M2_SPECKLED: (CLEAN, _speckled(CLEAN)),
+        Reason.M1_SPECKLED: (_speckled(CLEAN), CLEAN),
+        Reason.AGREE: (CLEAN, shifted),  # 4 of 64 columns differ
+        Reason.INVERTED: (CLEAN, 1 - CLEAN),
+        Reason.FG_MISMATCH: (_stripe(0, 10), _stripe(0, 38)),  # agreement 36/64, fg 10/64 vs 38/64
+        Reason.DISAGREE: (_stripe(0, 32), _stripe(14, 46)),  # agreement 36/64, same fg fraction
+    }
+    d = _decide(list(cases.values()))
+    assert d.reason.dtype == np.int8 and d.source.dtype == np.int8
+    assert [Reason(r) for r in d.reason] == list(cases)
+    assert [Source(s) for s in d.source] == [
+        Source.FALLBACK,
+        Source.MODEL1,
+        Source.MODEL2,
+        Source.MODEL2,
+        Source.MODEL1,
+        Source.MODEL1,
+        Source.MODEL2,
+    ]
+    assert d.flagged.tolist() == [True, False, False, False, False, False, False]
+    assert d.speckles1.tolist() == [64, 0, 64, 0, 0, 0, 0]
+    assert d.speckles2.tolist() == [64, 64, 0, 0, 0, 0, 0]
+    np.testing.assert_allclose(d.agreement, [1, 1 - 64 / S**2, 1 - 64 / S**2, 60 / 64, 0, 36 / 64, 36 / 64])
+    assert len(d) == 7
+
+
+@pytest.mark.parametrize(
+    ("fallback", "source"),
+    [("sauvola", Source.FALLBACK), ("model1", Source.MODEL1), ("model2", Source.MODEL2)],
+)
+def test_both_speckled_uses_fallback_and_stays_flagged(fallback: str, source: Source) -> None:
+    d = _decide([(_speckled(CLEAN), _speckled(_stripe(0, 20)))], DecisionConfig(fallback=fallback))
+    assert d.source.tolist() == [source]
+    assert d.flagged.tolist() == [True]
+    assert d.reason.tolist() == [Reason.BOTH_SPECKLED]
+
+
+def test_speckled_threshold_is_inclusive() -> None:
+    # 7 x 7 = 49 speckles: below 50 → not speckled; with min count 49 → speckled
+    pair = (CLEAN, _speckled(CLEAN, n_side=7))
+    assert _decide([pair]).reason.tolist() == [Reason.AGREE]
+    d = _decide([pair], DecisionConfig(speckled_min_count=49))
+    assert d.reason.tolist() == [Reason.M2_SPECKLED] and d.speckles2.tolist() == [49]
+    # 2 x 2 blobs (4 px) are speckles with max 16 px but not with max 3 px
+    blobs = CLEAN.copy()
+    for i in range(8):
+        for j in range(8):
+            blobs[1 + 5 * i : 3 + 5 * i, 34 + 4 * j : 36 + 4 * j] = 1
+    assert _decide([(CLEAN, blobs)]).speckles2.tolist() == [64]
+    assert _decide([(CLEAN, blobs)], DecisionConfig(speckle_max_px=3)).speckles2.tolist() == [0]
+
+
+def test_agreement_threshold_is_inclusive() -> None:
+    m1, m2 = _stripe(0, 32), _stripe(14, 46)  # agreement 36/64 = 0.5625
+    assert _decide([(m1, m2)], DecisionConfig(agree_min=0.5625)).reason.tolist() == [Reason.AGREE]
+    assert _decide([(m1, m2)], DecisionConfig(agree_min=0.57)).reason.tolist() == [Reason.DISAGREE]
+
+
+def test_fg_fraction_tolerance_is_configurable() -> None:
+    m1, m2 = _stripe(0, 10), _stripe(0, 38)  # fg fractions differ by 28/64 = 0.4375
+    assert _decide([(m1, m2)], DecisionConfig(fg_fraction_tol=0.44)).reason.tolist() == [Reason.DISAGREE]
+    assert _decide([(m1, m2)], DecisionConfig(fg_fraction_tol=0.43)).reason.tolist() == [Reason.FG_MISMATCH]
+
+
+def test_padding_is_ignored() -> None:
+    valid = np.zeros((1, S, S), bool)
+    valid[:, :, :32] = True  # right half is padding
+    filled = CLEAN.copy()
+    filled[:, 32:] = 1  # model 2 fills the padding
+    speckled = _speckled(CLEAN)  # model 2 sprinkles speckles in the padding
+    d = _decide([(CLEAN, filled), (CLEAN, speckled)], valid=np.concatenate([valid, valid]))
+    assert d.agreement.tolist() == [1.0, 1.0]
+    assert d.speckles2.tolist() == [0, 0]
+    assert d.reason.tolist() == [Reason.AGREE, Reason.AGREE]
+    # without the valid mask the same pairs are judged on the padding too
+    d = _decide([(CLEAN, filled), (CLEAN, speckled)])
+    assert d.reason.tolist() == [Reason.FG_MISMATCH, Reason.M2_SPECKLED]
+
+
+def test_patch_without_valid_pixels_counts_as_agreeing() -> None:
+    d = _decide([(CLEAN, 1 - CLEAN)], valid=np.zeros((1, S, S), bool))
+    assert d.agreement.tolist() == [1.0] and d.reason.tolist() == [Reason.AGREE]
+
+
+def test_bool_masks_and_shape_checks() -> None:
+    d = decide(CLEAN[None].astype(bool), (1 - CLEAN)[None].astype(bool), DecisionConfig())
+    assert d.reason.tolist() == [Reason.INVERTED]
+    with pytest.raises(ValueError, match="same shape"):
+        decide(CLEAN[None], CLEAN[None, :10], DecisionConfig())
+    with pytest.raises(ValueError, match="valid"):
+        decide(CLEAN[None], CLEAN[None], DecisionConfig(), valid=np.ones((1, 5, 5), bool))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"speckle_max_px": 0},
+        {"speckled_min_count": 0},
+        {"agree_min": 1.5},
+        {"agree_min": -0.1},
+        {"fg_fraction_tol": -0.01},
+        {"fg_fraction_tol": 2.0},
+        {"fallback": "otsu"},
+    ],
+)
+def test_config_validation(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        DecisionConfig(**kwargs)
