@@ -1,0 +1,309 @@
+"""Training data: dataset discovery, per-IC splits, model-1/model-2 samples, prompts, a torch Dataset.
+
+Dataset folders (each ``--data DIR``) may be laid out as
+
+* ``DIR/manifest.json`` listing the samples: ``{"samples": [{"image": "images/a.png", "mask":
+  "masks/a.png", "ic": "chipA"}, ...]}`` (paths relative to DIR; ``ic`` defaults to DIR's name). This is
+  what ``samsem synth`` writes;
+* ``DIR/images/*`` with ``DIR/masks/<stem>.*`` or ``DIR/labels/<stem>.svg``: one IC named after DIR;
+* ``DIR/<IC>/images`` + ``DIR/<IC>/masks`` (or ``labels``): one IC per sub-folder.
+
+Images are PNG/TIFF; masks PNG/TIFF (nonzero = metal) or SVG layouts (rasterised at the image size).
+
+Splits are per IC and deterministic for a seed: the IC's samples, sorted by name, are permuted with a
+generator seeded by (seed, CRC32 of the IC name), and cut into validation, test and train parts
+(shares rounded by largest remainder; with 2+ samples at least one validates, with 3+ at least one
+tests). ICs listed as out-of-distribution are held out whole (split "ood").
+
+A training *item* is either a whole image (scale 1, resized to the model input like the runtime's
+model 1) or one patch of the runtime's tiling (scale 2, ``patch_size`` px with ``min_overlap``, upscaled
+to the input). Intensities are normalised with the runtime's per-image percentile levels. Every item's
+randomness (augmentation, prompt) comes from a generator seeded by (seed, epoch, item index), so an
+epoch is reproducible whatever the worker layout, and a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samsem.errors import InputError
+from samsem.io import SUPPORTED_SUFFIXES, image_info, read_image, read_mask
+from samsem.runtime.preprocess import apply_range, intensity_range
+from samsem.runtime.tiling import TilingConfig, extract_patch, make_tiling
+from samsem.train.augment import AugmentConfig, augment
+
+MASK_DIRS = ("masks", "labels")
+MASK_SUFFIXES = (*SUPPORTED_SUFFIXES, ".svg")
+SPLITS = ("train", "val", "test", "ood")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: ``name`` is unique ("<ic>/<stem>"), ``mask`` a PNG/TIFF/SVG path."""
+
+    name: str
+    ic: str
+    image: Path
+    mask: Path
+
+
+# --------------------------------------------------------------------------------------------- discovery
+
+
+def _find_mask(folder: Path, stem: str) -> Path | None:
+    for sub in MASK_DIRS:
+        for suffix in MASK_SUFFIXES:
+            candidate = folder / sub / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+
+
+def _from_folder(folder: Path, ic: str) -> list[Sample]:
+    samples = []
+    for image in _images_in(folder / "images"):
+        mask = _find_mask(folder, image.stem)
+        if mask is None:
+            raise InputError(image, "no mask for this image", f"{folder}/masks/{image.stem}.png|.tif|.svg")
+        samples.append(Sample(f"{ic}/{image.stem}", ic, image, mask))
+    return samples
+
+
+def _from_manifest(root: Path) -> list[Sample]:
+    path = root / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = data["samples"]
+        out = []
+        for e in entries:
+            ic = str(e.get("ic", root.name))
+            image, mask = root / e["image"], root / e["mask"]
+            for p in (image, mask):
+                if not p.is_file():
+                    raise InputError(p, "listed in the manifest but not found")
+            out.append(Sample(f"{ic}/{image.stem}", ic, image, mask))
+        return out
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(
+            path, f"cannot read dataset manifest ({exc!r})", '{"samples": [{"image", "mask", "ic"}, ...]}'
+        ) from None
+
+
+def discover(root: str | Path) -> list[Sample]:
+    """The samples of one dataset folder (see the module docstring for the layouts), sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "dataset folder not found", "a folder of images/ and masks/ or a manifest")
+    if (root / "manifest.json").is_file():
+        samples = _from_manifest(root)
+    elif (root / "images").is_dir():
+        samples = _from_folder(root, root.name)
+    else:
+        samples = []
+        for sub in sorted(p for p in root.iterdir() if (p / "images").is_dir()):
+            samples += _from_folder(sub, sub.name)
+    if not samples:
+        raise InputError(
+            root, "no labelled images found", "images/ + masks/ (or labels/), IC sub-folders or manifest.json"
+        )
+    return sorted(samples, key=lambda s: s.name)
+
+
+def discover_all(roots: Sequence[str | Path]) -> list[Sample]:
+    """The samples of several dataset folders; sample names must be unique across them."""
+    if not roots:
+        raise InputError(None, "no dataset given", "at least one --data folder")
+    samples: dict[str, Sample] = {}
+    for root in roots:
+        for s in discover(root):
+            if s.name in samples:
+                raise InputError(s.image, f"sample name {s.name!r} also used by {samples[s.name].image}")
+            samples[s.name] = s
+    return sorted(samples.values(), key=lambda s: s.name)
+
+
+# ------------------------------------------------------------------------------------------------ splits
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """(train, val, test) counts of ``n`` samples: largest-remainder rounding of the shares (ties favour
+    train, then val), then at least one validation sample when n >= 2 and one test sample when n >= 3,
+    taken from the larger of the other two parts (never leaving train empty)."""
+    shares = np.array([1.0 - val_fraction - test_fraction, val_fraction, test_fraction]) * n
+    counts = np.floor(shares).astype(int)
+    rest = np.round(shares - counts, 9)
+    for k in sorted(range(3), key=lambda k: (-rest[k], k))[: n - counts.sum()]:
+        counts[k] += 1
+    for k, other, min_n in ((1, 2, 2), (2, 1, 3)):
+        if n >= min_n and counts[k] == 0:
+            donor = 0 if counts[0] - 1 >= counts[other] else other
+            counts[donor] -= 1
+            counts[k] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
+
+
+def split_samples(
+    samples: Sequence[Sample],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    ood_ics: Sequence[str] = (),
+) -> dict[str, list[Sample]]:
+    """Deterministic per-IC splits: {"train", "val", "test", "ood"} -> samples sorted by name."""
+    known = {s.ic for s in samples}
+    missing = sorted(set(ood_ics) - known)
+    if missing:
+        raise InputError(
+            None,
+            f"out-of-distribution IC(s) not in the data: {', '.join(missing)}",
+            f"one of {', '.join(sorted(known))}",
+        )
+    out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    for ic in sorted(known):
+        group = sorted((s for s in samples if s.ic == ic), key=lambda s: s.name)
+        if ic in ood_ics:
+            out["ood"] += group
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(ic.encode("utf-8"))])
+        perm = [group[i] for i in rng.permutation(len(group))]
+        n_train, n_val, _ = split_counts(len(group), val_fraction, test_fraction)
+        out["val"] += perm[:n_val]
+        out["test"] += perm[n_val : len(group) - n_train]
+        out["train"] += perm[len(group) - n_train :]
+    return {k: sorted(v, key=lambda s: s.name) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------------------------------- items
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training input: sample index, scale (1 whole image, 2 patch) and box [y0, x0, y1, x1]."""
+
+    sample: int
+    scale: int
+    box: tuple[int, int, int, int]
+
+
+def make_items(sizes: Sequence[tuple[int, int]], target: str, tiling: TilingConfig) -> list[Item]:
+    """Items of images with the given (H, W) sizes: whole images for "model1", the runtime's patches for
+    "model2", both for "single"."""
+    items = []
+    for k, (h, w) in enumerate(sizes):
+        if target in ("model1", "single"):
+            items.append(Item(k, 1, (0, 0, h, w)))
+        if target in ("model2", "single"):
+            items += [Item(k, 2, tuple(int(v) for v in b)) for b in make_tiling(h, w, tiling).boxes]
+    return items
+
+
+def point_prompt(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random point on the foreground of ``mask`` (S, S) {0,1}: (1, 2) float32 (x, y) pixel indices.
+
+    An empty mask gets a uniformly random pixel: the runtime always prompts with positive points that
+    may land on non-metal, and the target (all background) then teaches the model to output nothing.
+    """
+    fg = np.flatnonzero(mask)
+    pick = fg[rng.integers(fg.size)] if fg.size else rng.integers(mask.size)
+    y, x = divmod(int(pick), mask.shape[1])
+    return np.array([[x, y]], np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+@dataclass
+class LoadedSample:
+    """A sample in memory: raw (H, W) uint8/uint16, mask (H, W) uint8 {0,1}, intensity levels (lo, hi)."""
+
+    raw: np.ndarray
+    mask: np.ndarray
+    levels: tuple[float, float]
+
+
+def load_sample(sample: Sample, low_pct: float = 0.5, high_pct: float = 99.5) -> LoadedSample:
+    """Read image and mask (mask size must match) and compute the runtime's intensity levels."""
+    raw = read_image(sample.image)
+    mask = read_mask(sample.mask, raw.shape)
+    return LoadedSample(raw, mask, intensity_range(raw, low_pct, high_pct))
+
+
+def item_source(loaded: LoadedSample, item: Item, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The region of ``item`` before resizing: image (h, w) float32 in [0, 1] and mask (h, w) uint8.
+
+    Patches are cut like the runtime does (padded to ``patch_size`` with the dark level / background).
+    """
+    if item.scale == 1:
+        return apply_range(loaded.raw, loaded.levels), loaded.mask
+    box = np.asarray(item.box)
+    crop = extract_patch(loaded.raw, box, patch_size, pad_value=loaded.levels[0])
+    return apply_range(crop, loaded.levels), extract_patch(loaded.mask, box, patch_size, pad_value=0)
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Augmented training items: ``__getitem__`` -> dict of tensors
+
+    image (1, S, S) float32 in [0, 1]; mask (1, S, S) float32 {0,1}; points (1, 2) float32 (x, y);
+    labels (1,) float32 (ones); scale () int64. Call :meth:`set_epoch` before each epoch.
+    Loaded images are cached per process.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        target: str,
+        input_size: int,
+        augment_cfg: AugmentConfig,
+        tiling: TilingConfig,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list(samples)
+        self.input_size = input_size
+        self.augment_cfg = augment_cfg
+        self.tiling = tiling
+        self.seed = seed
+        self.epoch = 0
+        sizes = [(info.height, info.width) for info in map(image_info, (s.image for s in self.samples))]
+        self.items = make_items(sizes, target, tiling)
+        self._cache: dict[int, LoadedSample] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _loaded(self, k: int) -> LoadedSample:
+        if k not in self._cache:
+            self._cache[k] = load_sample(self.samples[k])
+        return self._cache[k]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.items[index]
+        rng = np.random.default_rng([self.seed, 1, self.epoch, index])
+        image, mask = item_source(self._loaded(item.sample), item, self.tiling.patch_size)
+        image, mask = augment(image, mask, self.input_size, self.augment_cfg, rng)
+        points = point_prompt(mask, rng)
+        return {
+            "image": torch.from_numpy(image)[None],
+            "mask": torch.from_numpy(mask.astype(np.float32))[None],
+            "points": torch.from_numpy(points),
+            "labels": torch.ones(1, dtype=torch.float32),
+            "scale": torch.tensor(item.scale),
+        }
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled item order of one epoch (seeded by seed and epoch)."""
+    return np.random.default_rng([seed, 2, epoch]).permutation(n).tolist()
