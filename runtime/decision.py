@@ -157,11 +157,11 @@ def decide(m1: np.ndarray, m2: np.ndarray, cfg: DecisionConfig, valid: np.ndarra
     b = _as_u8(m2)
     if valid is not None:
         v = _as_u8(valid)
-        a = a & v  # speckles of padding do not count
-        b = b & v
         stats = _pair_stats(a, b, v, True)
+        padded = np.flatnonzero(stats[:, 3] < a.shape[1] * a.shape[2])
     else:
         stats = _pair_stats(a, b, np.ones((1, 1, 1), np.uint8), False)
+        padded = np.zeros(0, np.int64)
     n_valid = stats[:, 3].astype(np.float64)
     denom = np.maximum(n_valid, 1.0)
     agreement = np.where(n_valid > 0, stats[:, 0] / denom, 1.0).astype(np.float32)
@@ -170,6 +170,9 @@ def decide(m1: np.ndarray, m2: np.ndarray, cfg: DecisionConfig, valid: np.ndarra
 
     sp1 = count_speckles(a, cfg.speckle_max_px)
     sp2 = count_speckles(b, cfg.speckle_max_px)
+    if padded.size:  # recount patches with padding, whose speckles there do not count
+        sp1[padded] = count_speckles(a[padded] & v[padded], cfg.speckle_max_px)
+        sp2[padded] = count_speckles(b[padded] & v[padded], cfg.speckle_max_px)
     speckled1 = sp1 >= cfg.speckled_min_count
     speckled2 = sp2 >= cfg.speckled_min_count
     agree = agreement >= cfg.agree_min
