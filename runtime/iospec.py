@@ -1,0 +1,223 @@
+"""Tensor names, dtypes and shapes of every engine: the one place exporters and loaders read them.
+
+A :class:`TensorSpec` has fixed sizes and two symbolic ones, ``"batch"`` and ``"points"``. An
+:class:`EngineSpec` lists an engine's inputs and outputs, gives TensorRT-style (min, opt, max) input
+shapes (:meth:`EngineSpec.profile`), checks a batch of named arrays (:meth:`EngineSpec.check_inputs`) and
+round-trips through JSON for bundle manifests.
+
+SAM2 (S = input size, C = d_model, s = backbone stride, M = masks per prompt):
+
+* ``model``: image (B, 3, S, S), point_coords (B, P, 2), point_labels (B, P) -> masks (B, M, 4S/s, 4S/s),
+  iou_scores (B, M)
+* ``encoder``: image -> feat_s0 (B, C/8, 4S/s, 4S/s), feat_s1 (B, C/4, 2S/s, 2S/s),
+  image_embed (B, C, S/s, S/s)
+* ``decoder``: feat_s0, feat_s1, image_embed, point_coords, point_labels -> masks, iou_scores
+
+Lite (small CNN): ``model``: image (B, 1, S, S) -> logits (B, 1, S, S).
+All tensors are float32 (point labels too: 1 positive, 0 negative, -1 padding).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from samsem.errors import InputError
+
+BATCH = "batch"
+POINTS = "points"
+SYMBOLS = (BATCH, POINTS)
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: dtype (numpy name) and dims (ints, or "batch"/"points")."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+
+    def __post_init__(self) -> None:
+        for d in self.dims:
+            if isinstance(d, str) and d not in SYMBOLS:
+                raise ValueError(f"{self.name}: unknown symbolic dim {d!r} (expected one of {SYMBOLS})")
+        np.dtype(self.dtype)  # raises TypeError for an unknown dtype
+
+    def shape(self, sizes: Mapping[str, int]) -> Shape:
+        """Concrete shape for the symbolic sizes, e.g. {"batch": 4, "points": 2}."""
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        return cls(str(data["name"]), str(data["dtype"]), tuple(data["dims"]))
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """The io of one engine (a whole model or one half of a split model)."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+    def profile(
+        self,
+        batch_min: int,
+        batch_opt: int,
+        batch_max: int,
+        points_max: int,
+        points_min: int = 1,
+        points_opt: int | None = None,
+    ) -> dict[str, tuple[Shape, Shape, Shape]]:
+        """Input name -> (min, opt, max) shape (TensorRT optimisation profile); points_opt defaults to max."""
+        if not 1 <= batch_min <= batch_opt <= batch_max:
+            raise ValueError(
+                f"need 1 <= batch_min <= batch_opt <= batch_max, got {batch_min, batch_opt, batch_max}"
+            )
+        p_opt = points_max if points_opt is None else points_opt
+        if not 1 <= points_min <= p_opt <= points_max:
+            raise ValueError(
+                f"need 1 <= points_min <= points_opt <= points_max, got {points_min, p_opt, points_max}"
+            )
+        lo = {BATCH: batch_min, POINTS: points_min}
+        mid = {BATCH: batch_opt, POINTS: p_opt}
+        hi = {BATCH: batch_max, POINTS: points_max}
+        return {t.name: (t.shape(lo), t.shape(mid), t.shape(hi)) for t in self.inputs}
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Validate named arrays against the inputs; returns the symbolic sizes, InputError otherwise."""
+        names = set(inputs)
+        if names != set(self.input_names):
+            missing = sorted(set(self.input_names) - names)
+            extra = sorted(names - set(self.input_names))
+            raise InputError(
+                None,
+                f"{self.name} engine inputs: missing {missing}, unexpected {extra}",
+                f"exactly {list(self.input_names)}",
+            )
+        return _check(self, self.inputs, inputs, "input")
+
+    def check_outputs(self, outputs: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> None:
+        """Validate an engine's outputs against the outputs spec and the input's symbolic sizes."""
+        missing = sorted(set(self.output_names) - set(outputs))
+        if missing:
+            raise InputError(None, f"{self.name} engine returned no {missing}")
+        found = _check(self, self.outputs, {n: outputs[n] for n in self.output_names}, "output")
+        for sym, value in found.items():
+            if sizes.get(sym, value) != value:
+                raise InputError(
+                    None, f"{self.name} engine output {sym} size {value} != input's {sizes[sym]}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineSpec:
+        return cls(
+            str(data["name"]),
+            tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
+            tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
+        )
+
+
+def _check(
+    engine: EngineSpec, specs: tuple[TensorSpec, ...], arrays: Mapping[str, np.ndarray], kind: str
+) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        arr = arrays[spec.name]
+        where = f"{engine.name} {kind} {spec.name!r}"
+        if not isinstance(arr, np.ndarray):
+            raise InputError(None, f"{where} is a {type(arr).__name__}", "a numpy array")
+        if arr.dtype != np.dtype(spec.dtype):
+            raise InputError(None, f"{where} has dtype {arr.dtype}", spec.dtype)
+        if arr.ndim != len(spec.dims):
+            raise InputError(None, f"{where} has shape {arr.shape}", f"dims {_fmt(spec.dims)}")
+        for axis, (want, got) in enumerate(zip(spec.dims, arr.shape, strict=True)):
+            if isinstance(want, str):
+                if sizes.setdefault(want, got) != got:
+                    raise InputError(
+                        None,
+                        f"{where} axis {axis} ({want}) is {got} but another tensor has {sizes[want]}",
+                        f"the same {want} size for all tensors",
+                    )
+                if got < 1:
+                    raise InputError(None, f"{where} has an empty {want} axis", f"{want} >= 1")
+            elif want != got:
+                raise InputError(None, f"{where} has shape {arr.shape}", f"dims {_fmt(spec.dims)}")
+    return sizes
+
+
+def _fmt(dims: tuple[int | str, ...]) -> str:
+    return "(" + ", ".join(map(str, dims)) + ")"
+
+
+def engines_to_json(engines: Mapping[str, EngineSpec]) -> str:
+    """Serialise {key: EngineSpec} (e.g. for a bundle manifest)."""
+    return json.dumps({k: e.to_dict() for k, e in engines.items()}, indent=2)
+
+
+def engines_from_json(text: str) -> dict[str, EngineSpec]:
+    """Inverse of :func:`engines_to_json`."""
+    return {k: EngineSpec.from_dict(v) for k, v in json.loads(text).items()}
+
+
+def sam2_engines(
+    image_size: int, d_model: int, backbone_stride: int, num_masks: int
+) -> dict[str, EngineSpec]:
+    """Io of SAM2 at input size S: keys "model" (whole), "encoder" and "decoder" (split)."""
+    if image_size % backbone_stride or d_model % 8:
+        raise ValueError(f"image_size {image_size} must divide by {backbone_stride}, d_model {d_model} by 8")
+    s, e = image_size, image_size // backbone_stride
+    f32 = "float32"
+    image = TensorSpec("image", f32, (BATCH, 3, s, s))
+    coords = TensorSpec("point_coords", f32, (BATCH, POINTS, 2))
+    labels = TensorSpec("point_labels", f32, (BATCH, POINTS))
+    feats = (
+        TensorSpec("feat_s0", f32, (BATCH, d_model // 8, 4 * e, 4 * e)),
+        TensorSpec("feat_s1", f32, (BATCH, d_model // 4, 2 * e, 2 * e)),
+        TensorSpec("image_embed", f32, (BATCH, d_model, e, e)),
+    )
+    outputs = (
+        TensorSpec("masks", f32, (BATCH, num_masks, 4 * e, 4 * e)),
+        TensorSpec("iou_scores", f32, (BATCH, num_masks)),
+    )
+    return {
+        "model": EngineSpec("model", (image, coords, labels), outputs),
+        "encoder": EngineSpec("encoder", (image,), feats),
+        "decoder": EngineSpec("decoder", (*feats, coords, labels), outputs),
+    }
+
+
+def lite_engines(image_size: int) -> dict[str, EngineSpec]:
+    """Io of the lite CNN family: "model": image (B, 1, S, S) -> logits (B, 1, S, S)."""
+    s = image_size
+    return {
+        "model": EngineSpec(
+            "model",
+            (TensorSpec("image", "float32", (BATCH, 1, s, s)),),
+            (TensorSpec("logits", "float32", (BATCH, 1, s, s)),),
+        )
+    }

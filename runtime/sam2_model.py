@@ -1,0 +1,509 @@
+"""SAM2 model access: build from the official configs, strict checkpoint loading, an image-only module.
+
+* :class:`SAM2Spec` names a model: an official config (``"sam2.1_hiera_t"``, ``"sam2_hiera_l"``, ... or a
+  YAML path), the input size and optional size overrides used for tiny random-weight test models
+  (:func:`tiny_spec`).
+* :func:`build_sam2_model` instantiates ``SAM2Base`` from the config (hydra ``instantiate``, like
+  ``sam2.build_sam``) and loads weights strictly from an official ``{"model": state_dict}`` file or a
+  samsem checkpoint (:func:`save_checkpoint` writes that format; training uses it).
+* :class:`SAM2ImageModel` is the single-image path of ``SAM2ImagePredictor`` batched over images, each
+  with its own point prompts, split into ``encode`` and ``decode`` so that export can make two graphs.
+
+Feature sizes are derived from the config and the input size (:func:`geometry`), never assumed to be
+the 1024-px ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from samsem.errors import ConfigError, InputError
+from samsem.io import atomic_path
+from samsem.runtime import iospec
+
+CHECKPOINT_FORMAT = "samsem-checkpoint"
+CHECKPOINT_VERSION = 1
+FAMILY = "sam2"
+NUM_MASKS = 3  # SAM2's multimask output
+MAX_LISTED_KEYS = 8  # key names quoted in a loading error before "... and N more"
+
+# ImageNet statistics SAM2 normalises with (sam2.utils.transforms.SAM2Transforms)
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+_SIZE_ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+
+
+@dataclass(frozen=True)
+class SAM2Spec:
+    """Which SAM2 to build.
+
+    config: official config name (``"sam2.1_hiera_t"``; checkpoint-style aliases such as
+    ``"sam2.1_hiera_tiny"`` work too) or a path to a SAM2 model YAML. image_size: side S of the square
+    input. The remaining fields override the config for small test models and are None for official
+    sizes: Hiera ``embed_dim``/``num_heads``/``stages``/``global_att_blocks`` and the neck's ``d_model``
+    (memory attention/encoder widths then scale with ``d_model``).
+    """
+
+    config: str = "sam2.1_hiera_t"
+    image_size: int = 1024
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    stages: tuple[int, ...] | None = None
+    global_att_blocks: tuple[int, ...] | None = None
+    d_model: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image_size, int) or self.image_size <= 0:
+            raise ConfigError(f"SAM2 image_size must be a positive integer, got {self.image_size!r}")
+        for name in ("embed_dim", "num_heads", "d_model"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"SAM2 {name} must be a positive integer, got {value!r}")
+        if self.d_model is not None and self.d_model % 8:
+            raise ConfigError(
+                f"SAM2 d_model must be a multiple of 8 (mask decoder heads), got {self.d_model}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/pickle-friendly dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAM2Spec:
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a SAM2 spec must be a dict, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown SAM2 spec field(s): {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+def tiny_spec(image_size: int = 128) -> SAM2Spec:
+    """A SAM2 with ~0.7 M parameters (Hiera embed 8, one block per stage, d_model 32) for CPU tests."""
+    return SAM2Spec(
+        config="sam2.1_hiera_t",
+        image_size=image_size,
+        embed_dim=8,
+        num_heads=1,
+        stages=(1, 1, 1, 1),
+        global_att_blocks=(),
+        d_model=32,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+
+def official_configs() -> dict[str, Path]:
+    """Official config name -> YAML file shipped with the installed sam2 package."""
+    import sam2
+
+    root = Path(sam2.__file__).parent / "configs"
+    return {p.stem: p for sub in ("sam2", "sam2.1") for p in sorted((root / sub).glob("*.yaml"))}
+
+
+def config_path(config: str) -> Path:
+    """Resolve an official config name (or alias) or a YAML path to a file; ConfigError if unknown."""
+    known = official_configs()
+    if config in known:
+        return known[config]
+    for alias, size in _SIZE_ALIASES.items():
+        if config.endswith(f"_{alias}") and f"{config.removesuffix(alias)}{size}" in known:
+            return known[f"{config.removesuffix(alias)}{size}"]
+    if config.endswith((".yaml", ".yml")):
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"SAM2 config file not found: {path}")
+        return path
+    raise ConfigError(f"unknown SAM2 config {config!r}; expected one of {', '.join(known)} or a .yaml path")
+
+
+def _default(fn: Any, name: str) -> Any:
+    return inspect.signature(fn).parameters[name].default
+
+
+def _overrides(spec: SAM2Spec, backbone_stride: int) -> dict[str, Any]:
+    """Dotted config keys -> values that apply the spec to an official config."""
+    embed = spec.image_size // backbone_stride
+    out: dict[str, Any] = {
+        "model.image_size": spec.image_size,
+        "model.memory_attention.layer.self_attention.feat_sizes": [embed, embed],
+        "model.memory_attention.layer.cross_attention.feat_sizes": [embed, embed],
+    }
+    trunk = "model.image_encoder.trunk."
+    for name in ("embed_dim", "num_heads", "stages", "global_att_blocks"):
+        value = getattr(spec, name)
+        if value is not None:
+            out[trunk + name] = list(value) if isinstance(value, tuple) else value
+    d = spec.d_model
+    if d is not None:
+        mem = max(d // 4, 1)
+        out |= {
+            "model.image_encoder.neck.d_model": d,
+            "model.image_encoder.neck.position_encoding.num_pos_feats": d,
+            "model.memory_attention.d_model": d,
+            "model.memory_attention.layer.d_model": d,
+            "model.memory_attention.layer.dim_feedforward": 8 * d,
+            "model.memory_attention.layer.self_attention.embedding_dim": d,
+            "model.memory_attention.layer.cross_attention.embedding_dim": d,
+            "model.memory_attention.layer.cross_attention.kv_in_dim": mem,
+            "model.memory_encoder.in_dim": d,
+            "model.memory_encoder.out_dim": mem,
+            "model.memory_encoder.position_encoding.num_pos_feats": mem,
+            "model.memory_encoder.mask_downsampler.embed_dim": d,
+            "model.memory_encoder.fuser.layer.dim": d,
+        }
+    return out
+
+
+def compose_config(spec: SAM2Spec) -> Any:
+    """The resolved OmegaConf config of ``spec`` (official YAML + the spec's overrides).
+
+    The YAML is read with OmegaConf (the official configs have no defaults list, so this equals
+    ``hydra.compose`` of the same file) so that configs outside sam2's package work too and hydra's
+    global state is left alone.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from sam2.modeling.backbones.hieradet import Hiera
+    from sam2.modeling.sam2_base import SAM2Base
+
+    path = config_path(spec.config)
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"cannot read SAM2 config {path}: {exc}") from exc
+    target = OmegaConf.select(cfg, "model._target_")
+    if target is None or not str(target).endswith("SAM2Base"):
+        raise ConfigError(f"{path} is not a SAM2 model config (model._target_ = {target!r})")
+    stride = OmegaConf.select(cfg, "model.backbone_stride", default=_default(SAM2Base, "backbone_stride"))
+    for key, value in _overrides(spec, stride).items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    trunk = cfg.model.image_encoder.trunk
+    embed_dim = trunk.get("embed_dim", _default(Hiera, "embed_dim"))
+    stages = list(trunk.get("stages", _default(Hiera, "stages")))
+    window_spec = list(trunk.get("window_spec", _default(Hiera, "window_spec")))
+    if len(stages) != len(window_spec):
+        raise ConfigError(f"SAM2 stages {stages} need {len(window_spec)} entries (one per Hiera stage)")
+    if spec.embed_dim is not None or spec.stages is not None:
+        dim_mul = trunk.get("dim_mul", _default(Hiera, "dim_mul"))
+        channels = [int(embed_dim * dim_mul**i) for i in range(len(stages))][::-1]
+        OmegaConf.update(cfg, "model.image_encoder.neck.backbone_channel_list", channels, force_add=True)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+@dataclass(frozen=True)
+class SAM2Geometry:
+    """Tensor sizes of a SAM2 at one input size.
+
+    image_size S; d_model C (image embedding channels); backbone_stride (S / embedding side). The mask
+    decoder's two 2x up-convolutions fix the rest: feat_s1 (C/4 channels, stride/2), feat_s0 (C/8
+    channels, stride/4), low-resolution masks at stride/4.
+    """
+
+    image_size: int
+    d_model: int
+    backbone_stride: int
+
+    @property
+    def embed_size(self) -> int:
+        return self.image_size // self.backbone_stride
+
+    @property
+    def mask_size(self) -> int:
+        return 4 * self.embed_size
+
+    def engines(self) -> dict[str, iospec.EngineSpec]:
+        """Io-specs of the whole model ("model") and the split "encoder"/"decoder" engines."""
+        return iospec.sam2_engines(self.image_size, self.d_model, self.backbone_stride, NUM_MASKS)
+
+
+def geometry(spec: SAM2Spec) -> SAM2Geometry:
+    """Derive the tensor sizes of ``spec`` from its config; ConfigError if S does not fit the network."""
+    from sam2.modeling.backbones.hieradet import Hiera
+    from sam2.modeling.sam2_base import SAM2Base
+
+    model = compose_config(spec).model
+    stride = int(model.get("backbone_stride", _default(SAM2Base, "backbone_stride")))
+    if not model.get("use_high_res_features_in_sam", False):
+        raise ConfigError(f"{spec.config}: the image model needs use_high_res_features_in_sam=true")
+    trunk = model.image_encoder.trunk
+    window0 = int(trunk.get("window_spec", _default(Hiera, "window_spec"))[0])
+    # the lowest Hiera level (stride 2 * backbone_stride) must be integral and the first level
+    # (stride backbone_stride / 4) must tile the windowed positional embedding
+    multiple = math.lcm(2 * stride, (stride // 4) * window0)
+    if spec.image_size % multiple:
+        raise ConfigError(f"SAM2 image_size must be a multiple of {multiple}, got {spec.image_size}")
+    return SAM2Geometry(spec.image_size, int(model.image_encoder.neck.d_model), stride)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def torch_device(device: str | torch.device) -> torch.device:
+    """Parse a device string; ConfigError if invalid or CUDA is requested but absent."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid torch device {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], SAM2Spec | None]:
+    """Load a checkpoint file: (state_dict, spec) for samsem files, (state_dict, None) for official ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint file not found")
+    expected = 'an official SAM2 checkpoint {"model": state_dict} or a samsem checkpoint'
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, ...) for foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, f"not a readable PyTorch checkpoint ({first[:200]})", expected) from exc
+    if not isinstance(obj, dict):
+        raise InputError(path, f"checkpoint holds a {type(obj).__name__}, not a dict", expected)
+    spec = None
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        if obj.get("version") != CHECKPOINT_VERSION:
+            raise InputError(
+                path,
+                f"unsupported samsem checkpoint version {obj.get('version')!r}",
+                f"version {CHECKPOINT_VERSION}",
+            )
+        if obj.get("family") != FAMILY:
+            raise InputError(
+                path, f"is a samsem {obj.get('family')!r} checkpoint, not a SAM2 one", f"family {FAMILY!r}"
+            )
+        try:
+            spec = SAM2Spec.from_dict(obj.get("spec"))
+        except (ConfigError, TypeError) as exc:
+            raise InputError(path, f"invalid SAM2 spec in checkpoint: {exc}") from exc
+    state = obj.get("model")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = ", ".join(sorted(map(str, obj))[:MAX_LISTED_KEYS])
+        raise InputError(path, f"no 'model' state dict in checkpoint (top-level keys: {keys})", expected)
+    return state, spec
+
+
+def _listed(names: list[str]) -> str:
+    head = ", ".join(names[:MAX_LISTED_KEYS])
+    more = len(names) - MAX_LISTED_KEYS
+    return f"{head}, ... and {more} more" if more > 0 else head
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, config: str) -> None:
+    """Strict load: every key present, none extra, all shapes equal; InputError naming the keys otherwise."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) (file != model): {_listed(shapes)}")
+    if problems:
+        raise InputError(
+            path,
+            f"weights do not fit SAM2 config {config!r}: " + "; ".join(problems),
+            "a checkpoint of the same SAM2 variant",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _instantiate(spec: SAM2Spec, seed: int | None) -> nn.Module:
+    from hydra.utils import instantiate
+
+    geometry(spec)  # validates the input size before building
+    cfg = compose_config(spec)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return instantiate(cfg.model, _recursive_=True)
+
+
+def load_sam2(
+    checkpoint: str | Path, spec: SAM2Spec | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, SAM2Spec]:
+    """Read a checkpoint once and build its model: returns (SAM2Base in eval mode, spec).
+
+    ``spec`` is required for official checkpoints; a samsem checkpoint carries its own, and a given one
+    must equal it.
+    """
+    path = Path(checkpoint)
+    dev = torch_device(device)
+    state, stored = _read_checkpoint(path)
+    if spec is None:
+        if stored is None:
+            raise InputError(
+                path,
+                "official SAM2 checkpoints do not name their config",
+                f'the config given as "CONFIG:PATH", e.g. "sam2.1_hiera_t:{path}"',
+            )
+        spec = stored
+    elif stored is not None and stored != spec:
+        raise ConfigError(f"{path} was saved with {stored}, not the requested {spec}")
+    model = _instantiate(spec, seed=None)
+    _load_state(model, state, path, spec.config)
+    return model.to(dev).eval(), spec
+
+
+def build_sam2_model(
+    spec: SAM2Spec,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+) -> nn.Module:
+    """Build ``SAM2Base`` (eval mode) for ``spec``; weights from ``checkpoint`` (strict) or random.
+
+    seed: RNG seed for random initialisation (the global RNG is left untouched); ignored with a
+    checkpoint.
+    """
+    if checkpoint is not None:
+        return load_sam2(checkpoint, spec, device)[0]
+    dev = torch_device(device)
+    return _instantiate(spec, seed).to(dev).eval()
+
+
+def load_checkpoint_spec(path: str | Path) -> SAM2Spec:
+    """The spec stored in a samsem checkpoint; InputError for official checkpoints (they carry none)."""
+    state, spec = _read_checkpoint(path)
+    del state
+    if spec is None:
+        raise InputError(
+            path,
+            "official SAM2 checkpoints do not name their config",
+            'a samsem checkpoint, or give the config as "CONFIG:PATH"',
+        )
+    return spec
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, spec: SAM2Spec, extra: dict[str, Any] | None = None
+) -> None:
+    """Write a samsem checkpoint atomically (samsem.io.atomic_path).
+
+    Format: {"format": "samsem-checkpoint", "version": 1, "family": "sam2", "spec": spec.to_dict(),
+    "model": SAM2Base state_dict on CPU, **extra}. ``model`` is a SAM2Base or a SAM2ImageModel;
+    ``extra`` (training state) must only hold tensors and plain Python values and may not reuse the
+    reserved keys.
+    """
+    sam = model.sam if isinstance(model, SAM2ImageModel) else model
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "family": FAMILY,
+        "spec": spec.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in sam.state_dict().items()},
+    }
+    clash = sorted(set(extra or {}) & set(payload))
+    if clash:
+        raise ConfigError(f"checkpoint extra keys {clash} are reserved")
+    payload |= extra or {}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+# ------------------------------------------------------------------------------------------ image model
+
+
+class SAM2ImageModel(nn.Module):
+    """SAM2 on single images with point prompts, batched: B images, each with its own P points.
+
+    Replicates ``SAM2ImagePredictor.set_image`` + ``predict(multimask_output=True)`` (without the final
+    clamp of the low-resolution logits to [-32, 32] and without upsampling). ``image``: (B, 3, S, S)
+    float32, ImageNet-normalised; ``point_coords``: (B, P, 2) float32 (x, y) in input pixels;
+    ``point_labels``: (B, P) float (1 positive, 0 negative, -1 padding). Outputs: masks (B, 3, S/4, S/4)
+    float32 logits, iou_scores (B, 3) float32.
+    """
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        if not sam.use_high_res_features_in_sam:
+            raise ConfigError("SAM2ImageModel needs a SAM2 built with use_high_res_features_in_sam=true")
+        self.sam = sam
+        self.geometry = SAM2Geometry(sam.image_size, sam.hidden_dim, sam.backbone_stride)
+
+    @property
+    def image_size(self) -> int:
+        return self.geometry.image_size
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image (B, 3, S, S) -> feat_s0 (B, C/8, S/4, S/4), feat_s1 (B, C/4, S/8, S/8),
+        image_embed (B, C, S/16, S/16) (with the no-memory embedding added when the config says so)."""
+        fpn = self.sam.image_encoder(image)["backbone_fpn"][-self.sam.num_feature_levels :]
+        decoder = self.sam.sam_mask_decoder
+        feat_s0 = decoder.conv_s0(fpn[0])
+        feat_s1 = decoder.conv_s1(fpn[1])
+        image_embed = fpn[2]
+        if self.sam.directly_add_no_mem_embed:
+            image_embed = image_embed + self.sam.no_mem_embed.reshape(1, -1, 1, 1)
+        return feat_s0, feat_s1, image_embed
+
+    def decode(
+        self,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        image_embed: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features + points (B, P, 2), labels (B, P) -> masks (B, 3, S/4, S/4), iou (B, 3)."""
+        prompt = self.sam.sam_prompt_encoder
+        # what PromptEncoder.forward does for points without boxes/masks, minus its empty-tensor concat
+        sparse = prompt._embed_points(point_coords, point_labels.to(point_coords.dtype), pad=True)
+        dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            image_embed.shape[0], -1, image_embed.shape[2], image_embed.shape[3]
+        )
+        masks, iou, _, _ = self.sam.sam_mask_decoder(
+            image_embeddings=image_embed,
+            image_pe=prompt.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            repeat_image=False,
+            high_res_features=[feat_s0, feat_s1],
+        )
+        return masks, iou
+
+    def forward(
+        self, image: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S), (B, P, 2), (B, P) -> masks (B, 3, S/4, S/4) logits, iou_scores (B, 3)."""
+        return self.decode(*self.encode(image), point_coords, point_labels)
+
+
+def trainable(model: nn.Module, image_encoder: bool, prompt_encoder: bool, mask_decoder: bool) -> int:
+    """Set requires_grad for fine-tuning; returns the number of trainable parameters.
+
+    ``model`` is a SAM2Base or SAM2ImageModel. The no-memory embedding follows ``image_encoder`` (it is
+    added to the image embedding); conv_s0/conv_s1 belong to the mask decoder, as in SAM2. The video
+    memory modules, unused on images, are always frozen.
+    """
+    sam = model.sam if isinstance(model, SAM2ImageModel) else model
+    sam.requires_grad_(False)
+    sam.image_encoder.requires_grad_(image_encoder)
+    sam.no_mem_embed.requires_grad_(image_encoder)
+    sam.sam_prompt_encoder.requires_grad_(prompt_encoder)
+    sam.sam_mask_decoder.requires_grad_(mask_decoder)
+    return sum(p.numel() for p in sam.parameters() if p.requires_grad)
