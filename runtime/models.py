@@ -1,0 +1,133 @@
+"""The single entry from a user's ``--model`` argument to the two segmenters of the pipeline.
+
+Accepted forms (one source serves both scales; two comma-separated sources give scale 1 and 2):
+
+* ``PATH`` — a samsem SAM2 checkpoint (.pt; it stores its own spec);
+* ``CONFIG:PATH`` — an official SAM2 checkpoint with its config name or YAML path, e.g.
+  ``sam2.1_hiera_t:/ckpt/sam2.1_hiera_tiny.pt`` (samsem checkpoints accept it too, if it matches);
+* ``SRC1,SRC2`` — two of the above, for the whole-image and the patch scale.
+
+``None`` means "no model": :func:`resolve_model_arg` and :func:`load_models` return None and the caller
+decides what runs instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from samsem.errors import ConfigError, InputError
+from samsem.runtime.segmenter import Segmenter
+
+BACKENDS = ("auto", "torch")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One weights file and, for official checkpoints, its SAM2 config (name or YAML path)."""
+
+    path: Path
+    config: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.config}:{self.path}" if self.config else str(self.path)
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    """Segmenters for scale 1 (whole image) and scale 2 (patches) and a description for reports.
+
+    model2 is model1 when one set of weights serves both scales. description: family, source, config,
+    input_size, backend, device, precision.
+    """
+
+    model1: Segmenter
+    model2: Segmenter
+    description: dict[str, Any]
+
+
+def _is_config(text: str) -> bool:
+    """True when ``text`` (the part before a ':') names a SAM2 config: official name or YAML path."""
+    from samsem.runtime.sam2_model import config_path
+
+    if text.endswith((".yaml", ".yml")):
+        return True
+    try:
+        config_path(text)
+    except ConfigError:
+        return False
+    return True
+
+
+def _parse_source(text: str) -> ModelSource:
+    text = text.strip()
+    if not text:
+        raise InputError(None, "empty model argument", "PATH, CONFIG:PATH or SRC1,SRC2")
+    config, sep, rest = text.partition(":")
+    source = ModelSource(Path(rest), config) if sep and _is_config(config) else ModelSource(Path(text))
+    if source.path.is_dir():
+        raise InputError(source.path, "model directories are not supported", "a .pt checkpoint file")
+    if not source.path.is_file():
+        raise InputError(source.path, "model file not found")
+    return source
+
+
+def resolve_model_arg(model: str | Path | None) -> tuple[ModelSource, ...] | None:
+    """Parse a ``--model`` value into one or two sources; None for None ("no model").
+
+    Raises InputError for a missing file, more than two sources or an empty part.
+    """
+    if model is None:
+        return None
+    if isinstance(model, Path):
+        return (_parse_source(str(model)),)
+    parts = model.split(",")
+    if len(parts) > 2:
+        raise InputError(
+            None, f"{len(parts)} models given in {model!r}", "one model, or two for the two scales"
+        )
+    return tuple(_parse_source(p) for p in parts)
+
+
+def _segmenter(source: ModelSource, device: str, precision: str) -> tuple[Segmenter, dict[str, Any]]:
+    from samsem.runtime.backend_torch import TorchBackend
+    from samsem.runtime.sam2_model import SAM2ImageModel, SAM2Spec, load_sam2
+    from samsem.runtime.sam2_segmenter import SAM2Segmenter
+
+    spec = None if source.config is None else SAM2Spec(config=source.config)
+    sam, spec = load_sam2(source.path, spec, device=device)
+    backend = TorchBackend(SAM2ImageModel(sam), device=device, precision=precision)
+    info = {"source": str(source.path), "config": spec.config, "input_size": spec.image_size}
+    return SAM2Segmenter(backend, spec.image_size), info
+
+
+def load_models(
+    model: str | Path | None, *, backend: str = "auto", device: str = "cpu", precision: str = "fp32"
+) -> LoadedModels | None:
+    """Load the segmenters named by ``model`` (see the module docstring); None for None.
+
+    backend: "auto" or "torch" (checkpoints run on PyTorch); device: "cpu", "cuda", "cuda:N";
+    precision: "fp32", "bf16" or "fp16" (see samsem.runtime.backend_torch).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"unknown backend {backend!r} for checkpoints; expected one of {', '.join(BACKENDS)}"
+        )
+    sources = resolve_model_arg(model)
+    if sources is None:
+        return None
+    loaded = [_segmenter(s, device, precision) for s in sources]
+    first, info1 = loaded[0]
+    second, info2 = loaded[-1]
+    description: dict[str, Any] = {
+        "family": "sam2",
+        "backend": "torch",
+        "device": device,
+        "precision": precision,
+    }
+    if len(loaded) == 1:
+        description |= info1
+    else:
+        description |= {k: [info1[k], info2[k]] for k in info1}
+    return LoadedModels(first, second, description)
