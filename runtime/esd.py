@@ -32,6 +32,7 @@ from enum import IntEnum
 import numba as nb
 import numpy as np
 
+from samsem.errors import ConfigError
 from samsem.runtime.components import _paint, count_runs, label_runs
 
 
@@ -67,7 +68,7 @@ class ESDConfig:
 
     def __post_init__(self) -> None:
         if self.border < 0 or self.min_area < 0:
-            raise ValueError(f"border and min_area must be >= 0, got {self.border}, {self.min_area}")
+            raise ConfigError(f"ESD border and min_area must be >= 0, got {self.border}, {self.min_area}")
 
 
 @dataclass(frozen=True)

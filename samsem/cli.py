@@ -17,6 +17,7 @@ from samsem.errors import SamsemError
 
 # subcommand name -> module that registers it (keep alphabetical)
 COMMANDS: dict[str, str] = {
+    "evaluate": "samsem.runtime.evaluate",
     "synth": "samsem.synth.cli",
 }
 

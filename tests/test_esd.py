@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from samsem.errors import ConfigError
 from samsem.runtime.esd import ESDConfig, ESDResult, GTClass, PredClass, esd, esd_details
 
 NO_RULES = ESDConfig(border=0, min_area=0)
@@ -355,7 +356,7 @@ def test_input_validation() -> None:
         esd(np.zeros((4, 5), np.uint8), np.zeros((5, 4), np.uint8))
     with pytest.raises(ValueError, match="2-D"):
         esd(np.zeros((4, 5, 3), np.uint8), np.zeros((4, 5, 3), np.uint8))
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="border"):
         ESDConfig(border=-1)
 
 

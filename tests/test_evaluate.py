@@ -1,0 +1,230 @@
+"""`samsem evaluate`: report files, their numbers, overlay colours and clear input errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from samsem import cli
+from samsem.errors import InputError
+from samsem.io import read_mask, write_mask
+from samsem.runtime.esd import ESDConfig, esd, esd_details
+from samsem.runtime.metrics import aji, pixel_metrics
+from samsem.runtime.overlay import GT_COLOUR, MISSED_COLOUR, PRED_COLOURS, OverlayConfig, render_overlay
+
+H, W = 90, 120
+
+
+@pytest.fixture(autouse=True)
+def only_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the real dispatcher with only this command registered (other commands are not under test)."""
+    monkeypatch.setattr(cli, "COMMANDS", {"evaluate": "samsem.runtime.evaluate"})
+
+
+def tracks(rng: np.random.Generator, n: int = 8) -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    for i in range(n):
+        y = 8 + 9 * i
+        x0 = int(rng.integers(0, 20))
+        m[y : y + 4, x0 : x0 + int(rng.integers(80, 100))] = 1  # every track spans x 20..79
+    return m
+
+
+def make_dataset(root: Path, n: int = 3) -> tuple[Path, Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """pred/ and gt/ folders with n pairs: a short, an open, a false positive and a missed line each."""
+    rng = np.random.default_rng(0)
+    pairs = {}
+    for i in range(n):
+        gt = tracks(rng)
+        pred = gt.copy()
+        pred[8:21, 50:53] = 1  # bridges tracks 0 and 1 (short)
+        pred[35:39, 60:62] = 0  # cuts track 3 (open)
+        pred[71:75] = 0  # track 7 missed
+        if i != 1:
+            pred[77:83, 100:110] = 1  # a false positive
+        name = f"img{i}"
+        write_mask(root / "pred" / f"{name}.png", pred)
+        write_mask(root / "gt" / f"{name}.png", gt)
+        pairs[name] = (pred, gt)
+    return root / "pred", root / "gt", pairs
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_report_files_and_numbers(tmp_path: Path) -> None:
+    pred_dir, gt_dir, pairs = make_dataset(tmp_path)
+    out = tmp_path / "report"
+    cfg = ESDConfig(border=5, min_area=10)
+    assert cli.main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "-o", str(out),
+                     "--border", "5", "--min-area", "10"]) == 0  # fmt: skip
+    rows = read_csv(out / "per_image.csv")
+    assert [r["name"] for r in rows] == sorted(pairs)
+    total = None
+    for row in rows:
+        pred, gt = pairs[row["name"]]
+        r = esd(pred, gt, cfg)
+        total = r if total is None else total + r
+        assert (int(row["height"]), int(row["width"])) == (H, W)
+        assert int(row["opens"]) == r.opens == 1
+        assert int(row["shorts"]) == r.shorts == 1
+        assert int(row["false_negatives"]) == r.false_negatives == 1
+        assert int(row["false_positives"]) == r.false_positives
+        assert (int(row["gt_lines"]), int(row["gt_lines_ok"])) == (r.gt_lines, r.gt_lines_ok)
+        assert float(row["esd_rate"]) == pytest.approx(r.rate)
+        for key, value in pixel_metrics(pred, gt).items():
+            assert float(row[key]) == pytest.approx(value)
+        assert float(row["aji"]) == pytest.approx(aji(pred, gt))
+        assert (out / row["overlay"]).is_file()
+    assert [int(r["false_positives"]) for r in rows] == [1, 0, 1]
+
+    (tot,) = read_csv(out / "totals.csv")
+    assert int(tot["images"]) == 3 and int(tot["pixels"]) == 3 * H * W
+    assert int(tot["errors"]) == total.errors and int(tot["gt_lines"]) == total.gt_lines
+    assert float(tot["esd_rate"]) == pytest.approx(total.errors / total.gt_lines)
+    all_pred = np.concatenate([p for p, _ in pairs.values()])
+    all_gt = np.concatenate([g for _, g in pairs.values()])
+    assert float(tot["dice"]) == pytest.approx(pixel_metrics(all_pred, all_gt)["dice"])
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["border"] == 5 and report["settings"]["min_area"] == 10
+    assert [r["name"] for r in report["images"]] == sorted(pairs)
+    assert report["totals"]["opens"] == 3 and report["totals"]["shorts"] == 3
+    hist = cv2.imread(str(out / "esd_histogram.png"))
+    assert hist is not None and hist.shape[0] > 200 and hist.std() > 10
+
+    overlay = cv2.imread(str(out / "overlays" / "img0.png"))[..., ::-1]  # RGB
+    pred, gt = pairs["img0"]
+    np.testing.assert_array_equal(overlay, render_overlay(esd_details(pred, gt, cfg)))
+    assert tuple(overlay[9, 51]) == (255, 0, 0)  # the short
+
+
+def test_overlay_colours() -> None:
+    gt = np.zeros((40, 50), np.uint8)
+    gt[10:12, 5:45] = 1  # A: shorted with B
+    gt[14:16, 5:45] = 1  # B
+    gt[20:22, 5:45] = 1  # C: open
+    gt[26:28, 5:45] = 1  # D: ok
+    gt[32:34, 5:45] = 1  # E: missed
+    pred = gt.copy()
+    pred[10:16, 30] = 1
+    pred[20:22, 25] = 0
+    pred[32:34] = 0
+    pred[2:4, 10:20] = 1  # false positive, partly in the band
+    cfg = ESDConfig(border=3, min_area=0)
+    d = esd_details(pred, gt, cfg)
+    assert (d.result.shorts, d.result.opens, d.result.false_negatives, d.result.false_positives) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    img = render_overlay(d, OverlayConfig(dim=0.5, outline_px=1))
+    rgb = {name: tuple(int(v) for v in img[y, x]) for name, (y, x) in
+           {"short": (10, 30), "open": (20, 10), "ok": (26, 10), "fp": (3, 15), "fp_band": (2, 15),
+            "missed_inside": (32, 10), "outline": (31, 10), "outline_below": (34, 10), "bg": (37, 10),
+            "band": (0, 0)}.items()}  # fmt: skip
+    assert rgb["short"] == PRED_COLOURS[2] == (255, 0, 0)
+    assert rgb["open"] == PRED_COLOURS[3]
+    assert rgb["ok"] == (255, 255, 255)
+    assert rgb["fp"] == (0, 255, 0)
+    assert rgb["fp_band"] == (0, 127, 0)  # dimmed by 0.5
+    assert rgb["missed_inside"] == GT_COLOUR
+    assert rgb["outline"] == rgb["outline_below"] == MISSED_COLOUR
+    assert rgb["bg"] == rgb["band"] == (0, 0, 0)
+
+
+def test_svg_ground_truth_and_segment_output_names(tmp_path: Path) -> None:
+    gt = np.zeros((60, 80), np.uint8)
+    gt[20:31, 10:71] = 1  # the rectangle below, corners at pixel centres (10, 20) and (70, 30)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "a.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="80" height="60">'
+        '<path d="M10,20 L70,20 L70,30 L10,30 Z"/></svg>'
+    )
+    np.testing.assert_array_equal(read_mask(tmp_path / "gt" / "a.svg"), gt)
+    pred = gt.copy()
+    pred[:, 40] = 0
+    write_mask(tmp_path / "seg" / "a.mask.png", pred)  # as written by `samsem segment`
+    write_mask(tmp_path / "seg" / "a.preview.png", np.ones((5, 5), np.uint8))  # not a prediction
+    out = tmp_path / "r"
+    argv = ["evaluate", "--pred", str(tmp_path / "seg"), "--gt", str(tmp_path / "gt"), "-o", str(out)]
+    assert cli.main([*argv, "--border", "5"]) == 0
+    (row,) = read_csv(out / "per_image.csv")
+    assert row["name"] == "a" and int(row["opens"]) == 1 and int(row["gt_lines"]) == 1
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert cli.main(["evaluate", *argv]) == 2
+    return capsys.readouterr().err
+
+
+def test_missing_partners_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir, _ = make_dataset(tmp_path)
+    (pred_dir / "img0.png").rename(pred_dir / "other.png")
+    err = _error(capsys, ["--pred", str(pred_dir), "--gt", str(gt_dir), "-o", str(tmp_path / "r")])
+    assert "no ground truth" in err and "other.png" in err
+    assert "no prediction" in err and "img0.png" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_size_mismatch_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir, _ = make_dataset(tmp_path)
+    write_mask(gt_dir / "img1.png", np.zeros((H + 1, W), np.uint8))
+    err = _error(capsys, ["--pred", str(pred_dir), "--gt", str(gt_dir), "-o", str(tmp_path / "r")])
+    assert "size mismatch" in err and f"img1.png is {H}x{W} px but img1.png is {H + 1}x{W} px" in err
+
+
+def test_empty_or_missing_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir, _ = make_dataset(tmp_path)
+    (tmp_path / "empty").mkdir()
+    err = _error(capsys, ["--pred", str(tmp_path / "empty"), "--gt", str(gt_dir), "-o", str(tmp_path / "r")])
+    assert "prediction directory holds no files" in err
+    err = _error(capsys, ["--pred", str(pred_dir), "--gt", str(tmp_path / "nope"), "-o", str(tmp_path / "r")])
+    assert "nope" in err and "not found" in err
+
+
+def test_duplicate_names_are_an_error(tmp_path: Path) -> None:
+    from samsem.runtime.evaluate import _by_key
+
+    pred_dir, _, _ = make_dataset(tmp_path)
+    write_mask(pred_dir / "img0.tif", np.zeros((H, W), np.uint8))
+    with pytest.raises(InputError, match="same name"):
+        _by_key(pred_dir, (".png", ".tif"), "prediction")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("samsem.runtime.pipeline") is None,
+    reason="samsem.runtime.pipeline (segmentation pipeline) is not available",
+)
+def test_images_mode_segments_then_evaluates(tmp_path: Path) -> None:
+    """--images runs the (classical, model-free) pipeline; the report must match its written masks."""
+    from samsem.io import write_image
+
+    rng = np.random.default_rng(1)
+    gts = {}
+    for i in range(2):
+        gt = tracks(rng)
+        image = np.clip(40 + 160 * gt + rng.normal(0, 12, gt.shape), 0, 255).astype(np.uint8)
+        write_image(tmp_path / "img" / f"s{i}.png", image)
+        write_mask(tmp_path / "gt" / f"s{i}.png", gt)
+        gts[f"s{i}"] = gt
+    out = tmp_path / "r"
+    argv = ["evaluate", "--images", str(tmp_path / "img"), "--gt", str(tmp_path / "gt"), "-o", str(out)]
+    assert cli.main([*argv, "--border", "0", "--min-area", "5"]) == 0
+    rows = read_csv(out / "per_image.csv")
+    assert [r["name"] for r in rows] == ["s0", "s1"]
+    for row in rows:
+        mask = read_mask(out / "masks" / f"{row['name']}.mask.png")
+        r = esd(mask, gts[row["name"]], ESDConfig(border=0, min_area=5))
+        assert int(row["errors"]) == r.errors and int(row["gt_lines_ok"]) == r.gt_lines_ok
+        assert float(row["dice"]) == pytest.approx(pixel_metrics(mask, gts[row["name"]])["dice"])
+        assert float(row["dice"]) > 0.5  # the clean synthetic image is segmented sensibly
