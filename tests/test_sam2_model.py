@@ -280,3 +280,27 @@ def test_samsem_checkpoint_round_trip(tiny, tmp_path) -> None:
         sm.load_sam2(path, sm.tiny_spec(256))
     with pytest.raises(ConfigError, match="reserved"):
         sm.save_checkpoint(path, sam, spec, extra={"model": {}})
+
+
+# -------------------------------------------------------------------------------------------- io-spec
+
+
+def test_iospec_profiles_and_json_round_trip() -> None:
+    from samsem.runtime import iospec
+
+    engines = sm.geometry(sm.SAM2Spec(image_size=512)).engines()
+    assert iospec.engines_from_json(iospec.engines_to_json(engines)) == engines
+    prof = engines["decoder"].profile(1, 4, 8, points_max=6)
+    assert prof["image_embed"] == ((1, 256, 32, 32), (4, 256, 32, 32), (8, 256, 32, 32))
+    assert prof["feat_s0"][2] == (8, 32, 128, 128) and prof["feat_s1"][0] == (1, 64, 64, 64)
+    assert prof["point_coords"] == ((1, 1, 2), (4, 6, 2), (8, 6, 2))
+    assert set(engines["model"].profile(1, 1, 2, 3)) == {"image", "point_coords", "point_labels"}
+    assert engines["model"].output_names == ("masks", "iou_scores")
+    with pytest.raises(ValueError, match="batch_min"):
+        engines["model"].profile(2, 1, 4, 3)
+    lite = iospec.lite_engines(256)["model"]
+    assert lite.inputs[0].dims == ("batch", 1, 256, 256) and lite.output_names == ("logits",)
+    out = {"logits": np.zeros((2, 1, 256, 256), np.float32)}
+    lite.check_outputs(out, {"batch": 2})
+    with pytest.raises(InputError, match="batch size 2 != input's 3"):
+        lite.check_outputs(out, {"batch": 3})
