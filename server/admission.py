@@ -1,0 +1,127 @@
+"""Bounded admission: a fixed number of requests compute at once, a fixed number wait, the rest are refused.
+
+A request is admitted (or refused at once with :class:`Busy`) when it arrives, before its image is
+uploaded, and reserves the memory its image and mask will take; it then waits for one of
+``max_active`` compute slots. There is never an unbounded backlog: admitted requests are at most
+``max_active + max_queued`` and their buffers at most ``memory_budget`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from samsem.errors import InputError
+
+
+class Busy(Exception):
+    """The server is full; ``retry_after_s`` is a hint for when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Admission:
+    """Counts admitted requests (computing + waiting) and reserved bytes; hands out compute slots.
+
+    Must be used from one asyncio event loop.
+    """
+
+    def __init__(self, max_active: int, max_queued: int, memory_budget: int) -> None:
+        if max_active < 1 or max_queued < 0 or memory_budget < 1:
+            raise ValueError("need max_active >= 1, max_queued >= 0, memory_budget >= 1")
+        self.max_active = max_active
+        self.max_queued = max_queued
+        self.memory_budget = memory_budget
+        self.admitted = 0
+        self.active = 0
+        self.reserved = 0
+        self._slots = asyncio.Semaphore(max_active)
+        self._mean_compute_s = 1.0  # running mean, for the retry hint
+
+    @property
+    def waiting(self) -> int:
+        """Admitted requests that do not hold a compute slot."""
+        return self.admitted - self.active
+
+    def retry_after(self) -> float:
+        """Seconds until a slot is likely free: the queue ahead drained at the observed compute rate."""
+        ahead = self.waiting + 1
+        return float(min(30.0, max(0.1, self._mean_compute_s * ahead / self.max_active)))
+
+    def admit(self, nbytes: int = 0) -> Slot:
+        """Admit one request reserving ``nbytes``, or raise :class:`Busy` at once."""
+        if self.admitted >= self.max_active + self.max_queued:
+            raise Busy(
+                f"server busy: {self.active} requests computing and {self.waiting} queued "
+                f"(limit {self.max_active} + {self.max_queued})",
+                self.retry_after(),
+            )
+        slot = Slot(self)
+        self.admitted += 1
+        try:
+            slot.reserve(nbytes)
+        except Exception:
+            slot.release()
+            raise
+        return slot
+
+    def _finished(self, compute_s: float) -> None:
+        self._mean_compute_s = 0.8 * self._mean_compute_s + 0.2 * compute_s
+
+
+class Slot:
+    """One admitted request: its reserved bytes and, after :meth:`start`, its compute slot.
+
+    The slot is freed when every holder has called :meth:`release` (the call handler holds it from
+    :meth:`Admission.admit`; a worker thread that may outlive a cancelled call takes a :meth:`hold`).
+    """
+
+    def __init__(self, owner: Admission) -> None:
+        self._owner = owner
+        self.nbytes = 0
+        self._computing_since: float | None = None
+        self._holders = 1
+
+    def reserve(self, nbytes: int) -> None:
+        """Reserve ``nbytes`` more of the budget, or raise :class:`Busy` (InputError if it never fits)."""
+        o = self._owner
+        if self.nbytes + nbytes > o.memory_budget:
+            raise InputError(
+                None,
+                f"the image needs {self.nbytes + nbytes} bytes of buffers, more than the server's "
+                f"memory budget of {o.memory_budget} bytes",
+            )
+        if o.reserved + nbytes > o.memory_budget:
+            raise Busy(
+                f"server busy: {o.reserved} of {o.memory_budget} buffer bytes in use, {nbytes} more needed",
+                o.retry_after(),
+            )
+        o.reserved += nbytes
+        self.nbytes += nbytes
+
+    async def start(self) -> float:
+        """Wait for a compute slot; returns the seconds waited."""
+        t0 = time.monotonic()
+        await self._owner._slots.acquire()
+        self._owner.active += 1
+        self._computing_since = time.monotonic()
+        return self._computing_since - t0
+
+    def hold(self) -> None:
+        """One more holder: the slot stays taken until this holder releases it too."""
+        self._holders += 1
+
+    def release(self) -> None:
+        """Drop one hold; the last one gives back the compute slot, the reserved bytes and the admission."""
+        self._holders -= 1
+        if self._holders != 0:
+            return
+        o = self._owner
+        if self._computing_since is not None:
+            o._finished(time.monotonic() - self._computing_since)
+            o.active -= 1
+            o._slots.release()
+        o.reserved -= self.nbytes
+        o.admitted -= 1
