@@ -1,0 +1,222 @@
+"""Named synthesis presets (layout geometry + ranges of imaging effects), from easy to extreme.
+
+A preset is a SynthConfig: one LayoutConfig and two ImagingConfigs bounding the per-image parameter draw
+(each field uniform between them; dose and magnification log-uniform). Presets are held in a registry
+that refuses duplicate names; unknown names raise ConfigError listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from samsem.errors import ConfigError
+from samsem.synth.imaging import ImagingConfig
+from samsem.synth.layout import LayoutConfig
+
+_LOG_UNIFORM = ("dose", "magnification")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """A synthesis recipe: layout geometry and the range [imaging, imaging_high] of imaging parameters
+    (imaging_high None = fixed parameters)."""
+
+    name: str
+    layout: LayoutConfig
+    imaging: ImagingConfig
+    imaging_high: ImagingConfig | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"preset name {self.name!r} must be non-empty letters, digits, '-' or '_'")
+
+    def sample_imaging(self, rng: np.random.Generator) -> ImagingConfig:
+        """Draw one image's imaging parameters from the preset's ranges."""
+        if self.imaging_high is None:
+            return self.imaging
+        values = {}
+        for f in fields(ImagingConfig):
+            lo, hi = sorted((getattr(self.imaging, f.name), getattr(self.imaging_high, f.name)))
+            u = rng.random()
+            if lo == hi:
+                values[f.name] = lo
+            elif f.name in _LOG_UNIFORM and lo > 0:
+                values[f.name] = float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+            else:
+                values[f.name] = float(lo + u * (hi - lo))
+        return ImagingConfig(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-ready description of the whole recipe."""
+        return {
+            "name": self.name,
+            "layout": self.layout.to_dict(),
+            "imaging": self.imaging.to_dict(),
+            "imaging_high": None if self.imaging_high is None else self.imaging_high.to_dict(),
+        }
+
+
+_REGISTRY: dict[str, SynthConfig] = {}
+
+
+def register_preset(cfg: SynthConfig) -> SynthConfig:
+    """Add a preset; a name that is already registered raises ConfigError."""
+    if cfg.name in _REGISTRY:
+        raise ConfigError(f"preset {cfg.name!r} is already registered")
+    _REGISTRY[cfg.name] = cfg
+    return cfg
+
+
+def preset_names() -> tuple[str, ...]:
+    """Registered preset names in registration order (easy to extreme first)."""
+    return tuple(_REGISTRY)
+
+
+def get_preset(name: str | SynthConfig) -> SynthConfig:
+    """The preset called `name` (a SynthConfig is returned as is); unknown names raise ConfigError."""
+    if isinstance(name, SynthConfig):
+        return name
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(_REGISTRY)}") from None
+
+
+def _range(**pairs: tuple[float, float]) -> tuple[ImagingConfig, ImagingConfig]:
+    """Two ImagingConfigs from field=(lo, hi) pairs (other fields keep their defaults)."""
+    return (
+        ImagingConfig(**{k: v[0] for k, v in pairs.items()}),
+        ImagingConfig(**{k: v[1] for k, v in pairs.items()}),
+    )
+
+
+register_preset(
+    SynthConfig(
+        "easy",
+        LayoutConfig(pitch=(14, 22), width=(5, 10), min_space=5, near_miss_prob=0.02, stub_prob=0.2),
+        *_range(
+            magnification=(1.1, 1.5),
+            dielectric_level=(0.15, 0.2),
+            metal_level=(0.55, 0.65),
+            edge_gain=(0.2, 0.3),
+            edge_width=(1.0, 1.3),
+            voltage_contrast=(0.02, 0.05),
+            grain=(0.01, 0.03),
+            blur_sigma=(0.6, 0.9),
+            jitter=(0.0, 0.1),
+            drift=(0.0, 0.03),
+            dose=(150.0, 400.0),
+        ),
+        description="clean, high dose, large features, mild blur",
+    )
+)
+register_preset(
+    SynthConfig(
+        "medium",
+        LayoutConfig(near_miss_prob=0.05),
+        *_range(
+            magnification=(0.9, 1.3),
+            dielectric_level=(0.15, 0.24),
+            metal_level=(0.5, 0.62),
+            edge_gain=(0.25, 0.45),
+            edge_width=(1.0, 1.6),
+            voltage_contrast=(0.05, 0.12),
+            delayer_prob=(0.0, 0.03),
+            grain=(0.02, 0.05),
+            ghost_contrast=(0.01, 0.04),
+            charging=(0.0, 0.05),
+            dust_density=(0.0, 2.0),
+            blur_sigma=(0.9, 1.4),
+            jitter=(0.1, 0.4),
+            drift=(0.02, 0.08),
+            row_noise=(0.003, 0.012),
+            dose=(40.0, 120.0),
+        ),
+        description="moderate noise and blur, faint ghosts, some dust",
+    )
+)
+register_preset(
+    SynthConfig(
+        "hard",
+        LayoutConfig(near_miss_prob=0.1, via_prob=0.35),
+        *_range(
+            magnification=(0.7, 1.1),
+            dielectric_level=(0.18, 0.28),
+            metal_level=(0.45, 0.58),
+            edge_gain=(0.3, 0.6),
+            edge_width=(1.2, 2.0),
+            voltage_contrast=(0.08, 0.2),
+            delayer_prob=(0.03, 0.1),
+            grain=(0.03, 0.07),
+            ghost_contrast=(0.03, 0.07),
+            charging=(0.03, 0.1),
+            dust_density=(1.0, 5.0),
+            blur_sigma=(1.4, 2.2),
+            jitter=(0.3, 0.8),
+            drift=(0.05, 0.15),
+            row_noise=(0.01, 0.03),
+            dose=(12.0, 40.0),
+        ),
+        description="low dose, strong blur, ghosts, jitter, partly delayered lines, near-miss spacings",
+    )
+)
+register_preset(
+    SynthConfig(
+        "extreme",
+        LayoutConfig(near_miss_prob=0.15, via_prob=0.4),
+        *_range(
+            magnification=(0.5, 0.8),
+            dielectric_level=(0.2, 0.3),
+            metal_level=(0.42, 0.52),
+            edge_gain=(0.3, 0.7),
+            edge_width=(1.5, 2.5),
+            voltage_contrast=(0.15, 0.3),
+            delayer_prob=(0.08, 0.2),
+            grain=(0.05, 0.1),
+            ghost_contrast=(0.05, 0.12),
+            charging=(0.08, 0.2),
+            dust_density=(3.0, 10.0),
+            blur_sigma=(2.2, 3.2),
+            jitter=(0.6, 1.5),
+            drift=(0.1, 0.25),
+            row_noise=(0.02, 0.05),
+            dose=(4.0, 12.0),
+        ),
+        description="very low dose, heavy blur and jitter, strong charging; small features",
+    )
+)
+register_preset(
+    SynthConfig(
+        "dense",
+        LayoutConfig(
+            pitch=(8, 13),
+            width=(3, 7),
+            min_space=3,
+            density=0.85,
+            segment_length=(16, 240),
+            route_prob=0.2,
+            pad_prob=0.05,
+            near_miss_prob=0.1,
+        ),
+        *_range(
+            magnification=(0.9, 1.2),
+            dielectric_level=(0.15, 0.24),
+            metal_level=(0.5, 0.62),
+            edge_gain=(0.25, 0.45),
+            edge_width=(0.8, 1.3),
+            voltage_contrast=(0.05, 0.12),
+            grain=(0.02, 0.05),
+            ghost_contrast=(0.0, 0.03),
+            blur_sigma=(0.8, 1.3),
+            jitter=(0.1, 0.3),
+            drift=(0.02, 0.06),
+            row_noise=(0.003, 0.01),
+            dose=(40.0, 120.0),
+        ),
+        description="tight pitch (8-13 px) standard-cell rows at medium imaging quality",
+    )
+)
