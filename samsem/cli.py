@@ -17,7 +17,10 @@ from samsem.errors import SamsemError
 
 # subcommand name -> module that registers it (keep alphabetical)
 COMMANDS: dict[str, str] = {
+    "client": "samsem.server.client_cli",
     "evaluate": "samsem.runtime.evaluate",
+    "segment": "samsem.runtime.cli",
+    "serve": "samsem.server.serve_cli",
     "synth": "samsem.synth.cli",
 }
 
