@@ -27,6 +27,7 @@ from samsem.runtime.config import PipelineConfig
 
 DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2")}
 FORMATS = {"png": ".png", "tiff": ".tif"}
+_MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")}
 OPTION_KEYS = ("single_scale", "threshold", "seed", "fallback")
 ZLIB_LEVEL = 1  # masks are mostly runs; level 1 already compresses them ~20-50x
 
@@ -219,9 +220,14 @@ def decode_file(path: Path, fmt: str, max_pixels: int) -> np.ndarray:
 
 
 def decoded_info(path: Path, fmt: str) -> tuple[int, int, int]:
-    """(height, width, bytes per pixel) of an uploaded file from its header only."""
+    """(height, width, bytes per pixel) of an uploaded file from its header only; the data must be
+    of the declared format."""
     from samsem.io import image_info
 
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head.startswith(_MAGIC[fmt]):
+        raise InputError(None, f"the data is not a {fmt} file (it starts with {head!r})", f"{fmt} bytes")
     try:
         info = image_info(path)
     except InputError as exc:

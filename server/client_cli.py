@@ -1,0 +1,204 @@
+"""`samsem client`: segment local images on a remote server, show its model, run server-side jobs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+TOKEN_ENV = "SAMSEM_TOKEN"
+
+
+def _connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", required=True, help="HOST:PORT of the samsem server")
+    p.add_argument("--tls", action="store_true", help="use TLS (system roots unless --ca)")
+    p.add_argument("--ca", type=Path, default=None, help="CA certificate to trust (PEM; implies --tls)")
+    p.add_argument("--cert", type=Path, default=None, help="client certificate for mutual TLS (PEM)")
+    p.add_argument("--key", type=Path, default=None, help="client private key for mutual TLS (PEM)")
+    p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
+    p.add_argument("--token-file", type=Path, default=None, help="read the bearer token from this file")
+    p.add_argument("--timeout", type=float, default=None, help="deadline of each call in seconds")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``client`` subcommand with its ``segment``, ``info`` and ``job`` actions."""
+    p = sub.add_parser("client", help="use a remote samsem server", description=__doc__.splitlines()[0])
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    seg = actions.add_parser("segment", help="segment local images on the server")
+    seg.add_argument("inputs", nargs="+", help="image files (PNG/TIFF), directories or globs")
+    seg.add_argument("-o", "--out", required=True, type=Path, help="output directory")
+    seg.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="pipeline option")
+    seg.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    _connection(seg)
+    seg.set_defaults(func=run_segment)
+
+    info = actions.add_parser("info", help="print the server's model and limits")
+    _connection(info)
+    info.set_defaults(func=run_info)
+
+    job = actions.add_parser("job", help="segment files on the server's disk (paths under its roots)")
+    job.add_argument("paths", nargs="*", help="absolute server-side paths to submit")
+    job.add_argument("--status", metavar="JOB_ID", default=None, help="show a job instead of submitting")
+    job.add_argument("--cancel", metavar="JOB_ID", default=None, help="cancel a job instead of submitting")
+    job.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    job.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="pipeline option")
+    job.add_argument("--overwrite", action="store_true", help="recompute files whose outputs exist")
+    _connection(job)
+    job.set_defaults(func=run_job)
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    from samsem.errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option expects KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _client(args: argparse.Namespace):
+    from samsem.errors import ConfigError
+    from samsem.server.client import SamsemClient
+
+    token = args.token
+    if token is None and args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file {args.token_file}: {exc.strerror or exc}") from None
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    return SamsemClient(
+        args.server, tls=args.tls, ca=args.ca, cert=args.cert, key=args.key, token=token, timeout=args.timeout
+    )
+
+
+def _rpc_message(exc) -> str:
+    return f"{exc.code().name}: {exc.details()}"
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """Send every input to the server; write NAME.mask.png/.tif and NAME.report.json like `samsem segment`."""
+    import time
+
+    import grpc
+    from tqdm import tqdm
+
+    from samsem.errors import InputError, SamsemError
+    from samsem.io import list_images, write_json, write_mask
+    from samsem.runtime.cli import LARGE_PIXELS
+
+    options = _options(args.option)
+    files = list_images(args.inputs)
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise InputError(
+                f, f"has the same name as {stems[f.stem]}; outputs would collide", "distinct names"
+            )
+        stems[f.stem] = f
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures: dict[str, str] = {}
+    done = skipped = 0
+    t0 = time.perf_counter()
+    with _client(args) as client, tqdm(total=0, unit="tile", desc="segment", disable=None) as bar:
+        for f in files:
+            report_path = args.out / f"{f.stem}.report.json"
+            existing = [args.out / f"{f.stem}.mask{s}" for s in (".png", ".tif")]
+            if not args.overwrite and report_path.exists() and any(p.exists() for p in existing):
+                skipped += 1
+                continue
+            seen = {"total": 0, "done": 0}
+
+            def progress(n_done: int, n_total: int, seen=seen) -> None:
+                if n_total != seen["total"]:
+                    bar.total += n_total - seen["total"]
+                    seen["total"] = n_total
+                    bar.refresh()
+                bar.update(n_done - seen["done"])
+                seen["done"] = n_done
+
+            try:
+                out = client.segment(f, options=options, progress=progress)
+            except grpc.RpcError as exc:
+                failures[f.name] = _rpc_message(exc)
+                continue
+            except SamsemError as exc:
+                failures[f.name] = str(exc)
+                continue
+            h, w = out.mask.shape
+            mask_path = args.out / f"{f.stem}.mask{'.tif' if h * w > LARGE_PIXELS else '.png'}"
+            write_mask(mask_path, out.mask, protect=files)
+            write_json(
+                report_path, {**out.report, "input": str(f), "mask": mask_path.name, "server": args.server}
+            )
+            done += 1
+    print(
+        f"samsem client: {done} segmented, {skipped} skipped (outputs exist), {len(failures)} failed "
+        f"in {time.perf_counter() - t0:.1f} s -> {args.out}",
+        file=sys.stderr,
+    )
+    for name, msg in failures.items():
+        print(f"  FAILED {name}: {msg}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print GetModelInfo as JSON."""
+    import json
+
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    try:
+        with _client(args) as client:
+            info = client.model_info()
+            status = client.health()
+    except grpc.RpcError as exc:
+        print(f"samsem client info: {_rpc_message(exc)}", file=sys.stderr)
+        return 1
+    data = MessageToDict(info, preserving_proto_field_name=True)
+    for key in ("manifest_json", "config_json"):
+        data[key.removesuffix("_json")] = json.loads(data.pop(key, "{}"))
+    print(json.dumps({"health": status, **data}, indent=2))
+    return 0
+
+
+def run_job(args: argparse.Namespace) -> int:
+    """Submit (or show / cancel) a server-side job; with --wait follow it and return 1 unless it succeeded."""
+    import grpc
+    from google.protobuf.json_format import MessageToJson
+
+    from samsem.errors import ConfigError
+    from samsem.server import samsem_pb2 as pb
+
+    if sum(bool(x) for x in (args.paths, args.status, args.cancel)) != 1:
+        raise ConfigError("give either PATH... to submit, or --status JOB_ID, or --cancel JOB_ID")
+    try:
+        with _client(args) as client:
+            if args.status:
+                job = client.get_job(args.status)
+            elif args.cancel:
+                job = client.cancel_job(args.cancel)
+            else:
+                job = client.submit_job(args.paths, options=_options(args.option), overwrite=args.overwrite)
+                print(f"samsem client: job {job.job_id} submitted ({len(job.files)} files)", file=sys.stderr)
+            if args.wait:
+                for snap in client.watch_job(job.job_id):
+                    print(
+                        f"  {pb.JobState.Name(snap.state)}: {snap.tiles_done}/{snap.tiles_total} tiles",
+                        file=sys.stderr,
+                    )
+                    job = snap
+    except grpc.RpcError as exc:
+        print(f"samsem client job: {_rpc_message(exc)}", file=sys.stderr)
+        return 1
+    print(MessageToJson(job, preserving_proto_field_name=True))
+    if args.wait:
+        return 0 if job.state == pb.JOB_SUCCEEDED else 1
+    return 0

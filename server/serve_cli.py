@@ -1,0 +1,106 @@
+"""`samsem serve`: run the gRPC segmentation service until SIGTERM/SIGINT (then drain gracefully)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` subcommand."""
+    p = sub.add_parser(
+        "serve",
+        help="run the gRPC segmentation service",
+        description="Serve the multi-scale pipeline over gRPC (service samsem.v1.Segmentation, plus "
+        "grpc.health.v1 and server reflection). See docs/server.md.",
+    )
+    p.add_argument("--model", default=None, help="model bundle or checkpoint (default: classical Sauvola)")
+    p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--single-scale", type=int, choices=[1, 2], default=None, help="run only model 1 or 2")
+    p.add_argument("--fallback", choices=["sauvola", "model1", "model2"], default="sauvola")
+    net = p.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    net.add_argument("--port", type=int, default=50051, help="port (0: any free port; see --ready-file)")
+    net.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (default: off)")
+    net.add_argument("--ready-file", type=Path, default=None, help="write HOST:PORT here once serving")
+    lim = p.add_argument_group("batching and limits")
+    lim.add_argument("--max-batch", type=int, default=16, help="model inputs per model call (16)")
+    lim.add_argument("--max-delay-ms", type=float, default=5.0, help="longest wait for a fuller batch (5)")
+    lim.add_argument("--request-batch", type=int, default=4, help="inputs one request submits at once (4)")
+    lim.add_argument("--max-active", type=int, default=8, help="requests computing at once (8)")
+    lim.add_argument("--max-queued", type=int, default=32, help="requests waiting; more are refused (32)")
+    lim.add_argument("--memory-budget-mb", type=int, default=8192, help="image+mask buffers, all requests")
+    lim.add_argument("--chunk-kb", type=int, default=1024, help="largest upload chunk / mask chunk (1024)")
+    lim.add_argument("--max-image-pixels", type=int, default=1 << 30)
+    lim.add_argument("--max-tile-pixels", type=int, default=2048 * 2048, help="limit of SegmentTile")
+    lim.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get on shutdown (30)")
+    jobs = p.add_argument_group("jobs")
+    jobs.add_argument("--job-root", type=Path, action="append", default=[], help="folder jobs may read")
+    jobs.add_argument("--output-root", type=Path, default=None, help="write job outputs here, not beside")
+    sec = p.add_argument_group("security")
+    sec.add_argument("--tls-cert", type=Path, default=None, help="server certificate chain (PEM)")
+    sec.add_argument("--tls-key", type=Path, default=None, help="server private key (PEM)")
+    sec.add_argument("--tls-client-ca", type=Path, default=None, help="require client certs from this CA")
+    sec.add_argument("--token-file", type=Path, default=None, help="accepted bearer tokens, one per line")
+    sec.add_argument("--token-env", default=None, help="environment variable with accepted tokens (a,b)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the pipeline and serve until a signal."""
+    import asyncio
+    from dataclasses import replace
+
+    from samsem.runtime.config import PipelineConfig
+    from samsem.runtime.decision import DecisionConfig
+    from samsem.runtime.pipeline import build_pipeline
+    from samsem.server.app import SamsemServer, ServerConfig
+    from samsem.server.observability import configure_logging, log
+    from samsem.server.security import load_tokens
+
+    configure_logging(args.log_level)
+    tokens = ()
+    if args.token_file is not None or args.token_env is not None:
+        tokens = load_tokens(args.token_file, args.token_env)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        max_batch=args.max_batch,
+        max_delay_ms=args.max_delay_ms,
+        request_batch=args.request_batch,
+        max_active=args.max_active,
+        max_queued=args.max_queued,
+        memory_budget=args.memory_budget_mb << 20,
+        chunk_bytes=args.chunk_kb << 10,
+        max_image_pixels=args.max_image_pixels,
+        max_tile_pixels=args.max_tile_pixels,
+        job_roots=tuple(args.job_root),
+        output_root=args.output_root,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        tokens=tokens,
+        grace_s=args.grace,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+    )
+    if args.host not in _LOOPBACK and (config.tls_cert is None or not tokens):
+        log(30, "listening beyond loopback without TLS and tokens; anyone who can reach the port can use it")
+    pipe_cfg = PipelineConfig(
+        single_scale=args.single_scale, decision=replace(DecisionConfig(), fallback=args.fallback)
+    )
+    pipeline = build_pipeline(
+        args.model, backend=args.backend, device=args.device, precision=args.precision, config=pipe_cfg
+    )
+    if args.model is None:
+        print("samsem serve: no --model given, serving the classical Sauvola segmenter", file=sys.stderr)
+    asyncio.run(SamsemServer(config, pipeline).run_until_signal(args.ready_file))
+    return 0
