@@ -244,6 +244,9 @@ def test_blur_jitter_ghost_charging_dust_drift_change_the_image_as_expected() ->
     # ghost: structure appears in the dielectric only
     ghost = render_sem(m, replace(CLEAN, ghost_contrast=0.1), seed=3).astype(float)
     assert ghost[m == 0].std() > 2 and np.array_equal(ghost[m == 1], base[m == 1])
+    empty = np.zeros((256, 256), np.uint8)
+    across = render_sem(empty, replace(CLEAN, ghost_contrast=0.3), seed=3, ghost_vertical=True).astype(float)
+    assert np.abs(np.diff(across, axis=1)).sum() > 2 * np.abs(np.diff(across, axis=0)).sum()  # vertical lines
     # charging: dielectric next to the large pad glows more than far from metal
     pad = np.zeros((256, 256), np.uint8)
     pad[96:160, 96:160] = 1

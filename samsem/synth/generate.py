@@ -122,6 +122,7 @@ def generate_sample(
         meta["layout"] = layout_cfg.to_dict()
         meta["line_kinds"] = {k: kinds.count(k) for k in sorted(set(kinds))}
         meta["near_miss_count"] = len(lay.near_misses)
+        ghost_vertical: bool | None = not lay.vertical  # the lower layer runs perpendicular
     else:
         mask, vias, mag, (y0, x0) = _svg_mask(
             source, height, width, imaging.magnification, _stream(seed, _K_CROP)
@@ -130,10 +131,19 @@ def generate_sample(
         n_lines = count_lines(mask)
         meta["source"] = {"kind": "svg", "file": source_name, "crop_yx": [y0, x0], "scale": mag}
         meta["layout"] = None
+        ghost_vertical = None
     render_seed = int(
         np.random.SeedSequence(seed, spawn_key=(_K_RENDER,)).generate_state(1, np.uint64)[0] >> 1
     )
-    image = render_sem(mask, imaging, render_seed, vias=vias, bit_depth=bit_depth, ghost_layout=cfg.layout)
+    image = render_sem(
+        mask,
+        imaging,
+        render_seed,
+        vias=vias,
+        bit_depth=bit_depth,
+        ghost_layout=cfg.layout,
+        ghost_vertical=ghost_vertical,
+    )
     meta["imaging"] = imaging.to_dict()
     meta["line_count"] = int(n_lines)
     meta["via_count"] = len(vias)

@@ -297,14 +297,20 @@ def _fields(mask: np.ndarray, cfg: ImagingConfig, seed: int) -> tuple[np.ndarray
 
 
 def _ghost(
-    height: int, width: int, cfg: ImagingConfig, seed: int, layout_cfg: LayoutConfig, magnification: float
+    height: int,
+    width: int,
+    cfg: ImagingConfig,
+    seed: int,
+    layout_cfg: LayoutConfig,
+    magnification: float,
+    vertical: bool | None,
 ) -> np.ndarray | None:
     """Blurred lower-layer layout at 1/2 resolution: uint8 (0..255 = 0..1), or None when disabled."""
     if cfg.ghost_contrast == 0:
         return None
     gh, gw = -(-height // _GHOST_DS), -(-width // _GHOST_DS)
     rng = _rng(seed, _S_GHOST)
-    lower = generate_layout(gh, gw, layout_cfg.scaled(magnification / _GHOST_DS), rng)
+    lower = generate_layout(gh, gw, layout_cfg.scaled(magnification / _GHOST_DS), rng, vertical=vertical)
     ghost = lower.mask * np.uint8(255)
     return _blur(ghost, cfg.ghost_blur / _GHOST_DS)  # uint8 in, uint8 out: 1 byte per ghost pixel
 
@@ -386,15 +392,19 @@ def _signal_window(
         g = _block_normal(seed, _S_GRAIN, a, b, width)
         if cfg.grain_size > 0.3:
             g = _blur(g, cfg.grain_size) * (2.0 * math.sqrt(math.pi) * cfg.grain_size)  # unit std again
-        sig += np.where(metal, cfg.grain * cfg.metal_level * g, 0.0).astype(np.float32)
+        g *= np.float32(cfg.grain * cfg.metal_level)
+        g *= metal
+        sig += g
     if cfg.edge_gain != 0:
         m8 = metal.view(np.uint8)
-        rim = (m8 - cv2.erode(m8, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)).astype(
-            np.float32
-        )
-        s = max(cfg.edge_width, 0.3)
-        rim = _blur(rim, s) * (math.sqrt(2 * math.pi) * s if s > 0.3 else 1.0)
-        sig += cfg.edge_gain * np.minimum(rim, 1.6)
+        inner = cv2.subtract(m8, cv2.erode(m8, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE))
+        s = cfg.edge_width
+        rim = _blur(inner.astype(np.float32), s)
+        if s > 0.3:
+            rim *= np.float32(math.sqrt(2 * math.pi) * s)  # a straight edge peaks at 1
+        np.minimum(rim, np.float32(1.25), out=rim)
+        rim *= np.float32(cfg.edge_gain)
+        sig += rim
     if len(vias) and cfg.via_contrast != 0:
         plug = np.zeros_like(sig)
         reach = float(vias[:, 2].max()) + 4 * cfg.via_halo + 2
@@ -406,7 +416,10 @@ def _signal_window(
         glow = _blur(plug, cfg.via_halo)
         sig += cfg.via_contrast * np.maximum(plug, glow)
     if ghost is not None:
-        sig += cfg.ghost_contrast / 255.0 * _rows_of(ghost, height, width, a, b) * (~metal)
+        lower = _rows_of(ghost, height, width, a, b)
+        lower *= np.float32(cfg.ghost_contrast / 255.0)
+        lower[metal] = 0.0
+        sig += lower
     if cfg.charging != 0:
         sig += _rows_of(add_field, height, width, a, b)
     if len(dust):
@@ -433,13 +446,15 @@ def render_sem(
     vias: np.ndarray | None = None,
     bit_depth: int = 8,
     ghost_layout: LayoutConfig | None = None,
+    ghost_vertical: bool | None = None,
     max_strip_pixels: int = DEFAULT_STRIP_PIXELS,
 ) -> np.ndarray:
     """Render a metal mask as an SEM image.
 
     mask: (H, W) uint8 {0,1} at image resolution. vias: (M, 3) float64 rows (cx, cy, r) in pixels (pixel
     centres at integers) or None. ghost_layout: geometry of the lower-layer ghost (default LayoutConfig(),
-    scaled by the magnification). Returns (H, W) uint8 (bit_depth 8) or uint16 (16).
+    scaled by the magnification); ghost_vertical: its preferred direction (None: drawn; lower layers
+    usually run perpendicular to the imaged one). Returns (H, W) uint8 (bit_depth 8) or uint16 (16).
     Deterministic in `seed` and independent of max_strip_pixels (the work-array size).
     """
     mask = np.asarray(mask)
@@ -455,7 +470,8 @@ def render_sem(
     via_arr = via_arr[np.argsort(via_arr[:, 1])]
     codes, _ = line_codes(mask, phys, seed, max_strip_pixels)
     add_field, mul_field = _fields(mask, phys, seed)
-    ghost = _ghost(height, width, phys, seed, ghost_layout or LayoutConfig(), cfg.magnification)
+    lower = ghost_layout or LayoutConfig()
+    ghost = _ghost(height, width, phys, seed, lower, cfg.magnification, ghost_vertical)
     dust = _dust(height, width, phys, seed)
     shift, row_gain = _row_effects(height, phys, seed)
     halo = _halo(phys)
