@@ -3,10 +3,12 @@ request ids, model info, metrics, health and reflection. Helpers here are shared
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -84,6 +86,15 @@ def assert_reports_match(remote: dict, local: dict) -> None:
     assert remote == local
     for a, b in scores:
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+@contextlib.contextmanager
+def serving(
+    config: ServerConfig, pipeline: Pipeline, **client_kw
+) -> Iterator[tuple[ServerThread, SamsemClient]]:
+    """An in-process server on loopback and a client connected to it."""
+    with ServerThread(config, pipeline) as srv, SamsemClient(srv.address, **client_kw) as client:
+        yield srv, client
 
 
 def rpc_error(fn) -> grpc.RpcError:
