@@ -20,7 +20,8 @@ share at least one pixel. Rules, applied in this order:
 
 Everything runs on horizontal pixel runs (see :mod:`samsem.runtime.components`): labelling, the
 pred/gt overlap pairs and the counts never touch a per-pixel label image, so a 4096x3536 pair takes
-a few tens of milliseconds. Label images are painted only for :func:`esd_details` (overlays).
+about 10 ms on one CPU core (benchmarks/bench_esd.py). Label images are painted only for
+:func:`esd_details` (overlays).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.runtime.components import _paint, count_runs, label_runs
+from samsem.runtime.components import _paint, mask_runs
 
 
 class PredClass(IntEnum):
@@ -134,22 +135,6 @@ class ESDDetails:
 
 
 @nb.njit(cache=True)
-def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Horizontal runs of ``mask`` (H, W) (nonzero = foreground) with their 8-connected labels.
-
-    Returns ``(row, start, end, label, n)``: (R,) int32 / int32 / int32 / int64 in raster order, run i
-    covering ``mask[row[i], start[i]:end[i]]`` in component ``label[i]`` of ``1..n``.
-    """
-    cap = max(count_runs(mask), 1)
-    row = np.empty(cap, np.int32)
-    start = np.empty(cap, np.int32)
-    end = np.empty(cap, np.int32)
-    label = np.empty(cap, np.int64)
-    n_runs, n = label_runs(mask, row, start, end, label)
-    return row[:n_runs], start[:n_runs], end[:n_runs], label[:n_runs], n
-
-
-@nb.njit(cache=True)
 def run_sizes(start: np.ndarray, end: np.ndarray, label: np.ndarray, n: int) -> np.ndarray:
     """Pixel count per label: (n + 1,) int64, index 0 unused."""
     sizes = np.zeros(n + 1, np.int64)
@@ -174,7 +159,8 @@ def overlap_pairs(
     """Every pair of labels (a, b) whose components share pixels, with the shared pixel count.
 
     Both run lists (with their label counts n_a, n_b) must be in raster order, as from
-    :func:`mask_runs`. Returns ``(a, b, count)``, three (P,) int64 arrays sorted by (a, b), each pair once.
+    :func:`samsem.runtime.components.mask_runs`. Returns ``(a, b, count)``, three (P,) int64 arrays
+    sorted by (a, b), each pair once.
     """
     na = a_row.shape[0]
     nbr = b_row.shape[0]

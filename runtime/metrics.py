@@ -3,7 +3,7 @@
 Masks are (H, W) arrays of any integer or bool dtype and any size, nonzero = metal (the positive class).
 Convention for empty denominators: a ratio whose denominator is 0 is 1.0, because it only happens when
 both compared sets are empty (nothing to find, nothing wrongly found); F1 is 0.0 when precision and recall
-are both 0. With this rule F1 equals Dice for every input.
+are both 0. With this rule F1 equals Dice (up to float rounding) for every input.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from samsem.runtime.esd import _check_pair, mask_runs, overlap_pairs, run_sizes
+from samsem.runtime.components import mask_runs
+from samsem.runtime.esd import _check_pair, overlap_pairs, run_sizes
 
 PIXEL_METRICS = ("accuracy", "dice", "iou", "precision", "recall", "f1", "miou", "mean_pixel_accuracy")
 

@@ -423,6 +423,17 @@ def test_agrees_with_reference_on_random_masks(seed: int) -> None:
     assert_agrees(pred, gt, cfg)
 
 
+@pytest.mark.parametrize("width", [8, 64, 136])
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_agrees_with_reference_on_byte_aligned_noise(width: int, density: float) -> None:
+    """Widths that are multiples of 8 take the 8-pixels-at-a-time scan; values other than 1 count too."""
+    rng = np.random.default_rng(width)
+    gt = (rng.random((40, width)) < density).astype(np.uint8) * 255
+    pred = (rng.random((40, width)) < density).astype(np.uint8) * np.uint8(rng.integers(1, 256))
+    pred[5:9, : width // 2] = 7  # long runs across several 8-byte words
+    assert_agrees(pred, gt, ESDConfig(border=2, min_area=3))
+
+
 def test_random_cases_cover_every_error_kind() -> None:
     """The random generator above is only useful if it produces each kind of error."""
     seen = np.zeros(4, int)
@@ -458,13 +469,18 @@ def _layout_prediction(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
 
 
 def test_agrees_with_reference_on_real_layouts(shared_layouts) -> None:
+    """A whole 4096x3536 layout, and a 1000x1000 window of every layout with other rules."""
     from samsem.svg import rasterize, read_layout
 
     rng = np.random.default_rng(0)
-    for path in shared_layouts:
+    for n, path in enumerate(shared_layouts):
         gt = rasterize(read_layout(path))
         pred = _layout_prediction(rng, gt)
-        r = assert_agrees(pred, gt, ESDConfig())
-        assert r.gt_lines > 100 and r.opens > 0 and r.shorts > 0 and r.false_negatives > 0
-        y, x = int(rng.integers(0, gt.shape[0] - 700)), int(rng.integers(0, gt.shape[1] - 700))
-        assert_agrees(pred[y : y + 700, x : x + 700], gt[y : y + 700, x : x + 700], ESDConfig(20, 10))
+        if n == 0:
+            r = assert_agrees(pred, gt, ESDConfig())
+            assert r.gt_lines > 100 and r.opens > 0 and r.shorts > 0 and r.false_negatives > 0
+        y, x = int(rng.integers(0, gt.shape[0] - 1000)), int(rng.integers(0, gt.shape[1] - 1000))
+        win = (slice(y, y + 1000), slice(x, x + 1000))
+        assert_agrees(
+            pred[win], gt[win], ESDConfig(border=int(rng.integers(0, 60)), min_area=int(rng.integers(0, 80)))
+        )
