@@ -1,0 +1,112 @@
+"""`samsem client` against an in-process server, and `samsem serve` draining on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from test_server import lines_image
+from test_server_large import start_server
+
+from samsem.cli import main
+from samsem.io import read_mask, write_image
+from samsem.runtime.pipeline import build_pipeline
+from samsem.server.app import ServerConfig, ServerThread
+from samsem.server.client import SamsemClient
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = [folder / "a.png", folder / "b.tif"]
+    for i, p in enumerate(paths):
+        write_image(p, lines_image(300 + 50 * i, 420, seed=20 + i))
+    return paths
+
+
+def test_client_segment_writes_what_segment_writes(images, tmp_path, capsys) -> None:
+    assert main(["segment", str(images[0].parent), "-o", str(tmp_path / "local")]) == 0
+    with ServerThread(ServerConfig(port=0), build_pipeline(None)) as srv:
+        args = [
+            "client",
+            "segment",
+            str(images[0].parent),
+            "--server",
+            srv.address,
+            "-o",
+            str(tmp_path / "remote"),
+        ]
+        assert main(args) == 0
+        for p in images:
+            local = read_mask(tmp_path / "local" / f"{p.stem}.mask.png")
+            np.testing.assert_array_equal(read_mask(tmp_path / "remote" / f"{p.stem}.mask.png"), local)
+            report = json.loads((tmp_path / "remote" / f"{p.stem}.report.json").read_text())
+            assert report["server"] == srv.address and report["input"] == str(p)
+        assert main(args) == 0  # outputs exist: skipped
+        assert "0 segmented, 2 skipped" in capsys.readouterr().err
+        bad = images[0].parent / "c.png"
+        bad.write_bytes(images[0].read_bytes()[:100])
+        assert main([*args, "--option", "seed=3"]) == 1
+        err = capsys.readouterr().err
+        assert "FAILED c.png: INVALID_ARGUMENT: png data: corrupt or truncated PNG" in err
+        assert main(["client", "info", "--server", srv.address]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["health"] == "SERVING" and info["manifest"] == {
+            "family": "classical",
+            "method": "sauvola",
+        }
+
+
+def test_client_job_waits_for_the_result(images, tmp_path, capsys) -> None:
+    cfg = ServerConfig(port=0, job_roots=(images[0].parent,), output_root=tmp_path / "out")
+    with ServerThread(cfg, build_pipeline(None)) as srv:
+        assert main(["client", "job", str(images[1]), "--wait", "--server", srv.address]) == 0
+        job = json.loads(capsys.readouterr().out)
+        assert job["state"] == "JOB_SUCCEEDED" and job["files"][0]["state"] == "FILE_DONE"
+        assert Path(job["files"][0]["mask_path"]) == tmp_path / "out" / "b.mask.png"
+        assert main(["client", "job", "/etc/passwd", "--server", srv.address]) == 1
+        assert "PERMISSION_DENIED" in capsys.readouterr().err
+
+
+def test_serve_drains_in_flight_calls_on_sigterm(tmp_path: Path) -> None:
+    proc, address = start_server(tmp_path, "--grace", "60")
+    try:
+        image = lines_image(2048, 2048, seed=4)
+        started = threading.Event()
+        out: dict = {}
+
+        def request() -> None:
+            with SamsemClient(address) as client:
+                try:
+                    out["result"] = client.segment(image, progress=lambda d, t: d > 0 and started.set())
+                except grpc.RpcError as exc:
+                    out["error"] = exc
+
+        t = threading.Thread(target=request)
+        t.start()
+        assert started.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        assert "error" not in out, out.get("error")
+        expected = build_pipeline(None).segment(image).mask
+        np.testing.assert_array_equal(out["result"].mask, expected)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    logs = [
+        json.loads(line)
+        for line in (tmp_path / "server.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    messages = [entry["msg"] for entry in logs]
+    assert messages[0] == "serving" and messages[-1] == "stopped"
+    assert messages.index("draining") < messages.index("Segment OK")
+    (ok,) = [e for e in logs if e["msg"] == "Segment OK"]
+    assert ok["request_id"] == out["result"].request_id and ok["tiles"] == out["result"].report["n_patches"]
