@@ -78,14 +78,38 @@ def scan_runs(
     hold when they were too small: call again with larger ones).
     """
     h, w = mask.shape
-    fast = words.shape[0] == h and words.shape[1] * 8 == w and w > 0
+    if words.shape[0] == h and words.shape[1] * 8 == w and w > 0:
+        return _scan_words(mask, words, run_row, run_start, run_end)
+    cap = run_row.shape[0]
+    n = 0
+    for y in range(h):
+        x = 0
+        while x < w:
+            if mask[y, x] == 0:
+                x += 1
+                continue
+            s = x
+            while x < w and mask[y, x] != 0:
+                x += 1
+            if n < cap:
+                run_row[n] = y
+                run_start[n] = s
+                run_end[n] = x
+            n += 1
+    return n
+
+
+@nb.njit(cache=True)
+def _scan_words(mask, words, run_row, run_start, run_end) -> int:
+    """scan_runs skipping whole 8-pixel words that are all background or all foreground."""
+    h, w = mask.shape
     cap = run_row.shape[0]
     n = 0
     for y in range(h):
         x = 0
         while x < w:
             while x < w and mask[y, x] == 0:  # background
-                if fast and (x & 7) == 0:
+                if (x & 7) == 0:
                     while x < w and words[y, x >> 3] == 0:
                         x += 8
                     if x >= w or mask[y, x] != 0:
@@ -95,7 +119,7 @@ def scan_runs(
                 break
             s = x
             while x < w and mask[y, x] != 0:  # foreground
-                if fast and (x & 7) == 0:
+                if (x & 7) == 0:
                     while x < w and not _has_zero_byte(words[y, x >> 3]):
                         x += 8
                     if x >= w or mask[y, x] == 0:
@@ -170,8 +194,45 @@ def label_runs(
     and belongs to component ``run_label[i]`` in ``1..n``, numbered in raster order of first pixel.
     Returns ``(n_runs, n_components)``.
     """
-    n_runs = scan_runs(mask, NO_WORDS, run_row, run_start, run_end)
-    return n_runs, link_runs(run_row, run_start, run_end, run_label, n_runs)
+    h, w = mask.shape
+    n = 0
+    prev_first = 0  # runs of the previous row are [prev_first, prev_last)
+    prev_last = 0
+    for y in range(h):
+        row_first = n
+        j = prev_first  # previous-row runs ending before this run can never touch a later one
+        x = 0
+        while x < w:
+            if mask[y, x] == 0:
+                x += 1
+                continue
+            s = x
+            while x < w and mask[y, x] != 0:
+                x += 1
+            run_row[n] = y
+            run_start[n] = s
+            run_end[n] = x
+            run_label[n] = n  # parent pointer during the first pass (always <= own index)
+            # join with previous-row runs overlapping [s - 1, x + 1) (8-connectivity)
+            while j < prev_last and run_end[j] < s:
+                j += 1
+            k = j
+            while k < prev_last and run_start[k] <= x:
+                _union(run_label, n, k)
+                k += 1
+            n += 1
+        prev_first = row_first
+        prev_last = n
+    # second pass: parents precede children, so one forward sweep turns pointers into consecutive labels
+    n_comp = 0
+    for i in range(n):
+        p = run_label[i]
+        if p == i:
+            n_comp += 1
+            run_label[i] = n_comp
+        else:
+            run_label[i] = run_label[p]
+    return n, n_comp
 
 
 def word_view(mask: np.ndarray) -> np.ndarray:
