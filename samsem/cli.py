@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"samsem {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"samsem {args.command}: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
+        msg = "interrupted; finished outputs are kept, rerun to resume"
+        print(f"samsem {args.command}: {msg}", file=sys.stderr)
         return 130
 
 
