@@ -66,8 +66,8 @@ def _svg_mask(
     offset = np.array([x0, y0], np.float64)
 
     def to_crop(xy: np.ndarray) -> np.ndarray:
-        # rasterize's scaling, then an integer shift (exact in float), so the crop equals the same window
-        # of the whole layout rasterized at `mag`
+        # rasterize's scaling, then an integer shift (exact in float): the crop is the same window of the
+        # whole layout rasterized at `mag`, up to cv2 clipping polygons cut by the crop border
         return (xy if mag == 1 else (xy + 0.5) * mag - 0.5) - offset
 
     vias = source.circles.copy()
@@ -132,9 +132,7 @@ def generate_sample(
         meta["source"] = {"kind": "svg", "file": source_name, "crop_yx": [y0, x0], "scale": mag}
         meta["layout"] = None
         ghost_vertical = None
-    render_seed = int(
-        np.random.SeedSequence(seed, spawn_key=(_K_RENDER,)).generate_state(1, np.uint64)[0] >> 1
-    )
+    render_seed = _derived_seed(seed, _K_RENDER)
     image = render_sem(
         mask,
         imaging,

@@ -7,7 +7,8 @@ Signal model, per pixel (secondary-electron yield, 1.0 = full scale), in this or
    partly delayered) has its interior at dielectric + delayer_level * (metal - dielectric), but stays metal
    in the ground truth; metal grain texture (grain, grain_size);
 2. edge brightening: + edge_gain * a rim of width edge_width along every metal edge (the SE edge effect;
-   narrow lines get brighter since both rims overlap);
+   mostly on the metal side, a weaker tail on the dielectric; narrow lines get brighter as both rims
+   overlap);
 3. vias: + via_contrast * a soft glow of radius via_halo around each via;
 4. lower-layer ghosts: + ghost_contrast * a blurred second random layout, visible through the dielectric;
 5. charging: + charging * local metal density (Gaussian radius charging_radius): large metal glows;
@@ -47,6 +48,7 @@ _FIELD_DS = 8  # low-frequency fields (drift, charging) are computed at 1/8 reso
 _GHOST_DS = 2  # the lower-layer ghost layout is generated at 1/2 resolution
 _Q_LEVELS = 127  # per-line gain codes 1..127 (code bit 7 = outline-only)
 _Q_RANGE = 3.0  # gain codes cover N in [-3, 3] standard deviations
+_OUTER_RIM = 0.35  # the edge rim's strength on the dielectric side (the SE edge effect is mostly inside)
 _LENGTHS = (
     "edge_width",
     "grain_size",
@@ -261,7 +263,7 @@ def _density(mask: np.ndarray, ds: int) -> np.ndarray:
     out = np.zeros((fh, fw), np.float32)
     rows = 64 * ds
     for r0 in range(0, height, rows):
-        part = mask[r0 : r0 + rows].astype(np.float32)
+        part = (mask[r0 : r0 + rows] != 0).astype(np.float32)
         h = part.shape[0]
         pad = np.zeros((-(-h // ds) * ds, fw * ds), np.float32)
         pad[:h, :width] = part
@@ -403,6 +405,7 @@ def _signal_window(
         if s > 0.3:
             rim *= np.float32(math.sqrt(2 * math.pi) * s)  # a straight edge peaks at 1
         np.minimum(rim, np.float32(1.25), out=rim)
+        rim[~metal] *= np.float32(_OUTER_RIM)
         rim *= np.float32(cfg.edge_gain)
         sig += rim
     if len(vias) and cfg.via_contrast != 0:
