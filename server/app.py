@@ -241,16 +241,16 @@ class SamsemServer:
 
     async def run_until_signal(self, ready_file: Path | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully (``samsem serve``)."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         await self.start()
         if ready_file is not None:
             from samsem.io import atomic_path
 
             with atomic_path(ready_file) as tmp:
                 tmp.write_text(f"{self.config.host}:{self.port}\n")
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -1,16 +1,17 @@
-"""`samsem client` against an in-process server, and `samsem serve` draining on SIGTERM."""
+"""`samsem client` against an in-process server, and a server process draining on SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from test_server import lines_image
+from test_server import lines_image, slow_pipeline
 from test_server_large import start_server
 
 from samsem.cli import main
@@ -74,10 +75,25 @@ def test_client_job_waits_for_the_result(images, tmp_path, capsys) -> None:
         assert "PERMISSION_DENIED" in capsys.readouterr().err
 
 
-def test_serve_drains_in_flight_calls_on_sigterm(tmp_path: Path) -> None:
-    proc, address = start_server(tmp_path, "--grace", "60")
+SLOW_SERVER = """
+import asyncio, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_server import slow_pipeline
+from samsem.server.app import SamsemServer, ServerConfig
+from samsem.server.observability import configure_logging
+configure_logging()
+pipe, _ = slow_pipeline(delay=0.03)
+config = ServerConfig(port=0, request_batch=1, max_batch=1, grace_s=60)
+asyncio.run(SamsemServer(config, pipe).run_until_signal(Path(sys.argv[1])))
+"""
+
+
+def test_server_process_drains_in_flight_calls_on_sigterm(tmp_path: Path) -> None:
+    script = SLOW_SERVER.format(tests=str(Path(__file__).parent))
+    proc, address = start_server(tmp_path, command=[sys.executable, "-c", script])
     try:
-        image = lines_image(2048, 2048, seed=4)
+        image = lines_image(400, 400, seed=4)  # 64 tiles of 30 ms
         started = threading.Event()
         out: dict = {}
 
@@ -94,7 +110,7 @@ def test_serve_drains_in_flight_calls_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         t.join(60)
         assert "error" not in out, out.get("error")
-        expected = build_pipeline(None).segment(image).mask
+        expected = slow_pipeline()[0].segment(image).mask
         np.testing.assert_array_equal(out["result"].mask, expected)
         assert proc.wait(timeout=60) == 0
     finally:

@@ -28,15 +28,20 @@ def _status(pid: int) -> dict[str, int]:
     return out
 
 
-def start_server(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    """`samsem serve` on a free loopback port (classical default model); returns (process, address)."""
+def start_server(
+    tmp_path: Path, *args: str, command: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """A server process on a free loopback port; returns (process, address).
+
+    Default: `samsem serve --port 0 --ready-file READY ARGS` (classical default model); ``command``
+    replaces `samsem serve ...` and gets the ready-file path as its last argument.
+    """
     ready = tmp_path / "ready"
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed with the process by the caller
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "samsem.cli", "serve", "--port", "0", "--ready-file", str(ready), *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    cmd = [sys.executable, "-m", "samsem.cli", "serve", "--port", "0", "--ready-file", str(ready), *args]
+    if command is not None:
+        cmd = [*command, str(ready)]
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     t0 = time.monotonic()
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() - t0 > 60:

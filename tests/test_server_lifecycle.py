@@ -89,7 +89,7 @@ def test_full_queue_is_refused_at_once_with_a_retry_hint() -> None:
         _wait_for(lambda: srv.server.admission.admitted == 2)
         t0 = time.monotonic()
         err = rpc_error(lambda: client.segment(IMG))
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 1.0  # at once: a and b together take > 2.5 s
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "server busy: 1 requests computing and 1 queued" in err.details()
         assert retry_after_s(err) >= 0.1
