@@ -5,7 +5,9 @@ Accepted forms (one source serves both scales; two comma-separated sources give 
 * ``PATH`` — a samsem SAM2 checkpoint (.pt; it stores its own spec);
 * ``CONFIG:PATH`` — an official SAM2 checkpoint with its config name or YAML path, e.g.
   ``sam2.1_hiera_t:/ckpt/sam2.1_hiera_tiny.pt`` (samsem checkpoints accept it too, if it matches);
-* ``SRC1,SRC2`` — two of the above, for the whole-image and the patch scale.
+* ``SRC1,SRC2`` — two of the above, for the whole-image and the patch scale;
+* ``BUNDLE_DIR`` — a model bundle written by ``samsem export`` (one or two models inside, run on
+  ``--backend auto|torch|onnxruntime|tensorrt|aoti``; see :mod:`samsem.runtime.bundle`).
 
 ``None`` means "no model": :func:`resolve_model_arg` and :func:`load_models` return None and the caller
 decides what runs instead.
@@ -18,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from samsem.errors import ConfigError, InputError
+from samsem.runtime.bundle import BACKENDS
+from samsem.runtime.config import PipelineConfig
 from samsem.runtime.segmenter import Segmenter
-
-BACKENDS = ("auto", "torch")
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,15 @@ class LoadedModels:
     """Segmenters for scale 1 (whole image) and scale 2 (patches) and a description for reports.
 
     model2 is model1 when one set of weights serves both scales. description: family, source, config,
-    input_size, backend, device, precision.
+    input_size, backend, device, precision. config: the pipeline configuration a bundle was exported
+    with (None for checkpoints); a caller combines it with its run options via
+    ``samsem.runtime.bundle.merge_run_options``.
     """
 
     model1: Segmenter
     model2: Segmenter
     description: dict[str, Any]
+    config: PipelineConfig | None = None
 
 
 def _is_config(text: str) -> bool:
@@ -67,7 +72,9 @@ def _parse_source(text: str) -> ModelSource:
     config, sep, rest = text.partition(":")
     source = ModelSource(Path(rest), config) if sep and _is_config(config) else ModelSource(Path(text))
     if source.path.is_dir():
-        raise InputError(source.path, "model directories are not supported", "a .pt checkpoint file")
+        if source.config is not None:
+            raise InputError(source.path, "is a bundle directory; bundles carry their config", "BUNDLE_DIR")
+        return source
     if not source.path.is_file():
         raise InputError(source.path, "model file not found")
     return source
@@ -107,16 +114,19 @@ def load_models(
 ) -> LoadedModels | None:
     """Load the segmenters named by ``model`` (see the module docstring); None for None.
 
-    backend: "auto" or "torch" (checkpoints run on PyTorch); device: "cpu", "cuda", "cuda:N";
-    precision: "fp32", "bf16" or "fp16" (see samsem.runtime.backend_torch).
+    backend: checkpoints run on "torch" ("auto" picks it); a bundle on any of BACKENDS ("auto" picks
+    the fastest usable one); device: "cpu", "cuda", "cuda:N"; precision: "fp32", "bf16" or "fp16" for
+    the torch backend (see samsem.runtime.backend_torch; engines run at their export precision).
     """
     if backend not in BACKENDS:
-        raise ConfigError(
-            f"unknown backend {backend!r} for checkpoints; expected one of {', '.join(BACKENDS)}"
-        )
+        raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     sources = resolve_model_arg(model)
     if sources is None:
         return None
+    if any(s.path.is_dir() for s in sources):
+        return _load_bundle(sources, backend, device, precision)
+    if backend not in ("auto", "torch"):
+        raise ConfigError(f"backend {backend} needs a model bundle (samsem export); checkpoints run on torch")
     loaded = [_segmenter(s, device, precision) for s in sources]
     first, info1 = loaded[0]
     second, info2 = loaded[-1]
@@ -131,3 +141,16 @@ def load_models(
     else:
         description |= {k: [info1[k], info2[k]] for k in info1}
     return LoadedModels(first, second, description)
+
+
+def _load_bundle(sources: tuple[ModelSource, ...], backend: str, device: str, precision: str) -> LoadedModels:
+    from samsem.runtime.bundle import load_bundle
+
+    if len(sources) != 1:
+        raise InputError(sources[0].path, "a bundle cannot be paired with another model", "one BUNDLE_DIR")
+    segs, description, bundle = load_bundle(
+        sources[0].path, backend=backend, device=device, precision=precision
+    )
+    first = next(seg for seg, scales in segs if 1 in scales)
+    second = next(seg for seg, scales in segs if 2 in scales)
+    return LoadedModels(first, second, description, bundle.config)

@@ -19,6 +19,7 @@ from samsem.errors import SamsemError
 COMMANDS: dict[str, str] = {
     "client": "samsem.server.client_cli",
     "evaluate": "samsem.runtime.evaluate",
+    "export": "samsem.export.cli",
     "segment": "samsem.runtime.cli",
     "serve": "samsem.server.serve_cli",
     "synth": "samsem.synth.cli",

@@ -1,0 +1,288 @@
+"""Write a model bundle (see :mod:`samsem.runtime.bundle` for the layout and the manifest schema).
+
+:func:`write_bundle` loads one or two checkpoints (SAM2: samsem or official with a config; lite: samsem),
+exports the requested formats per model and writes ``manifest.json`` last. The bundle is assembled in
+a temporary sibling directory and moved into place at the end, so an interrupted export leaves no
+half-written bundle. Every ONNX chain is checked against PyTorch at export on a batch and point count
+different from the traced ones (ONNX Runtime CPU), which catches shapes baked in by tracing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from samsem import __version__
+from samsem.errors import ConfigError, InputError
+from samsem.export.onnx_export import EXAMPLE_SIZES, example_inputs, export_onnx, run_onnx
+from samsem.export.wrappers import graph_modules
+from samsem.runtime import bundle as rb
+from samsem.runtime.config import PipelineConfig
+from samsem.runtime.iospec import BATCH, POINTS
+
+FORMATS = ("onnx", "trt", "aoti", "torch")
+PARITY_SIZES = {BATCH: 3, POINTS: 2}  # differ from the trace sizes on purpose
+PARITY_RTOL = 1e-3  # max |onnx - torch| <= PARITY_RTOL * max(1, max |torch|)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to build.
+
+    formats: subset of :data:`FORMATS` ("trt" implies the ONNX graphs it is built from); fp16: TensorRT
+    and AOTInductor in FP16 (ONNX graphs are always fp32); batch_opt/batch_max: the profile's batch
+    (opt defaults to the pipeline's batch size); points_max: most point prompts (default: the
+    pipeline's count); exporter/opset: see :mod:`samsem.export.onnx_export`; aoti_device: device the
+    AOTInductor package is compiled for; timing_cache: TensorRT timing cache file.
+    """
+
+    formats: tuple[str, ...] = ("onnx", "torch")
+    fp16: bool = False
+    batch_opt: int | None = None
+    batch_max: int = 16
+    points_max: int | None = None
+    exporter: str = "torchscript"
+    opset: int = 17
+    aoti_device: str = "cuda"
+    timing_cache: Path | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.formats) - set(FORMATS))
+        if unknown or not self.formats:
+            raise ConfigError(
+                f"unknown export format(s) {unknown or '(none)'}; expected some of {', '.join(FORMATS)}"
+            )
+
+    def limits(self) -> rb.Limits:
+        cfg = self.pipeline
+        opt = self.batch_opt or cfg.batch_size
+        p_opt = cfg.prompts.n_points
+        p_max = self.points_max or p_opt
+        if not 1 <= opt <= self.batch_max:
+            raise ConfigError(f"need 1 <= batch opt ({opt}) <= max batch ({self.batch_max})")
+        if p_max < p_opt:
+            raise ConfigError(f"max points {p_max} < the pipeline's {p_opt} point prompts")
+        return rb.Limits((1, opt, self.batch_max), (1, p_opt, p_max))
+
+
+@dataclass
+class LoadedForExport:
+    """A checkpoint ready to export: family, model (SAM2ImageModel or LiteNet), spec dict, input size,
+    and a function that writes it as a samsem checkpoint (the bundle's torch weights)."""
+
+    family: str
+    model: nn.Module
+    spec: dict[str, Any]
+    input_size: int
+    save: Callable[[Path], None]
+
+
+def load_for_export(checkpoint: Path, config: str | None, image_size: int | None) -> LoadedForExport:
+    """Load a checkpoint of any family. ``config``/``image_size`` name official SAM2 checkpoints'
+    model (a samsem checkpoint carries its spec; given values must match it)."""
+    from samsem.runtime.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint, "a samsem checkpoint or an official SAM2 one (with --config)")
+    if ckpt.family == "lite":
+        from samsem.runtime.lite_model import load_lite, save_lite_checkpoint
+
+        if config is not None or image_size is not None:
+            raise ConfigError(
+                f"{checkpoint} is a lite checkpoint: it carries its spec (drop --config/--image-size)"
+            )
+        lite, spec = load_lite(ckpt)
+        return LoadedForExport(
+            "lite", lite, spec.to_dict(), spec.input_size, lambda p: save_lite_checkpoint(p, lite, spec)
+        )
+    from samsem.runtime.sam2_model import SAM2ImageModel, SAM2Spec, load_sam2, save_checkpoint
+
+    spec = None
+    if ckpt.family is None:
+        if config is None:
+            raise InputError(
+                checkpoint, "official SAM2 checkpoints do not name their config", "--config NAME_OR_YAML"
+            )
+        spec = SAM2Spec(config=config, image_size=image_size or 1024)
+    elif config is not None or image_size is not None:
+        stored = SAM2Spec.from_dict(ckpt.spec)
+        if (config or stored.config) != stored.config or (
+            image_size or stored.image_size
+        ) != stored.image_size:
+            raise ConfigError(f"{checkpoint} was saved as {stored.config} at {stored.image_size} px")
+    sam, spec = load_sam2(ckpt, spec)
+    model = SAM2ImageModel(sam)
+    return LoadedForExport(
+        "sam2", model, spec.to_dict(), spec.image_size, lambda p: save_checkpoint(p, sam, spec)
+    )
+
+
+def _engine(
+    root: Path, fmt: str, graph: str, path: Path, precision: str, info: dict[str, Any]
+) -> rb.EngineFile:
+    return rb.EngineFile(fmt, graph, path.relative_to(root).as_posix(), rb.sha256_file(path), precision, info)
+
+
+def _check_onnx_parity(module: nn.Module, io: dict, graphs: Sequence[str], files: dict[str, Path]) -> float:
+    """Run the ONNX chain and the PyTorch model on PARITY_SIZES inputs; returns the max |diff|."""
+    spec = io["model"]
+    args = example_inputs(spec, PARITY_SIZES, seed=1)
+    with torch.no_grad():
+        ref = module(*args)
+    ref = (ref,) if isinstance(ref, torch.Tensor) else ref
+    pool = {t.name: a.numpy() for t, a in zip(spec.inputs, args, strict=True)}
+    for g in graphs:
+        pool.update(run_onnx(files[g], io[g], pool))
+    worst = 0.0
+    for t, r in zip(spec.outputs, ref, strict=True):
+        r = r.numpy()
+        diff = float(np.abs(pool[t.name] - r).max())
+        if not np.isfinite(diff) or diff > PARITY_RTOL * max(1.0, float(np.abs(r).max())):
+            raise InputError(
+                files[graphs[-1]],
+                f"exported ONNX output {t.name} differs from PyTorch by {diff:.3g} at batch "
+                f"{PARITY_SIZES[BATCH]}, points {PARITY_SIZES[POINTS]} (traced at {EXAMPLE_SIZES})",
+                "a traceable model (no shape-dependent Python control flow)",
+            )
+        worst = max(worst, diff)
+    return worst
+
+
+def _export_model(
+    root: Path, name: str, loaded: LoadedForExport, options: ExportOptions, limits: rb.Limits
+) -> list[rb.EngineFile]:
+    fam = rb.family(loaded.family)
+    io = fam.io(loaded.spec)
+    folder = root / name
+    folder.mkdir()
+    engines: list[rb.EngineFile] = []
+    if "torch" in options.formats:
+        path = folder / "weights.pt"
+        loaded.save(path)
+        engines.append(_engine(root, "torch", "model", path, "fp32", {"torch": torch.__version__}))
+    modules = graph_modules(loaded.family, loaded.model)
+    if {"onnx", "trt"} & set(options.formats):
+        files = {}
+        for g in fam.graphs:
+            files[g] = folder / f"{g}.onnx"
+            info = export_onnx(
+                modules[g],
+                io[g],
+                files[g],
+                opset=options.opset,
+                exporter=options.exporter,
+                max_sizes={BATCH: limits.batch[2], POINTS: limits.points[2]},
+            )
+            engines.append(_engine(root, "onnx", g, files[g], "fp32", info))
+        worst = _check_onnx_parity(modules["model"], io, fam.graphs, files)
+        engines[-1].info["parity_max_abs_diff"] = worst
+    precision = "fp16" if options.fp16 else "fp32"
+    if "trt" in options.formats:
+        from samsem.export.trt_build import build_engine
+
+        for g in fam.graphs:
+            plan = folder / f"{g}.{precision}.plan"
+            info = build_engine(
+                folder / f"{g}.onnx",
+                io[g],
+                plan,
+                limits=limits,
+                fp16=options.fp16,
+                timing_cache=options.timing_cache,
+            )
+            engines.append(_engine(root, "tensorrt", g, plan, precision, info))
+    if "aoti" in options.formats:
+        from samsem.export.aoti import compile_aoti
+
+        package = folder / f"model.{precision}.pt2"
+        info = compile_aoti(
+            modules["model"],
+            io["model"],
+            package,
+            limits=limits,
+            device=options.aoti_device,
+            fp16=options.fp16,
+        )
+        engines.append(_engine(root, "aoti", "model", package, precision, info))
+    return engines
+
+
+def write_bundle(
+    out: str | Path,
+    checkpoints: Sequence[str | Path],
+    *,
+    config: str | None = None,
+    image_size: int | None = None,
+    options: ExportOptions | None = None,
+    overwrite: bool = False,
+) -> rb.Manifest:
+    """Export one checkpoint (both scales) or two (scale 1, scale 2) into the bundle directory ``out``.
+
+    Two files with the same sha256 give one model. Returns the manifest written.
+    """
+    options = options or ExportOptions()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(out, "already exists", "a new directory, or --overwrite")
+    if not 1 <= len(checkpoints) <= 2:
+        raise ConfigError(f"a bundle holds one or two checkpoints, got {len(checkpoints)}")
+    paths = [Path(c) for c in checkpoints]
+    for p in paths:
+        if not p.is_file():
+            raise InputError(p, "checkpoint file not found")
+    digests = [rb.sha256_file(p) for p in paths]
+    if len(paths) == 2 and digests[0] == digests[1]:
+        paths, digests = paths[:1], digests[:1]
+    limits = options.limits()
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        models = []
+        families = set()
+        for i, (path, digest) in enumerate(zip(paths, digests, strict=True)):
+            loaded = load_for_export(path, config, image_size)
+            families.add(loaded.family)
+            if len(families) > 1:
+                raise ConfigError(f"both checkpoints must be of one model family, got {sorted(families)}")
+            name = f"model{i + 1}"
+            engines = _export_model(tmp, name, loaded, options, limits)
+            scales = (1, 2) if len(paths) == 1 else (i + 1,)
+            fam = rb.family(loaded.family)
+            models.append(
+                rb.ModelEntry(
+                    name,
+                    scales,
+                    loaded.spec,
+                    loaded.input_size,
+                    {"file": path.name, "sha256": digest},
+                    fam.io(loaded.spec),
+                    tuple(engines),
+                )
+            )
+        fam = rb.family(families.pop())
+        manifest = rb.Manifest(
+            family=fam.name,
+            samsem_version=__version__,
+            limits=limits,
+            preprocessing=rb.preprocessing(fam, options.pipeline),
+            pipeline=options.pipeline.to_dict(),
+            models=tuple(models),
+        )
+        from samsem.io import write_json
+
+        write_json(tmp / rb.MANIFEST, manifest.to_dict())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

@@ -1,0 +1,48 @@
+"""AOTInductor backend: a ``torch._inductor.aoti_compile_and_package`` package of the whole model.
+
+The package (written by :mod:`samsem.export.aoti`) takes and returns float32 tensors in io-spec order
+("model" graph); an fp16 package casts inside. It runs on the device type it was compiled for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samsem.errors import InputError
+from samsem.runtime.iospec import EngineSpec
+from samsem.runtime.sam2_model import torch_device
+
+
+class AotiBackend:
+    """Backend over an AOTInductor package; named float32 numpy arrays in and out (``model`` io-spec)."""
+
+    name = "aoti"
+
+    def __init__(self, package: Path, spec: EngineSpec, device: str = "cpu") -> None:
+        self.spec = spec
+        from torch._inductor import aoti_load_package
+
+        self.device = torch_device(device)
+        try:
+            self.runner = aoti_load_package(str(package))
+        except Exception as exc:  # the loader raises RuntimeError/OSError/... for foreign or stale files
+            raise InputError(package, f"cannot load the AOTInductor package ({str(exc)[:300]})") from exc
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """io-spec names in and out, float32 (e.g. SAM2 image, point_coords, point_labels -> masks, iou)."""
+        sizes = self.spec.check_inputs(inputs)
+        with torch.inference_mode():
+            args = [
+                torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device)
+                for n in self.spec.input_names
+            ]
+            outs = self.runner(*args)
+            if isinstance(outs, torch.Tensor):
+                outs = (outs,)
+            out = {n: o.float().cpu().numpy() for n, o in zip(self.spec.output_names, outs, strict=True)}
+        self.spec.check_outputs(out, sizes)
+        return out

@@ -1,0 +1,104 @@
+"""ONNX Runtime backend: a chain of ONNX graphs (SAM2: encoder then decoder; lite: one model graph).
+
+Execution providers: CPU always; with a CUDA device, TensorRT and CUDA before it when the installed
+onnxruntime has them. Each session's inputs and outputs are checked against the io-spec when it is
+opened, so a graph built for other shapes is refused with an InputError naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from samsem.errors import ConfigError, InputError
+from samsem.runtime.iospec import EngineSpec, TensorSpec
+
+_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
+
+
+def providers_for(device: str, available: Sequence[str]) -> list[str]:
+    """Execution providers in preference order for ``device`` ("cpu", "cuda", "cuda:N")."""
+    if device.startswith("cuda"):
+        gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+        if not gpu:
+            raise ConfigError(
+                f"device {device!r}: this onnxruntime has no CUDA provider (has {', '.join(available)}); "
+                "install onnxruntime-gpu or use --device cpu"
+            )
+        return [*gpu, "CPUExecutionProvider"]
+    if device != "cpu":
+        raise ConfigError(f"invalid device {device!r} for onnxruntime; expected cpu, cuda or cuda:N")
+    return ["CPUExecutionProvider"]
+
+
+def check_session_io(path: Path, spec: EngineSpec, inputs: Sequence, outputs: Sequence) -> None:
+    """Compare a session's NodeArg lists (name, type, shape) with an io-spec; InputError naming ``path``."""
+    for kind, args, want in (("input", inputs, spec.inputs), ("output", outputs, spec.outputs)):
+        got = {a.name: a for a in args}
+        if set(got) != {t.name for t in want}:
+            raise InputError(
+                path,
+                f"{spec.name} graph {kind}s are {sorted(got)}",
+                f"{sorted(t.name for t in want)} (io-spec)",
+            )
+        for t in want:
+            arg = got[t.name]
+            if not _same_dims(arg.shape, t) or arg.type != _ORT_TYPES.get(t.dtype):
+                raise InputError(
+                    path,
+                    f"{spec.name} graph was built for other shapes: {kind} {t.name} is {arg.type} "
+                    f"{arg.shape}",
+                    f"{t.dtype} {list(t.dims)}",
+                )
+
+
+def _same_dims(shape: Sequence, t: TensorSpec) -> bool:
+    if len(shape) != len(t.dims):
+        return False
+    return all(isinstance(want, str) or got == want for got, want in zip(shape, t.dims, strict=True))
+
+
+class OnnxBackend:
+    """Backend over ONNX graphs run in order; named arrays in and out as in the ``model`` io-spec.
+
+    model: the whole model's io-spec; graphs: (io-spec, .onnx file) per graph in run order (each
+    graph's inputs come from the model inputs or earlier graphs' outputs).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model: EngineSpec,
+        graphs: Sequence[tuple[EngineSpec, Path]],
+        device: str = "cpu",
+    ) -> None:
+        import onnxruntime as ort
+
+        self.spec = model
+        self.providers = providers_for(device, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only
+        self.sessions: list[tuple[EngineSpec, object]] = []
+        for spec, path in graphs:
+            try:
+                session = ort.InferenceSession(str(path), options, providers=self.providers)
+            except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+                raise InputError(path, f"onnxruntime cannot load the graph ({str(exc)[:300]})") from exc
+            check_session_io(path, spec, session.get_inputs(), session.get_outputs())
+            self.sessions.append((spec, session))
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs/outputs keyed by the io-spec names (all float32), e.g. SAM2: image (B, 3, S, S),
+        point_coords (B, P, 2), point_labels (B, P) -> masks (B, 3, S/4, S/4), iou_scores (B, 3)."""
+        sizes = self.spec.check_inputs(inputs)
+        pool: dict[str, np.ndarray] = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+        for spec, session in self.sessions:
+            outs = session.run(list(spec.output_names), {n: pool[n] for n in spec.input_names})
+            pool.update(zip(spec.output_names, outs, strict=True))
+        out = {n: pool[n] for n in self.spec.output_names}
+        self.spec.check_outputs(out, sizes)
+        return out
