@@ -165,7 +165,7 @@ class SamsemServer:
             loop,
             max_queued=cfg.max_queued_jobs,
             max_kept=cfg.max_kept_jobs,
-            on_change=lambda counts: [self.metrics.jobs.labels(k).set(v) for k, v in counts.items()],
+            on_change=self.metrics.set_jobs,
         )
         self.executor = ThreadPoolExecutor(max_workers=cfg.max_active, thread_name_prefix="samsem-request")
         self.admission = Admission(cfg.max_active, cfg.max_queued, cfg.memory_budget)

@@ -220,8 +220,8 @@ def decode_file(path: Path, fmt: str, max_pixels: int) -> np.ndarray:
 
 
 def decoded_info(path: Path, fmt: str) -> tuple[int, int, int]:
-    """(height, width, bytes per pixel) of an uploaded file from its header only; the data must be
-    of the declared format."""
+    """(height, width, buffer bytes) of an uploaded file from its header only: buffer bytes are the
+    decoded pixels, the grayscale image and the mask. The data must be of the declared format."""
     from samsem.io import image_info
 
     with open(path, "rb") as fh:
@@ -232,7 +232,8 @@ def decoded_info(path: Path, fmt: str) -> tuple[int, int, int]:
         info = image_info(path)
     except InputError as exc:
         raise InputError(None, f"{fmt} data: {exc.reason}", exc.expected) from None
-    return info.height, info.width, info.dtype.itemsize
+    pixels = info.height * info.width
+    return info.height, info.width, pixels * (info.dtype.itemsize * (info.channels + 1) + 1)
 
 
 # ------------------------------------------------------------------------------------------ masks

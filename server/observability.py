@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -66,6 +65,11 @@ class Metrics:
         for w in stats.waits:
             self.tile_queue_seconds.observe(w)
 
+    def set_jobs(self, counts: dict[str, int]) -> None:
+        """Record the number of jobs in each state."""
+        for state, n in counts.items():
+            self.jobs.labels(state).set(n)
+
     def serve(self, host: str, port: int) -> int:
         """Expose /metrics over HTTP on host:port (0 picks a free port); returns the bound port."""
         self._http, _ = start_http_server(port, addr=host, registry=self.registry)
@@ -108,13 +112,3 @@ def configure_logging(level: str = "info") -> None:
 def log(level: int, msg: str, **fields: Any) -> None:
     """Log ``msg`` with structured ``fields`` (request_id, method, code, timings, ...)."""
     logging.getLogger(LOGGER_NAME).log(level, msg, extra={"fields": fields})
-
-
-class Timer:
-    """Monotonic stopwatch."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0

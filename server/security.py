@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Callable, Sequence
@@ -37,11 +38,12 @@ def load_tokens(token_file: str | Path | None = None, token_env: str | None = No
 
 
 def token_matches(given: str, tokens: Sequence[str]) -> bool:
-    """True when ``given`` equals one of ``tokens``; every token is compared, each in constant time."""
-    g = given.encode()
+    """True when ``given`` equals one of ``tokens``. Every token is compared, in constant time, as
+    SHA-256 digests (equal lengths, so not even the token length leaks)."""
+    g = hashlib.sha256(given.encode()).digest()
     ok = False
     for t in tokens:
-        ok |= hmac.compare_digest(g, t.encode())
+        ok |= hmac.compare_digest(g, hashlib.sha256(t.encode()).digest())
     return ok
 
 

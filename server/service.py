@@ -219,9 +219,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             if isinstance(asm, RawAssembler):
                 return asm.finish()
             asm.complete()
-            h, w, itemsize = await asyncio.to_thread(decoded_info, asm.path, spec.format)
+            h, w, nbytes = await asyncio.to_thread(decoded_info, asm.path, spec.format)
             check_size(h, w, max_pixels)
-            slot.reserve(h * w * (itemsize + 1))
+            slot.reserve(nbytes)
             return await asyncio.to_thread(decode_file, asm.path, spec.format, max_pixels)
         finally:
             asm.close()
