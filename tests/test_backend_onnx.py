@@ -104,3 +104,25 @@ def test_providers() -> None:
     assert providers_for("cuda", gpu[1:]) == gpu[1:]
     with pytest.raises(Exception, match="no CUDA provider"):
         providers_for("cuda", ["CPUExecutionProvider"])
+
+
+def test_lite_bundle_is_one_graph(tmp_path) -> None:
+    """The lite family: one "model" graph; ONNX Runtime and the bundle's torch weights agree."""
+    from samsem.runtime.lite_model import LiteSpec, build_lite_model, save_lite_checkpoint
+
+    spec = LiteSpec(input_size=S, widths=(8, 16, 16, 32), depths=(1, 1, 1, 1), heads=2, decoder_width=8)
+    ckpt = tmp_path / "lite.pt"
+    save_lite_checkpoint(ckpt, build_lite_model(spec, seed=0), spec)
+    manifest = write_bundle(tmp_path / "lite", [ckpt], options=ExportOptions(formats=("onnx", "torch")))
+    assert manifest.family == "lite" and manifest.preprocessing["channels"] == "gray (1 channel)"
+    assert [(e.format, e.graph) for e in manifest.models[0].engines] == [
+        ("torch", "model"),
+        ("onnx", "model"),
+    ]
+    images = np.random.default_rng(0).random((3, S, S)).astype(np.float32)
+    ort_seg = load_models(str(tmp_path / "lite"), backend="onnxruntime").model1
+    torch_seg = load_models(str(tmp_path / "lite"), backend="torch").model1
+    logits = [seg.backend.run({"image": images[:, None]})["logits"] for seg in (ort_seg, torch_seg)]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=0, atol=LOGIT_ATOL)
+    probs = [seg.predict(images, None)[0] for seg in (ort_seg, torch_seg)]
+    np.testing.assert_array_equal(probs[0] >= 0.5, probs[1] >= 0.5)
