@@ -58,7 +58,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What GetModelInfo reports besides the engine's own settings."""
+    """Backend, device and precision the server was asked for (GetModelInfo prefers what the model's
+    description says it actually runs on)."""
 
     backend: str
     device: str
@@ -391,9 +392,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         e = self.engine
         info = pb.ModelInfo(
             manifest_json=json.dumps(e.description, default=_json_default),
-            backend=self.facts.backend,
-            device=self.facts.device,
-            precision=self.facts.precision,
+            backend=str(e.description.get("backend", self.facts.backend)),
+            device=str(e.description.get("device", self.facts.device)),
+            precision=str(e.description.get("precision", self.facts.precision)),
             max_batch_size=e.max_batch,
             request_batch_size=e.config.batch_size,
             max_queue_delay_seconds=e.max_delay_s,

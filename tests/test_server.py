@@ -275,7 +275,7 @@ def test_request_id_is_echoed_and_generated(client) -> None:
 def test_model_info(client, tiny_pipeline) -> None:
     info = client.model_info()
     assert json.loads(info.manifest_json) == tiny_pipeline.description
-    assert (info.backend, info.device, info.precision) == ("auto", "cpu", "fp32")
+    assert (info.backend, info.device, info.precision) == ("torch", "cpu", "fp32")  # as loaded, not "auto"
     assert (info.max_batch_size, info.request_batch_size) == (16, 4)
     assert info.chunk_bytes == 1 << 20 and info.max_tile_pixels == 512 * 512
     assert json.loads(info.config_json)["batch_size"] == 4
