@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "segment": "samsem.runtime.cli",
     "serve": "samsem.server.serve_cli",
     "synth": "samsem.synth.cli",
+    "train": "samsem.train.cli",
+    "tune": "samsem.train.tune",
 }
 
 

@@ -155,3 +155,52 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="alpha"):
         LossConfig(alpha=1.5)
     assert np.isclose(LossConfig().alpha, 0.6)
+
+
+def test_padding_counts_lines_that_touch_the_border():
+    gt = torch.zeros(1, 1, 32, 32)
+    gt[..., 0:20, 8:12] = 1  # two lines hanging from the top border
+    gt[..., 0:20, 20:24] = 1
+    joined = gt.clone()
+    joined[..., 0:4, 12:20] = 1  # bridged along the border
+    assert betti_matching_loss(joined, gt, pad=True).item() > 1.0
+    # unpadded, lines touching the border enclose no background and the short is invisible
+    assert betti_matching_loss(joined, gt, pad=False).item() == 0.0
+
+
+_PARITY = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from topolosses.losses.betti_matching import BettiMatchingLoss
+from samsem.train.losses import betti_matching_loss
+g = torch.Generator().manual_seed(0)
+worst = 0.0
+for filt in ("sublevel", "superlevel", "bothlevels"):
+    for push in (True, False):
+        for pad in (True, False):
+            t = (torch.rand(3, 1, 20, 20, generator=g) > 0.6).float()
+            p = (0.6 * t + 0.4 * torch.rand(3, 1, 20, 20, generator=g)).requires_grad_(True)
+            ref = BettiMatchingLoss(filtration_type=filt, push_unmatched_to_1_0=push,
+                                    barcode_length_threshold=0.1, sphere=pad, include_background=True,
+                                    use_base_loss=False, alpha=1.0)(p, t)
+            gr, = torch.autograd.grad(ref, p)
+            ours = betti_matching_loss(p, t, filt, 0.1, push, pad)
+            go, = torch.autograd.grad(ours, p)
+            rel = abs(ref.item() - ours.item()) / max(ref.item(), 1e-6)
+            worst = max(worst, rel, (gr - go).abs().max().item())
+print(worst)
+"""
+
+
+def test_betti_loss_matches_topolosses_reference():
+    """Same values and gradients as topolosses' BettiMatchingLoss (run in a subprocess: importing the
+    topolosses package loads a second OpenMP runtime, see losses._betti_extension)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _PARITY.format(root=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5

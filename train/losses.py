@@ -19,9 +19,12 @@ On a CPU the Betti matching of one 256 x 256 pair costs roughly 0.1 s.
 
 from __future__ import annotations
 
-import warnings
+import importlib.util
+import sys
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cv2
@@ -41,10 +44,11 @@ class LossConfig:
 
     alpha: weight of BCE against Dice; betti_weight: lambda, the weight of the Betti term once it is
     switched on (``TrainConfig.betti_start_epoch``); filtration, barcode_length_threshold,
-    push_unmatched_to_1_0: passed to topolosses' BettiMatchingLoss; betti_size: side of the square
-    grid the Betti term is computed on; iou_head_weight: MSE between predicted and actual mask IoU
-    (models with a quality head); iou_reward, count_penalty, epe_penalty: optional SegSEM-style terms;
-    epe_max_px: distance cap (pixels at loss resolution) of the edge-placement term.
+    push_unmatched_to_1_0: as in topolosses' BettiMatchingLoss; betti_pad: one pixel of background
+    around both maps (topolosses' ``sphere``) so lines crossing a patch border count; betti_size:
+    side of the square grid the Betti term is computed on; iou_head_weight: MSE between predicted and
+    actual mask IoU (models with a quality head); iou_reward, count_penalty, epe_penalty: optional
+    SegSEM-style terms; epe_max_px: distance cap (pixels at loss resolution) of the edge-placement term.
     """
 
     alpha: float = 0.6
@@ -52,6 +56,7 @@ class LossConfig:
     filtration: str = "sublevel"
     barcode_length_threshold: float = 0.345
     push_unmatched_to_1_0: bool = True
+    betti_pad: bool = True
     betti_size: int = 256
     iou_head_weight: float = 1.0
     iou_reward: float = 0.0
@@ -172,20 +177,6 @@ def edge_placement_loss(probs: torch.Tensor, target: torch.Tensor, cap: float = 
     return torch.stack(out)
 
 
-@cache
-def _betti_module(filtration: str, threshold: float, push_unmatched: bool) -> nn.Module:
-    from topolosses.losses.betti_matching import BettiMatchingLoss
-
-    return BettiMatchingLoss(
-        filtration_type=filtration,
-        push_unmatched_to_1_0=push_unmatched,
-        barcode_length_threshold=threshold,
-        include_background=True,
-        use_base_loss=False,
-        alpha=1.0,
-    )
-
-
 def resample_for_betti(
     probs: torch.Tensor, target: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,22 +195,98 @@ def resample_for_betti(
     return p, t
 
 
+@cache
+def _betti_extension() -> ModuleType:
+    """topolosses' compiled Betti-matching extension, loaded straight from its file.
+
+    Importing the ``topolosses`` package instead would also load its Topograph extension, which brings a
+    bundled OpenCV with a second OpenMP runtime; next to torch's own that made CPU backward passes over
+    100x slower here (threads of two runtimes spinning against each other). The extension has no such
+    dependency, and the loss is assembled from its matching below, as topolosses' BettiMatchingLoss does.
+    """
+    loaded = sys.modules.get("topolosses.losses.betti_matching.src.betti_matching")
+    if loaded is not None:  # the package was imported elsewhere: pybind11 allows one copy only
+        return loaded
+    spec = importlib.util.find_spec("topolosses")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the Betti-matching loss needs topolosses (pip install 'samsem[train]')")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "losses" / "betti_matching" / "src"
+    files = sorted(folder.glob("betti_matching.*.so")) + sorted(folder.glob("betti_matching.*.pyd"))
+    if not files:
+        raise ConfigError(f"topolosses has no compiled betti_matching extension in {folder}")
+    ext_spec = importlib.util.spec_from_file_location("betti_matching", files[0])
+    assert ext_spec is not None and ext_spec.loader is not None
+    module = importlib.util.module_from_spec(ext_spec)
+    ext_spec.loader.exec_module(module)
+    return module
+
+
+def _at(values: torch.Tensor, coords: np.ndarray) -> torch.Tensor:
+    """values (h, w) at integer coordinates (M, 2) [row, col] -> (M,)."""
+    idx = torch.as_tensor(np.asarray(coords, np.int64).reshape(-1, 2), device=values.device)
+    return values[idx[:, 0], idx[:, 1]]
+
+
 def betti_matching_loss(
     probs: torch.Tensor,
     target: torch.Tensor,
     filtration: str = "sublevel",
     barcode_length_threshold: float = 0.345,
     push_unmatched_to_1_0: bool = True,
+    pad: bool = True,
 ) -> torch.Tensor:
-    """Betti-matching loss (topolosses) averaged over the batch: probs, target (B, 1, h, w) float -> scalar.
+    """Betti-matching loss averaged over the batch: probs, target (B, 1, h, w) float -> scalar.
 
-    Computed in float32 on the CPU extension; gradients flow into ``probs``. 0 when ``probs == target``
-    for a binary target.
+    The persistence barcodes of prediction and target under the chosen filtration are matched by
+    topolosses' extension. Per instance and homology dimension the loss is ``2 * sum |pair_pred -
+    pair_target|^2`` over matched (birth, death) pairs, plus for unmatched pairs either
+    ``2 * sum (birth - 1)^2 + death^2`` (``push_unmatched_to_1_0``) or ``sum (birth - death)^2``;
+    unmatched prediction pairs shorter than ``barcode_length_threshold`` are ignored. ``pad`` surrounds
+    both maps with one pixel of background (topolosses' ``sphere``), so lines that touch the border of
+    a patch still count as components. Gradients flow into ``probs``; 0 when ``probs == target``.
     """
-    module = _betti_module(filtration, float(barcode_length_threshold), bool(push_unmatched_to_1_0))
-    with torch.autocast(probs.device.type, enabled=False), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "single-channel prediction" notice
-        return module(probs.float(), target.float())
+    if filtration not in FILTRATIONS:
+        raise ConfigError(f"filtration must be one of {FILTRATIONS}, got {filtration!r}")
+    ext = _betti_extension()
+    with torch.autocast(probs.device.type, enabled=False):
+        p, t = probs.float()[:, 0], target.float()[:, 0]
+        if pad:
+            p, t = F.pad(p, (1, 1, 1, 1), value=0.0), F.pad(t, (1, 1, 1, 1), value=0.0)
+        if filtration == "superlevel":
+            p, t = 1.0 - p, 1.0 - t
+        elif filtration == "bothlevels":
+            p, t = torch.cat([p, 1.0 - p]), torch.cat([t, 1.0 - t])
+        p_np = p.detach().cpu().numpy().astype(np.float64)
+        t_np = t.detach().cpu().numpy().astype(np.float64)
+        results = ext.compute_matching(list(p_np), list(t_np))
+        losses = []
+        for k, r in enumerate(results):
+            pk, tk = p[k], t[k]
+            total = pk.new_zeros(())
+            for dim in range(len(r.num_matched)):
+                pb, pd = (
+                    _at(pk, r.input1_matched_birth_coordinates[dim]),
+                    _at(pk, r.input1_matched_death_coordinates[dim]),
+                )
+                tb, td = (
+                    _at(tk, r.input2_matched_birth_coordinates[dim]),
+                    _at(tk, r.input2_matched_death_coordinates[dim]),
+                )
+                total = total + 2.0 * ((pb - tb) ** 2 + (pd - td) ** 2).sum()
+                ub = _at(pk, r.input1_unmatched_birth_coordinates[dim])
+                ud = _at(pk, r.input1_unmatched_death_coordinates[dim])
+                keep = (ub - ud).abs() > barcode_length_threshold
+                ub, ud = ub[keep], ud[keep]
+                vb = _at(tk, r.input2_unmatched_birth_coordinates[dim])
+                vd = _at(tk, r.input2_unmatched_death_coordinates[dim])
+                if push_unmatched_to_1_0:
+                    total = (
+                        total + 2.0 * ((ub - 1.0) ** 2 + ud**2).sum() + 2.0 * ((vb - 1.0) ** 2 + vd**2).sum()
+                    )
+                else:
+                    total = total + ((ub - ud) ** 2).sum() + ((vb - vd) ** 2).sum()
+            losses.append(total)
+        return torch.stack(losses).mean()
 
 
 @dataclass
@@ -256,8 +323,8 @@ def segmentation_loss(
     if betti_on and cfg.betti_weight > 0:
         p, t = resample_for_betti(torch.sigmoid(chosen), target, cfg.betti_size)
         betti = betti_matching_loss(
-            p, t, cfg.filtration, cfg.barcode_length_threshold, cfg.push_unmatched_to_1_0
-        ).to(total.device)
+            p, t, cfg.filtration, cfg.barcode_length_threshold, cfg.push_unmatched_to_1_0, cfg.betti_pad
+        )
         parts["betti"] = betti
         total = total + cfg.betti_weight * betti
     if iou_pred is not None and cfg.iou_head_weight > 0:

@@ -1,0 +1,130 @@
+"""`samsem train` and `samsem tune` end to end on CPU (tiny SAM2 at 64 px, 96-px synthetic images)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from samsem.cli import main
+from samsem.io import write_image, write_mask
+
+TINY = [
+    "--config", "tiny", "--input-size", "64", "--patch-size", "64", "--target", "model1", "--batch-size", "2",
+    "--device", "cpu", "--esd-border", "4", "--esd-min-area", "4", "--val-batch-size", "4", "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """One IC with five 96-px line images (3 train, 1 val, 1 test)."""
+    root = tmp_path_factory.mktemp("ic")
+    rng = np.random.default_rng(1)
+    for k in range(5):
+        mask = np.zeros((96, 96), np.uint8)
+        for x in range(6, 90, 22):
+            x0 = x + int(rng.integers(0, 5))
+            mask[8:88, x0 : x0 + 8] = 1
+        image = (mask * 150 + 40 + rng.normal(0, 8, mask.shape)).clip(0, 255).astype(np.uint8)
+        write_image(root / "images" / f"a{k}.png", image)
+        write_mask(root / "masks" / f"a{k}.png", mask)
+    return root
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_run_and_resumes_from_out_alone(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    assert "best epoch 0" in capsys.readouterr().out
+    for name in ("last.pt", "best.pt", "log.csv", "curves.png", "config.json", "splits.json"):
+        assert (run / name).is_file(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model_config"] == "tiny" and cfg["loss"]["alpha"] == 0.6 and cfg["epochs"] == 1
+    splits = json.loads((run / "splits.json").read_text())
+    assert [len(splits[k]) for k in ("train", "val", "test", "ood")] == [3, 1, 1, 0]
+    # resume with only --out and more epochs: settings come from RUN/config.json
+    assert main(["train", "--out", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert [r["epoch"] for r in _rows(run / "log.csv")] == ["0", "1"]
+    # a changed setting is refused with a message instead of silently mixing runs
+    assert main(["train", "--out", str(run), "--lr", "0.5", "--no-progress"]) == 2
+    assert "different settings" in capsys.readouterr().err
+
+
+def test_train_reports_bad_input(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "no training data" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_tune_two_trials_completes_and_resumes(dataset, tmp_path, capsys):
+    import optuna
+
+    out = tmp_path / "tune"
+    args = ["tune", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--step", "1", *TINY]
+    assert main([*args, "--trials", "2"]) == 0
+    storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    study = optuna.load_study(study_name="samsem-step1", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    best = json.loads((out / "step1" / "best.json").read_text())
+    assert Path(best["checkpoint"]).is_file() and set(best["params"]) >= {"lr", "loss__alpha", "augment__p"}
+    # step-1 trials train without the Betti term
+    trial_cfg = json.loads((Path(best["checkpoint"]).parent / "config.json").read_text())
+    assert trial_cfg["loss"]["betti_weight"] == 0.0
+
+    # rerunning with the same target runs nothing; asking for one more runs exactly one
+    assert main([*args, "--trials", "2"]) == 0
+    assert len(optuna.load_study(study_name="samsem-step1", storage=storage).trials) == 2
+    assert main([*args, "--trials", "3"]) == 0
+    assert len(optuna.load_study(study_name="samsem-step1", storage=storage).trials) == 3
+
+    # step 2 starts from the best step-1 checkpoint with the Betti term on
+    step2 = [
+        "tune",
+        "--data",
+        str(dataset),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--step",
+        "2",
+        "--trials",
+        "1",
+    ]
+    assert main([*step2, *TINY]) == 0
+    best2 = json.loads((out / "step2" / "best.json").read_text())
+    cfg2 = json.loads((Path(best2["checkpoint"]).parent / "config.json").read_text())
+    assert cfg2["init_checkpoint"] == best["checkpoint"]
+    assert (
+        cfg2["betti_start_epoch"] == 0
+        and cfg2["loss"]["betti_weight"] == best2["params"]["loss__betti_weight"]
+    )
+    assert "step 2: best validation ESD rate" in capsys.readouterr().out
+
+
+def test_interrupted_trials_are_retried_with_their_parameters(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from samsem.train.tune import _retry_interrupted
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    dist = {"lr": FloatDistribution(1e-6, 1e-3, log=True)}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, params={"lr": 1e-4},
+                                              distributions=dist, value=0.5))  # fmt: skip
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"lr": 2e-4},
+                                              distributions=dist))  # fmt: skip
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"lr": 1e-4},
+                                              distributions=dist))  # fmt: skip
+    assert _retry_interrupted(study) == 1  # the 1e-4 run finished since; only 2e-4 is retried
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == {"lr": 2e-4}
+    assert _retry_interrupted(study) == 0

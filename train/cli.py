@@ -1,0 +1,155 @@
+"""``samsem train``: fine-tune a model; the option table is shared with ``samsem tune``.
+
+Settings come from, in increasing priority: TrainConfig's defaults, ``--train-config FILE`` or else the
+run folder's own ``config.json`` (so ``samsem train --out RUN`` alone resumes a run), then the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# (flag, config field ("outer__inner" for nested), type, choices, help)
+OPTIONS: list[tuple[str, str, type, tuple[str, ...] | None, str]] = [
+    (
+        "--config",
+        "model_config",
+        str,
+        None,
+        'SAM2 config ("sam2.1_hiera_t", ...) or "tiny" (random test model)',
+    ),
+    ("--checkpoint", "init_checkpoint", str, None, "weights to start from (official SAM2 or samsem .pt)"),
+    ("--input-size", "input_size", int, None, "model input side S in pixels"),
+    ("--target", "target", str, ("model1", "model2", "single"), "whole images, patches, or both"),
+    ("--patch-size", "patch_size", int, None, "model-2 patch side in image pixels"),
+    ("--min-overlap", "min_overlap", float, None, "minimum overlap of neighbouring patches (fraction)"),
+    ("--epochs", "epochs", int, None, "number of epochs"),
+    ("--betti-start", "betti_start_epoch", int, None, "first epoch (0-based) with the Betti term"),
+    ("--batch-size", "batch_size", int, None, "samples per forward pass"),
+    ("--accumulation", "accumulation", int, None, "forward passes per optimizer step"),
+    ("--lr", "lr", float, None, "AdamW learning rate"),
+    ("--weight-decay", "weight_decay", float, None, "AdamW weight decay"),
+    ("--scheduler", "scheduler", str, ("constant", "cosine"), "learning-rate schedule"),
+    ("--warmup-steps", "warmup_steps", int, None, "linear warmup steps"),
+    ("--grad-clip", "grad_clip", float, None, "max gradient norm (0 = off)"),
+    ("--seed", "seed", int, None, "seed of initialisation, splits, data order and augmentation"),
+    ("--device", "device", str, None, '"auto", "cpu", "cuda", "cuda:N"'),
+    ("--aug-p", "augment__p", float, None, "probability of augmenting a sample"),
+    ("--aug-intensity", "augment__intensity", float, None, "augmentation intensity in (0, 1]"),
+    ("--alpha", "loss__alpha", float, None, "weight of BCE against Dice"),
+    ("--betti-weight", "loss__betti_weight", float, None, "lambda, weight of the Betti-matching term"),
+    ("--filtration", "loss__filtration", str, ("sublevel", "superlevel", "bothlevels"), "Betti filtration"),
+    ("--barcode-threshold", "loss__barcode_length_threshold", float, None, "min. barcode length"),
+    ("--betti-size", "loss__betti_size", int, None, "grid side of the Betti term"),
+    ("--iou-head-weight", "loss__iou_head_weight", float, None, "weight of the IoU-prediction MSE"),
+    ("--iou-reward", "loss__iou_reward", float, None, "weight of the soft-IoU reward (0 = off)"),
+    ("--count-penalty", "loss__count_penalty", float, None, "weight of the mask-count penalty (0 = off)"),
+    ("--epe-penalty", "loss__epe_penalty", float, None, "weight of the edge-placement penalty (0 = off)"),
+    ("--val-fraction", "val_fraction", float, None, "validation share per IC"),
+    ("--test-fraction", "test_fraction", float, None, "test share per IC"),
+    ("--esd-border", "esd_border", int, None, "ESD ignored border band (pixels)"),
+    ("--esd-min-area", "esd_min_area", int, None, "ESD smallest predicted line (pixels)"),
+    ("--val-batch-size", "val_batch_size", int, None, "pipeline batch size during validation"),
+    ("--workers", "num_workers", int, None, "data-loader worker processes"),
+]
+SWITCHES = [
+    ("--amp", "amp", "bf16 autocast on CUDA"),
+    ("--push-unmatched", "loss__push_unmatched_to_1_0", "push unmatched Betti pairs to (1, 0)"),
+    ("--betti-pad", "loss__betti_pad", "pad with background so border-touching lines count"),
+    ("--progress", "progress", "progress bars"),
+]
+PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+
+
+def _default(field: str) -> Any:
+    from samsem.train.config import TrainConfig
+
+    value: Any = TrainConfig()
+    for part in field.split("__"):
+        value = getattr(value, part)
+    return value
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add --data, --out and every TrainConfig option (all default to "not given")."""
+    parser.add_argument("--data", action="append", metavar="DIR", help="dataset folder (repeatable)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--train-config", metavar="JSON", help="start from this config.json instead")
+    metavars = {int: "N", float: "X", str: "NAME"}
+    for flag, field, typ, choices, text in OPTIONS:
+        parser.add_argument(
+            flag,
+            dest=field,
+            type=typ,
+            choices=choices,
+            metavar=None if choices else metavars[typ],
+            help=f"{text} (default {_default(field)})",
+        )
+    for flag, field, text in SWITCHES:
+        parser.add_argument(
+            flag,
+            dest=field,
+            action=argparse.BooleanOptionalAction,
+            help=f"{text} (default {_default(field)})",
+        )
+    parser.add_argument(
+        "--freeze", action="append", choices=PARTS, help="keep this SAM2 part frozen (repeatable)"
+    )
+    parser.add_argument(
+        "--ood-ic", action="append", metavar="IC", help="hold out this IC entirely (repeatable)"
+    )
+
+
+def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
+    """The TrainConfig for ``args`` (see the module docstring for the order of precedence)."""
+    from samsem.errors import InputError
+    from samsem.train.config import TrainConfig, load_config
+
+    if args.train_config:
+        base = load_config(args.train_config)
+    elif (run_dir / "config.json").is_file():
+        base = load_config(run_dir / "config.json")
+    else:
+        base = TrainConfig()
+    changes: dict[str, Any] = {"out": str(run_dir)}
+    for _, field, *_ in OPTIONS:
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    for _, field, _ in SWITCHES:
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    if args.data:
+        changes["data"] = tuple(args.data)
+    if args.freeze:
+        changes.update({f"train_{part}": part not in args.freeze for part in PARTS})
+    if args.ood_ic:
+        changes["ood_ics"] = tuple(args.ood_ic)
+    cfg = base.with_overrides(**changes)
+    if not cfg.data:
+        raise InputError(None, "no training data given", "--data DIR")
+    return cfg
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune SAM2 (pixel + Betti-matching losses)",
+        description="Fine-tune a model. Writes OUT/last.pt, OUT/best.pt (samsem checkpoints), OUT/log.csv, "
+        "OUT/curves.png; rerunning with the same OUT resumes from OUT/last.pt.",
+    )
+    add_config_options(parser)
+    parser.add_argument("--resume", metavar="PT", help="continue from this last.pt (default OUT/last.pt)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; prints where the best checkpoint is. Returns the exit code."""
+    from samsem.train.loop import train
+
+    cfg = config_from_args(args, Path(args.out))
+    result = train(cfg, resume=args.resume)
+    rate = "n/a" if result.best_rate == float("inf") else f"{result.best_rate:.4f}"
+    print(f"best epoch {result.best_epoch} (validation ESD rate {rate}): {result.run_dir / 'best.pt'}")
+    return 0

@@ -1,0 +1,119 @@
+"""Model-family adapters: everything the training loop needs to know about one family.
+
+A task builds its model from the :class:`~samsem.train.config.TrainConfig`, freezes what should not be
+trained, turns a batch of the family-agnostic :class:`~samsem.train.data.TrainDataset` into a loss,
+wraps the live model as a runtime :class:`~samsem.runtime.segmenter.Segmenter` for validation, and saves
+and restores weights in the checkpoint format the runtime loads. Adding a family is one class here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from samsem.errors import ConfigError
+from samsem.runtime.segmenter import Segmenter
+from samsem.train.config import TrainConfig
+from samsem.train.losses import LossConfig, LossOutput, segmentation_loss
+
+
+class Task(Protocol):
+    """What the loop calls; ``model`` is the module being trained (on ``device``)."""
+
+    family: str
+    model: nn.Module
+    device: torch.device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimizer updates (frozen parts excluded)."""
+        ...
+
+    def loss(self, batch: dict[str, torch.Tensor], cfg: LossConfig, betti_on: bool) -> LossOutput:
+        """Forward a batch (see TrainDataset) and compute the training objective."""
+        ...
+
+    def segmenter(self) -> Segmenter:
+        """The live model as a runtime segmenter (puts the model in eval mode)."""
+        ...
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """State dict as stored under "model" in the checkpoint."""
+        ...
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Strictly load a state dict written by :meth:`weights`."""
+        ...
+
+    def save(self, path: str, extra: dict[str, Any]) -> None:
+        """Write a runtime-loadable checkpoint (atomically) with ``extra`` keys added."""
+        ...
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; otherwise the named device (ConfigError if unusable)."""
+    from samsem.runtime.sam2_model import torch_device
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch_device(name)
+
+
+class SAM2Task:
+    """SAM2 fine-tuning: one positive point per input, multimask output, best-of-3 loss + IoU head."""
+
+    family = "sam2"
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        from samsem.runtime.sam2_model import SAM2ImageModel, SAM2Spec, build_sam2_model, tiny_spec, trainable
+
+        if cfg.model_config == "tiny":
+            self.spec = tiny_spec(cfg.input_size)
+        else:
+            self.spec = SAM2Spec(config=cfg.model_config, image_size=cfg.input_size)
+        sam = build_sam2_model(self.spec, checkpoint=cfg.init_checkpoint, device=device, seed=cfg.seed)
+        self.model = SAM2ImageModel(sam).to(device).train()
+        self.device = device
+        self.amp = cfg.amp and device.type == "cuda"
+        self.n_trainable = trainable(
+            self.model, cfg.train_image_encoder, cfg.train_prompt_encoder, cfg.train_mask_decoder
+        )
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss(self, batch: dict[str, torch.Tensor], cfg: LossConfig, betti_on: bool) -> LossOutput:
+        from samsem.runtime.sam2_segmenter import normalize
+
+        image = torch.from_numpy(normalize(batch["image"][:, 0].numpy())).to(self.device)
+        points = batch["points"].to(self.device)
+        labels = batch["labels"].to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            masks, iou = self.model(image, points, labels)
+        return segmentation_loss(masks, batch["mask"].to(self.device), cfg, betti_on, iou_pred=iou)
+
+    def segmenter(self) -> Segmenter:
+        from samsem.runtime.backend_torch import TorchBackend
+        from samsem.runtime.sam2_segmenter import SAM2Segmenter
+
+        backend = TorchBackend(self.model, device=str(self.device), precision="bf16" if self.amp else "fp32")
+        return SAM2Segmenter(backend, self.spec.image_size)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.sam.state_dict().items()}
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.sam.load_state_dict(state, strict=True)
+
+    def save(self, path: str, extra: dict[str, Any]) -> None:
+        from samsem.runtime.sam2_model import save_checkpoint
+
+        save_checkpoint(path, self.model, self.spec, extra)
+
+
+def make_task(cfg: TrainConfig, device: torch.device) -> Task:
+    """The adapter of ``cfg.family``."""
+    if cfg.family == "sam2":
+        return SAM2Task(cfg, device)
+    raise ConfigError(f"unknown model family {cfg.family!r}")
