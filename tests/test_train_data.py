@@ -168,3 +168,18 @@ def test_dataset_patch_matches_source(tmp_path):
     np.testing.assert_array_equal(out["mask"][0].numpy()[::2, ::2], src)
     img = out["image"][0].numpy()
     assert img[out["mask"][0].numpy() == 1].mean() > img[out["mask"][0].numpy() == 0].mean() + 0.4
+
+
+def test_discover_synth_output(tmp_path):
+    from samsem.synth.generate import generate_dataset
+
+    generate_dataset(tmp_path / "syn", "medium", 2, 96, 96, seed=0, progress=False)
+    samples = discover(tmp_path / "syn")
+    assert [s.ic for s in samples] == ["medium", "medium"]
+    assert all(s.image.is_file() and s.mask.is_file() for s in samples)
+    # samples cut from an SVG layout belong to that layout's IC
+    manifest = json.loads((tmp_path / "syn" / "manifest.json").read_text())
+    first = next(iter(manifest["images"].values()))
+    first["source"] = {"kind": "svg", "file": "label0003.svg", "crop_yx": [0, 0], "scale": 1.0}
+    (tmp_path / "syn" / "manifest.json").write_text(json.dumps(manifest))
+    assert sorted(s.ic for s in discover(tmp_path / "syn")) == ["label0003", "medium"]

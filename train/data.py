@@ -3,8 +3,9 @@
 Dataset folders (each ``--data DIR``) may be laid out as
 
 * ``DIR/manifest.json`` listing the samples: ``{"samples": [{"image": "images/a.png", "mask":
-  "masks/a.png", "ic": "chipA"}, ...]}`` (paths relative to DIR; ``ic`` defaults to DIR's name). This is
-  what ``samsem synth`` writes;
+  "masks/a.png", "ic": "chipA"}, ...]}`` (paths relative to DIR; ``ic`` defaults to DIR's name), or the
+  manifest ``samsem synth`` writes (``{"images": {name: {"image", "mask", "preset", "source", ...}}}``;
+  the IC is the SVG layout a sample was cut from, or its preset for procedural layouts);
 * ``DIR/images/*`` with ``DIR/masks/<stem>.*`` or ``DIR/labels/<stem>.svg``: one IC named after DIR;
 * ``DIR/<IC>/images`` + ``DIR/<IC>/masks`` (or ``labels``): one IC per sub-folder.
 
@@ -80,23 +81,39 @@ def _from_folder(folder: Path, ic: str) -> list[Sample]:
     return samples
 
 
+def _manifest_ic(entry: dict, default: str) -> str:
+    """IC of a manifest entry: its "ic"; for ``samsem synth`` output the SVG layout a sample was cut
+    from (file stem), else its preset; else the dataset folder's name."""
+    if entry.get("ic"):
+        return str(entry["ic"])
+    source = entry.get("source") or {}
+    if source.get("kind") == "svg" and source.get("file"):
+        return Path(str(source["file"])).stem
+    return str(entry.get("preset") or default)
+
+
 def _from_manifest(root: Path) -> list[Sample]:
     path = root / "manifest.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data["samples"]
+        if isinstance(data.get("images"), dict):  # samsem synth: {"images": {name: {"image", "mask", ...}}}
+            entries = [(name, e) for name, e in data["images"].items()]
+        else:
+            entries = [(Path(e["image"]).stem, e) for e in data["samples"]]
         out = []
-        for e in entries:
-            ic = str(e.get("ic", root.name))
+        for name, e in entries:
+            ic = _manifest_ic(e, root.name)
             image, mask = root / e["image"], root / e["mask"]
             for p in (image, mask):
                 if not p.is_file():
                     raise InputError(p, "listed in the manifest but not found")
-            out.append(Sample(f"{ic}/{image.stem}", ic, image, mask))
+            out.append(Sample(f"{ic}/{name}", ic, image, mask))
         return out
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(
-            path, f"cannot read dataset manifest ({exc!r})", '{"samples": [{"image", "mask", "ic"}, ...]}'
+            path,
+            f"cannot read dataset manifest ({exc!r})",
+            '{"samples": [{"image", "mask", "ic"}, ...]} or samsem synth\'s {"images": {...}}',
         ) from None
 
 
