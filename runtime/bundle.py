@@ -269,11 +269,6 @@ def manifest_from_dict(data: Any, path: Path) -> Manifest:
     )
 
 
-def is_bundle(path: str | Path) -> bool:
-    """True for a directory (a bundle is one; its manifest is checked by :func:`read_manifest`)."""
-    return Path(path).is_dir()
-
-
 def read_manifest(bundle: str | Path) -> Manifest:
     """Read and validate ``BUNDLE/manifest.json`` (schema and format version only; no file checks)."""
     path = Path(bundle) / MANIFEST
