@@ -1,4 +1,7 @@
-"""PyTorch backend: runs a :class:`~samsem.runtime.sam2_model.SAM2ImageModel` on named numpy arrays.
+"""PyTorch backend: runs a model module (SAM2ImageModel, LiteNet) on named numpy arrays.
+
+The module declares its io with ``engines()["model"]`` (:mod:`samsem.runtime.iospec`): ``forward`` takes
+the spec's inputs in order and returns its outputs in order (one tensor, or a tuple).
 
 Precision: "fp32" everywhere; "bf16" and "fp16" run under ``torch.autocast`` on CUDA. On CPU "bf16"
 autocast is allowed too (it works with SAM2 and lets the reduced-precision path be tested without a
@@ -11,23 +14,25 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
 from samsem.errors import ConfigError
-from samsem.runtime.sam2_model import SAM2ImageModel, torch_device
+from samsem.runtime.checkpoint import torch_device
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchBackend:
-    """Backend over a SAM2ImageModel: {"image", "point_coords", "point_labels"} -> {"masks", "iou_scores"}.
+    """Backend over a torch model with an ``engines()`` method: named inputs -> named outputs of its
+    "model" engine.
 
-    Input/output names and shapes are those of the model's io-spec ("model" engine); the model is moved
-    to ``device`` and put in eval mode.
+    SAM2ImageModel: {"image", "point_coords", "point_labels"} -> {"masks", "iou_scores"}; LiteNet:
+    {"image"} -> {"logits"}. The model is moved to ``device`` and put in eval mode.
     """
 
     name = "torch"
 
-    def __init__(self, model: SAM2ImageModel, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, model: nn.Module, device: str = "cpu", precision: str = "fp32") -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         self.device = torch_device(device)
@@ -35,11 +40,12 @@ class TorchBackend:
             raise ConfigError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
         self.precision = precision
         self.model = model.to(self.device).eval()
-        self.spec = model.geometry.engines()["model"]
+        self.spec = model.engines()["model"]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """image (B, 3, S, S), point_coords (B, P, 2), point_labels (B, P), all float32 ->
-        masks (B, 3, S/4, S/4) float32 logits, iou_scores (B, 3) float32."""
+        """Inputs keyed by the spec's input names (float32, validated) -> float32 outputs keyed by its
+        output names (e.g. SAM2: masks (B, 3, S/4, S/4) logits, iou_scores (B, 3); lite: logits
+        (B, 1, S, S))."""
         sizes = self.spec.check_inputs(inputs)
         dtype = PRECISIONS[self.precision]
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
@@ -47,7 +53,8 @@ class TorchBackend:
                 torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device)
                 for n in self.spec.input_names
             ]
-            masks, iou = self.model(*args)
-            out = {"masks": masks.float().cpu().numpy(), "iou_scores": iou.float().cpu().numpy()}
+            result = self.model(*args)
+            tensors = result if isinstance(result, tuple) else (result,)
+            out = {n: t.float().cpu().numpy() for n, t in zip(self.spec.output_names, tensors, strict=True)}
         self.spec.check_outputs(out, sizes)
         return out

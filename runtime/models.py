@@ -2,7 +2,7 @@
 
 Accepted forms (one source serves both scales; two comma-separated sources give scale 1 and 2):
 
-* ``PATH`` — a samsem SAM2 checkpoint (.pt; it stores its own spec);
+* ``PATH`` — a samsem checkpoint (.pt; it stores its family, "sam2" or "lite", and its spec);
 * ``CONFIG:PATH`` — an official SAM2 checkpoint with its config name or YAML path, e.g.
   ``sam2.1_hiera_t:/ckpt/sam2.1_hiera_tiny.pt`` (samsem checkpoints accept it too, if it matches);
 * ``SRC1,SRC2`` — two of the above, for the whole-image and the patch scale;
@@ -40,9 +40,9 @@ class ModelSource:
 class LoadedModels:
     """Segmenters for scale 1 (whole image) and scale 2 (patches) and a description for reports.
 
-    model2 is model1 when one set of weights serves both scales. description: family, source, config,
-    input_size, backend, device, precision. config: the pipeline configuration a bundle was exported
-    with (None for checkpoints); a caller combines it with its run options via
+    model2 is model1 when one set of weights serves both scales. description: family, source, config
+    (SAM2 only), input_size, backend, device, precision. config: the pipeline configuration a bundle
+    was exported with (None for checkpoints); a caller combines it with its run options via
     ``samsem.runtime.bundle.merge_run_options``.
     """
 
@@ -97,16 +97,29 @@ def resolve_model_arg(model: str | Path | None) -> tuple[ModelSource, ...] | Non
     return tuple(_parse_source(p) for p in parts)
 
 
-def _segmenter(source: ModelSource, device: str, precision: str) -> tuple[Segmenter, dict[str, Any]]:
+def _segmenter(source: ModelSource, device: str, precision: str) -> tuple[Segmenter, str, dict[str, Any]]:
+    """(segmenter, family, info) of one checkpoint; the file is read once and its family picks the model."""
     from samsem.runtime.backend_torch import TorchBackend
+    from samsem.runtime.checkpoint import read_checkpoint
     from samsem.runtime.sam2_model import SAM2ImageModel, SAM2Spec, load_sam2
     from samsem.runtime.sam2_segmenter import SAM2Segmenter
 
-    spec = None if source.config is None else SAM2Spec(config=source.config)
-    sam, spec = load_sam2(source.path, spec, device=device)
+    if source.config is None:
+        ckpt = read_checkpoint(source.path, "a samsem checkpoint (SAM2 or lite), or CONFIG:PATH for SAM2")
+        if ckpt.family == "lite":
+            from samsem.runtime.lite_model import load_lite
+            from samsem.runtime.lite_segmenter import LiteSegmenter
+
+            lite, lspec = load_lite(ckpt, device=device)
+            backend = TorchBackend(lite, device=device, precision=precision)
+            info = {"source": str(source.path), "input_size": lspec.input_size}
+            return LiteSegmenter(backend, lspec.input_size), "lite", info
+        sam, spec = load_sam2(ckpt, device=device)
+    else:
+        sam, spec = load_sam2(source.path, SAM2Spec(config=source.config), device=device)
     backend = TorchBackend(SAM2ImageModel(sam), device=device, precision=precision)
     info = {"source": str(source.path), "config": spec.config, "input_size": spec.image_size}
-    return SAM2Segmenter(backend, spec.image_size), info
+    return SAM2Segmenter(backend, spec.image_size), "sam2", info
 
 
 def load_models(
@@ -128,18 +141,18 @@ def load_models(
     if backend not in ("auto", "torch"):
         raise ConfigError(f"backend {backend} needs a model bundle (samsem export); checkpoints run on torch")
     loaded = [_segmenter(s, device, precision) for s in sources]
-    first, info1 = loaded[0]
-    second, info2 = loaded[-1]
+    first, family1, info1 = loaded[0]
+    second, family2, info2 = loaded[-1]
     description: dict[str, Any] = {
-        "family": "sam2",
+        "family": family1 if family1 == family2 else [family1, family2],
         "backend": "torch",
         "device": device,
         "precision": precision,
     }
     if len(loaded) == 1:
         description |= info1
-    else:
-        description |= {k: [info1[k], info2[k]] for k in info1}
+    else:  # a key one family lacks (a lite model has no SAM2 config) is None for it
+        description |= {k: [info1.get(k), info2.get(k)] for k in dict.fromkeys([*info1, *info2])}
     return LoadedModels(first, second, description)
 
 

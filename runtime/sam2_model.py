@@ -25,14 +25,22 @@ import torch
 from torch import nn
 
 from samsem.errors import ConfigError, InputError
-from samsem.io import atomic_path
 from samsem.runtime import iospec
+from samsem.runtime.checkpoint import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
+from samsem.runtime.checkpoint import CHECKPOINT_VERSION as CHECKPOINT_VERSION  # re-exported
+from samsem.runtime.checkpoint import MAX_LISTED_KEYS as MAX_LISTED_KEYS  # re-exported
+from samsem.runtime.checkpoint import (
+    Checkpoint,
+    expect_family,
+    load_state_strict,
+    read_checkpoint,
+    torch_device,
+    write_checkpoint,
+)
 
-CHECKPOINT_FORMAT = "samsem-checkpoint"
-CHECKPOINT_VERSION = 1
 FAMILY = "sam2"
 NUM_MASKS = 3  # SAM2's multimask output
-MAX_LISTED_KEYS = 8  # key names quoted in a loading error before "... and N more"
+_EXPECTED = 'an official SAM2 checkpoint {"model": state_dict} or a samsem SAM2 checkpoint'
 
 # ImageNet statistics SAM2 normalises with (sam2.utils.transforms.SAM2Transforms)
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -252,83 +260,16 @@ def geometry(spec: SAM2Spec) -> SAM2Geometry:
 # ------------------------------------------------------------------------------------------- checkpoints
 
 
-def torch_device(device: str | torch.device) -> torch.device:
-    """Parse a device string; ConfigError if invalid or CUDA is requested but absent."""
+def _read_checkpoint(checkpoint: str | Path | Checkpoint) -> tuple[Checkpoint, SAM2Spec | None]:
+    """Read (or take) a checkpoint: (it, spec) for samsem files, (it, None) for official ones."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint, _EXPECTED)
+    expect_family(ckpt, FAMILY, "SAM2", allow_plain=True)
+    if ckpt.family is None:
+        return ckpt, None
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid torch device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def _read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], SAM2Spec | None]:
-    """Load a checkpoint file: (state_dict, spec) for samsem files, (state_dict, None) for official ones."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint file not found")
-    expected = 'an official SAM2 checkpoint {"model": state_dict} or a samsem checkpoint'
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, ...) for foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"not a readable PyTorch checkpoint ({first[:200]})", expected) from exc
-    if not isinstance(obj, dict):
-        raise InputError(path, f"checkpoint holds a {type(obj).__name__}, not a dict", expected)
-    spec = None
-    if obj.get("format") == CHECKPOINT_FORMAT:
-        if obj.get("version") != CHECKPOINT_VERSION:
-            raise InputError(
-                path,
-                f"unsupported samsem checkpoint version {obj.get('version')!r}",
-                f"version {CHECKPOINT_VERSION}",
-            )
-        if obj.get("family") != FAMILY:
-            raise InputError(
-                path, f"is a samsem {obj.get('family')!r} checkpoint, not a SAM2 one", f"family {FAMILY!r}"
-            )
-        try:
-            spec = SAM2Spec.from_dict(obj.get("spec"))
-        except (ConfigError, TypeError) as exc:
-            raise InputError(path, f"invalid SAM2 spec in checkpoint: {exc}") from exc
-    state = obj.get("model")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        keys = ", ".join(sorted(map(str, obj))[:MAX_LISTED_KEYS])
-        raise InputError(path, f"no 'model' state dict in checkpoint (top-level keys: {keys})", expected)
-    return state, spec
-
-
-def _listed(names: list[str]) -> str:
-    head = ", ".join(names[:MAX_LISTED_KEYS])
-    more = len(names) - MAX_LISTED_KEYS
-    return f"{head}, ... and {more} more" if more > 0 else head
-
-
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, config: str) -> None:
-    """Strict load: every key present, none extra, all shapes equal; InputError naming the keys otherwise."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_listed(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es) (file != model): {_listed(shapes)}")
-    if problems:
-        raise InputError(
-            path,
-            f"weights do not fit SAM2 config {config!r}: " + "; ".join(problems),
-            "a checkpoint of the same SAM2 variant",
-        )
-    model.load_state_dict(state, strict=True)
+        return ckpt, SAM2Spec.from_dict(ckpt.spec)
+    except (ConfigError, TypeError) as exc:
+        raise InputError(ckpt.path, f"invalid SAM2 spec in checkpoint: {exc}") from exc
 
 
 def _instantiate(spec: SAM2Spec, seed: int | None) -> nn.Module:
@@ -343,16 +284,16 @@ def _instantiate(spec: SAM2Spec, seed: int | None) -> nn.Module:
 
 
 def load_sam2(
-    checkpoint: str | Path, spec: SAM2Spec | None = None, device: str | torch.device = "cpu"
+    checkpoint: str | Path | Checkpoint, spec: SAM2Spec | None = None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, SAM2Spec]:
-    """Read a checkpoint once and build its model: returns (SAM2Base in eval mode, spec).
+    """Read a checkpoint once (or take one already read) and build its model: (SAM2Base in eval mode, spec).
 
     ``spec`` is required for official checkpoints; a samsem checkpoint carries its own, and a given one
     must equal it.
     """
-    path = Path(checkpoint)
     dev = torch_device(device)
-    state, stored = _read_checkpoint(path)
+    ckpt, stored = _read_checkpoint(checkpoint)
+    path = ckpt.path
     if spec is None:
         if stored is None:
             raise InputError(
@@ -364,7 +305,9 @@ def load_sam2(
     elif stored is not None and stored != spec:
         raise ConfigError(f"{path} was saved with {stored}, not the requested {spec}")
     model = _instantiate(spec, seed=None)
-    _load_state(model, state, path, spec.config)
+    load_state_strict(
+        model, ckpt.state, path, f"SAM2 config {spec.config!r}", "a checkpoint of the same SAM2 variant"
+    )
     return model.to(dev).eval(), spec
 
 
@@ -387,8 +330,7 @@ def build_sam2_model(
 
 def load_checkpoint_spec(path: str | Path) -> SAM2Spec:
     """The spec stored in a samsem checkpoint; InputError for official checkpoints (they carry none)."""
-    state, spec = _read_checkpoint(path)
-    del state
+    _, spec = _read_checkpoint(path)
     if spec is None:
         raise InputError(
             path,
@@ -401,7 +343,7 @@ def load_checkpoint_spec(path: str | Path) -> SAM2Spec:
 def save_checkpoint(
     path: str | Path, model: nn.Module, spec: SAM2Spec, extra: dict[str, Any] | None = None
 ) -> None:
-    """Write a samsem checkpoint atomically (samsem.io.atomic_path).
+    """Write a samsem checkpoint atomically (:func:`samsem.runtime.checkpoint.write_checkpoint`).
 
     Format: {"format": "samsem-checkpoint", "version": 1, "family": "sam2", "spec": spec.to_dict(),
     "model": SAM2Base state_dict on CPU, **extra}. ``model`` is a SAM2Base or a SAM2ImageModel;
@@ -409,19 +351,7 @@ def save_checkpoint(
     reserved keys.
     """
     sam = model.sam if isinstance(model, SAM2ImageModel) else model
-    payload: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "family": FAMILY,
-        "spec": spec.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in sam.state_dict().items()},
-    }
-    clash = sorted(set(extra or {}) & set(payload))
-    if clash:
-        raise ConfigError(f"checkpoint extra keys {clash} are reserved")
-    payload |= extra or {}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(path, FAMILY, spec.to_dict(), sam, extra)
 
 
 # ------------------------------------------------------------------------------------------ image model
@@ -447,6 +377,10 @@ class SAM2ImageModel(nn.Module):
     @property
     def image_size(self) -> int:
         return self.geometry.image_size
+
+    def engines(self) -> dict[str, iospec.EngineSpec]:
+        """Io-specs of this model (see :meth:`SAM2Geometry.engines`); "model" is :meth:`forward`'s."""
+        return self.geometry.engines()
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """image (B, 3, S, S) -> feat_s0 (B, C/8, S/4, S/4), feat_s1 (B, C/4, S/8, S/8),
