@@ -55,6 +55,7 @@ def test_train_writes_run_and_resumes_from_out_alone(dataset, tmp_path, capsys):
     # a changed setting is refused with a message instead of silently mixing runs
     assert main(["train", "--out", str(run), "--lr", "0.5", "--no-progress"]) == 2
     assert "different settings" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["lr"] == cfg["lr"]  # the refused run changed nothing
 
 
 def test_train_reports_bad_input(tmp_path, capsys):

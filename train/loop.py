@@ -6,8 +6,8 @@ Run folder (``cfg.out``):
 * ``config.json`` the TrainConfig; ``splits.json`` the sample names of every split;
 * ``last.pt`` after every epoch: a runtime-loadable checkpoint plus ``train_state`` (optimizer,
   scheduler, torch RNG states, next epoch, step count, best so far, history, config);
-* ``best.pt`` the weights with the lowest validation ESD rate so far (ties keep the earlier epoch;
-  without validation images the lowest training loss);
+* ``best.pt`` the weights with the lowest validation ESD rate so far (ties go to the lower training
+  loss, then to the earlier epoch; without validation images the lowest training loss counts);
 * ``log.csv`` one row per epoch; ``curves.png`` training loss and validation ESD rate per epoch.
 
 Resume: a run started again with the same config (only :data:`RESUMABLE_CHANGES` may differ, e.g. more
@@ -213,9 +213,6 @@ def train(
     splits = split_samples(samples, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.ood_ics)
     if not splits["train"]:
         raise InputError(None, "the training split is empty", "more labelled images")
-    write_json(out / "config.json", cfg.to_dict())
-    write_json(out / "splits.json", {k: [s.name for s in v] for k, v in splits.items()})
-
     tiling = TilingConfig(cfg.patch_size, cfg.min_overlap)
     ds = TrainDataset(splits["train"], cfg.target, cfg.input_size, cfg.augment, tiling, cfg.seed)
     task = make_task(cfg, device)
@@ -243,6 +240,8 @@ def train(
         if on_epoch is not None:
             for row in history:
                 on_epoch(row)
+    write_json(out / "config.json", cfg.to_dict())  # only once the config is known to fit the run
+    write_json(out / "splits.json", {k: [s.name for s in v] for k, v in splits.items()})
 
     for epoch in range(start_epoch, cfg.epochs):
         betti_on = cfg.loss.betti_weight > 0 and epoch >= cfg.betti_start_epoch
