@@ -24,24 +24,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from samsem.errors import ConfigError
 from samsem.runtime.preprocess import resize_square
+from samsem.train.config import AugmentConfig
 
 BLUR_KERNELS = (5, 7, 9)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """p: probability of augmenting a sample at all; intensity: the shared strength i in (0, 1]."""
-
-    p: float = 0.5
-    intensity: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.p <= 1.0:
-            raise ConfigError(f"augmentation probability p must lie in [0, 1], got {self.p}")
-        if not 0.0 < self.intensity <= 1.0:
-            raise ConfigError(f"augmentation intensity must lie in (0, 1], got {self.intensity}")
 
 
 @dataclass(frozen=True)

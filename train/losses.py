@@ -34,48 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samsem.errors import ConfigError
-
-FILTRATIONS = ("sublevel", "superlevel", "bothlevels")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss weights and Betti-matching parameters (defaults from the paper).
-
-    alpha: weight of BCE against Dice; betti_weight: lambda, the weight of the Betti term once it is
-    switched on (``TrainConfig.betti_start_epoch``); filtration, barcode_length_threshold,
-    push_unmatched_to_1_0: as in topolosses' BettiMatchingLoss; betti_pad: one pixel of background
-    around both maps (topolosses' ``sphere``) so lines crossing a patch border count; betti_size:
-    side of the square grid the Betti term is computed on; iou_head_weight: MSE between predicted and
-    actual mask IoU (models with a quality head); iou_reward, count_penalty, epe_penalty: optional
-    SegSEM-style terms; epe_max_px: distance cap (pixels at loss resolution) of the edge-placement term.
-    """
-
-    alpha: float = 0.6
-    betti_weight: float = 0.375
-    filtration: str = "sublevel"
-    barcode_length_threshold: float = 0.345
-    push_unmatched_to_1_0: bool = True
-    betti_pad: bool = True
-    betti_size: int = 256
-    iou_head_weight: float = 1.0
-    iou_reward: float = 0.0
-    count_penalty: float = 0.0
-    epe_penalty: float = 0.0
-    epe_max_px: float = 16.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
-        if self.filtration not in FILTRATIONS:
-            raise ConfigError(f"filtration must be one of {FILTRATIONS}, got {self.filtration!r}")
-        if self.betti_size < 4:
-            raise ConfigError(f"betti_size must be >= 4, got {self.betti_size}")
-        for name in ("betti_weight", "iou_head_weight", "iou_reward", "count_penalty", "epe_penalty"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.epe_max_px <= 0:
-            raise ConfigError(f"epe_max_px must be > 0, got {self.epe_max_px}")
+from samsem.train.config import FILTRATIONS, LossConfig
 
 
 def _to_target_size(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
