@@ -255,6 +255,19 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- model
 
 
+def tiny_lite_spec(input_size: int = 64) -> LiteSpec:
+    """A very small LiteSpec for tests and smoke runs (a few thousand parameters)."""
+    return LiteSpec(
+        input_size=input_size,
+        widths=(8, 8, 16, 16),
+        depths=(1, 1, 1, 1),
+        attn_blocks=1,
+        heads=1,
+        decoder_width=8,
+        head_width=8,
+    )
+
+
 class LiteNet(nn.Module):
     """Compact segmenter: image (B, 1, S, S) float32 in [0, 1] -> logits (B, 1, S, S) float32."""
 

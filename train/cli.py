@@ -12,6 +12,7 @@ from typing import Any
 
 # (flag, config field ("outer__inner" for nested), type, choices, help)
 OPTIONS: list[tuple[str, str, type, tuple[str, ...] | None, str]] = [
+    ("--family", "family", str, ("sam2", "lite"), "model family (default sam2; lite = the small CNN)"),
     (
         "--config",
         "model_config",
@@ -104,14 +105,14 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
     """The TrainConfig for ``args`` (see the module docstring for the order of precedence)."""
     from samsem.errors import InputError
-    from samsem.train.config import TrainConfig, load_config
+    from samsem.train.config import family_config, load_config
 
     if args.train_config:
         base = load_config(args.train_config)
     elif (run_dir / "config.json").is_file():
         base = load_config(run_dir / "config.json")
     else:
-        base = TrainConfig()
+        base = family_config(args.family or "sam2")
     changes: dict[str, Any] = {"out": str(run_dir)}
     for _, field, *_ in OPTIONS:
         if getattr(args, field) is not None:

@@ -17,7 +17,22 @@ from typing import Any
 from samsem.errors import ConfigError, InputError
 
 FILTRATIONS = ("sublevel", "superlevel", "bothlevels")
-FAMILIES = ("sam2",)
+FAMILIES = ("sam2", "lite")
+# Defaults that differ by family, applied under the user's settings: the lite model trains from scratch
+# (higher lr, the EAL-ICNet loss 0.5 BCE + 0.5 Dice, no Betti term unless asked) at its native 512 input.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sam2": {},
+    "lite": {
+        "model_config": "default",
+        "input_size": 512,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 8,
+        "scheduler": "cosine",
+        "loss__alpha": 0.5,
+        "loss__betti_weight": 0.0,
+    },
+}
 TARGETS = ("model1", "model2", "single")  # whole images, patches, or both mixed
 SCHEDULERS = ("constant", "cosine")
 # fields that may change when a run is resumed (they do not change what was trained so far)
@@ -83,7 +98,8 @@ class TrainConfig:
     """Every setting of a training run.
 
     data: dataset folders (see :mod:`samsem.train.data`); out: run folder. family/model_config: model
-    family and its size ("sam2.1_hiera_t", ..., or "tiny" for the random test model); init_checkpoint:
+    family ("sam2" or "lite") and its size ("sam2.1_hiera_t", ..., "default" for lite, or "tiny" for a
+    small random test model; see FAMILY_DEFAULTS for the lite family's own defaults); init_checkpoint:
     weights to start from (official SAM2 or samsem checkpoint). input_size: model input side S.
     target: "model1" (whole images), "model2" (patches of ``patch_size`` with ``min_overlap``) or
     "single" (one model for both). betti_start_epoch: first epoch (0-based) with the Betti term on.
@@ -223,6 +239,13 @@ class TrainConfig:
             elif a[key] != b[key]:
                 out.append(key)
         return out
+
+
+def family_config(family: str) -> TrainConfig:
+    """TrainConfig defaults for ``family`` (ConfigError for an unknown family)."""
+    if family not in FAMILY_DEFAULTS:
+        raise ConfigError(f"family must be one of {FAMILIES}, got {family!r}")
+    return TrainConfig(family=family).with_overrides(**FAMILY_DEFAULTS[family])
 
 
 def load_config(path: str | Path) -> TrainConfig:

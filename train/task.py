@@ -112,8 +112,63 @@ class SAM2Task:
         save_checkpoint(path, self.model, self.spec, extra)
 
 
+class LiteTask:
+    """The lite CNN: the whole input in, one logit map out; trained from scratch or from a checkpoint."""
+
+    family = "lite"
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        from samsem.runtime.lite_model import LiteSpec, build_lite_model, load_lite, tiny_lite_spec
+
+        if cfg.init_checkpoint:
+            model, self.spec = load_lite(cfg.init_checkpoint, device=str(device))
+            if self.spec.input_size != cfg.input_size:
+                raise ConfigError(
+                    f"{cfg.init_checkpoint}: lite model input size {self.spec.input_size} differs from "
+                    f"--input-size {cfg.input_size}"
+                )
+        else:
+            if cfg.model_config not in ("default", "tiny"):
+                raise ConfigError(f'lite model config must be "default" or "tiny", got {cfg.model_config!r}')
+            spec_fn = LiteSpec if cfg.model_config == "default" else tiny_lite_spec
+            self.spec = spec_fn(input_size=cfg.input_size)
+            model = build_lite_model(self.spec, device=str(device), seed=cfg.seed)
+        self.model = model.to(device).train()
+        self.device = device
+        self.amp = cfg.amp and device.type == "cuda"
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss(self, batch: dict[str, torch.Tensor], cfg: LossConfig, betti_on: bool) -> LossOutput:
+        image = batch["image"].to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(image)
+        return segmentation_loss(logits, batch["mask"].to(self.device), cfg, betti_on)
+
+    def segmenter(self) -> Segmenter:
+        from samsem.runtime.backend_torch import TorchBackend
+        from samsem.runtime.lite_segmenter import LiteSegmenter
+
+        backend = TorchBackend(self.model, device=str(self.device), precision="bf16" if self.amp else "fp32")
+        return LiteSegmenter(backend, self.spec.input_size)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state, strict=True)
+
+    def save(self, path: str, extra: dict[str, Any]) -> None:
+        from samsem.runtime.lite_model import save_lite_checkpoint
+
+        save_lite_checkpoint(path, self.model, self.spec, extra)
+
+
 def make_task(cfg: TrainConfig, device: torch.device) -> Task:
     """The adapter of ``cfg.family``."""
     if cfg.family == "sam2":
         return SAM2Task(cfg, device)
+    if cfg.family == "lite":
+        return LiteTask(cfg, device)
     raise ConfigError(f"unknown model family {cfg.family!r}")
