@@ -273,7 +273,11 @@ def read_manifest(bundle: str | Path) -> Manifest:
     """Read and validate ``BUNDLE/manifest.json`` (schema and format version only; no file checks)."""
     path = Path(bundle) / MANIFEST
     if not path.is_file():
-        raise InputError(bundle, f"is not a model bundle: {MANIFEST} is missing", "a samsem export directory")
+        raise InputError(
+            bundle,
+            f"is not a model bundle: {MANIFEST} is missing (other directories are not supported)",
+            "a samsem export directory",
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
