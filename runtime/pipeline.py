@@ -374,10 +374,18 @@ def build_pipeline(
     precision: str = "fp32",
     config: PipelineConfig | None = None,
 ) -> Pipeline:
-    """Pipeline for a user's ``--model`` argument; None gives the classical (Sauvola) default."""
+    """Pipeline for a user's ``--model`` argument; None gives the classical (Sauvola) default.
+
+    A model bundle carries its own pipeline configuration; of ``config`` only the run options
+    (batch size, single scale, seed, fallback) then apply.
+    """
     if model is None:
         return classical_pipeline(config)
     from samsem.runtime.models import load_models
 
     loaded = load_models(model, backend=backend, device=device, precision=precision)
+    if loaded.config is not None:
+        from samsem.runtime.bundle import merge_run_options
+
+        config = merge_run_options(loaded.config, config)
     return Pipeline(loaded.model1, loaded.model2, config, loaded.description)
