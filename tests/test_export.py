@@ -232,3 +232,30 @@ def test_dynamo_exporter(tmp_path) -> None:
     )
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w.numpy(), rtol=0, atol=1e-4)
+
+
+def test_bundle_pipeline_config_applies_with_run_options(exported, tmp_path) -> None:
+    """A bundle recorded with 128-px patches and threshold 0.7 segments so; run options still apply."""
+    from samsem.runtime.config import PipelineConfig
+    from samsem.runtime.tiling import TilingConfig
+
+    stored = PipelineConfig(tiling=TilingConfig(patch_size=128), threshold=0.7)
+    cfg_file = tmp_path / "pipeline.json"
+    cfg_file.write_text(json.dumps(stored.to_dict()))
+    bundle = tmp_path / "bundle128"
+    args = [
+        "export",
+        "--checkpoint",
+        str(exported["ckpt"]),
+        "--out",
+        str(bundle),
+        "--pipeline-config",
+        str(cfg_file),
+    ]
+    assert main(args) == 0
+    out = tmp_path / "out"
+    image = exported["images"] / "sem1.png"  # 200 x 240: 2 x 2 patches of 128 px
+    assert main(["segment", str(image), "-o", str(out), "--model", str(bundle), "--seed", "3"]) == 0
+    report = json.loads((out / "sem1.report.json").read_text())
+    assert report["n_patches"] == 4
+    assert report["config"]["threshold"] == 0.7 and report["config"]["seed"] == 3
