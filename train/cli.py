@@ -12,7 +12,7 @@ from typing import Any
 
 # (flag, config field ("outer__inner" for nested), type, choices, help)
 OPTIONS: list[tuple[str, str, type, tuple[str, ...] | None, str]] = [
-    ("--family", "family", str, ("sam2", "lite"), "model family (default sam2; lite = the small CNN)"),
+    ("--family", "family", str, ("sam2", "lite"), "model family (lite: the small CNN, own defaults)"),
     (
         "--config",
         "model_config",
