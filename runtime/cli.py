@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model bundle directory or checkpoint (CONFIG:CKPT, CKPT1,CKPT2); "
-        "default: the classical Sauvola segmenter",
+        help="model bundle directory or checkpoint (CONFIG:CKPT, CKPT1,CKPT2), or classical (Sauvola) / "
+        "classical:otsu; default: the bundled default model",
     )
     p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
@@ -78,12 +78,14 @@ def run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(
         args.model, backend=args.backend, device=args.device, precision=args.precision, config=config
     )
-    if args.model is None:
-        print("samsem segment: no --model given, using the classical Sauvola segmenter", file=sys.stderr)
+    desc = pipeline.description
+    if desc.get("family") == "classical":
+        which = "no model in the package" if args.model is None else "as asked"
+        print(f"samsem segment: classical {desc['method']} segmenter ({which})", file=sys.stderr)
     else:
-        desc = pipeline.description
+        origin = "bundled default " if args.model is None else ""
         print(
-            f"samsem segment: model {desc.get('family', '?')} on backend {desc.get('backend', '?')}, "
+            f"samsem segment: {origin}model {desc.get('family', '?')} on backend {desc.get('backend', '?')}, "
             f"device {desc.get('device', args.device)}",
             file=sys.stderr,
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -359,11 +360,20 @@ def _patch_record(
     }
 
 
+CLASSICAL_MODELS = {"classical": "sauvola", "classical:sauvola": "sauvola", "classical:otsu": "otsu"}
+
+
 def classical_pipeline(config: PipelineConfig | None = None, method: str = "sauvola") -> Pipeline:
     """The no-model default: the classical segmenter on patches at their native size (scale 2 only)."""
     cfg = replace(config or PipelineConfig(), single_scale=2)
     seg = ClassicalSegmenter(ClassicalConfig(method=method), input_size=cfg.tiling.patch_size)
     return Pipeline(None, seg, cfg, {"family": "classical", "method": method})
+
+
+def default_bundle() -> Path | None:
+    """The model bundle shipped in the package (samsem/data/default), or None if it is absent."""
+    path = Path(str(resources.files("samsem") / "data" / "default"))
+    return path if (path / "manifest.json").is_file() else None
 
 
 def build_pipeline(
@@ -374,13 +384,19 @@ def build_pipeline(
     precision: str = "fp32",
     config: PipelineConfig | None = None,
 ) -> Pipeline:
-    """Pipeline for a user's ``--model`` argument; None gives the classical (Sauvola) default.
+    """Pipeline for a user's ``--model`` argument.
 
-    A model bundle carries its own pipeline configuration; of ``config`` only the run options
-    (batch size, single scale, seed, fallback) then apply.
+    None gives the bundled default model (the classical Sauvola segmenter if the package has none);
+    ``"classical"`` / ``"classical:otsu"`` the classical segmenters; anything else goes to
+    :func:`~samsem.runtime.models.load_models`. A model bundle carries its own pipeline configuration;
+    of ``config`` only the run options (batch size, single scale, seed, fallback) then apply.
     """
     if model is None:
-        return classical_pipeline(config)
+        model = default_bundle()
+        if model is None:
+            return classical_pipeline(config)
+    if str(model) in CLASSICAL_MODELS:
+        return classical_pipeline(config, CLASSICAL_MODELS[str(model)])
     from samsem.runtime.models import load_models
 
     loaded = load_models(model, backend=backend, device=device, precision=precision)

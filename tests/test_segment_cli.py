@@ -23,20 +23,23 @@ def image_dir(tmp_path: Path) -> Path:
 
 def test_segment_writes_outputs_and_resumes(image_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    assert main(["segment", str(image_dir), "-o", str(out), "--preview"]) == 0
+    assert main(["segment", str(image_dir), "-o", str(out), "--preview", "--model", "classical"]) == 0
     for stem, shape in [("sem0", (300, 420)), ("sem1", (256, 256))]:
         mask = read_mask(out / f"{stem}.mask.png")
         assert mask.shape == shape and 0.02 < mask.mean() < 0.9
         report = json.loads((out / f"{stem}.report.json").read_text())
         assert report["height"] == shape[0] and report["model"]["family"] == "classical"
         assert (out / f"{stem}.preview.png").stat().st_size > 0
-    assert "classical" in capsys.readouterr().err
+    assert "classical sauvola segmenter (as asked)" in capsys.readouterr().err
 
     before = (out / "sem0.report.json").stat().st_mtime_ns
-    assert main(["segment", str(image_dir), "-o", str(out)]) == 0
+    assert main(["segment", str(image_dir), "-o", str(out), "--model", "classical"]) == 0
     assert "0 segmented, 2 skipped" in capsys.readouterr().err
     assert (out / "sem0.report.json").stat().st_mtime_ns == before
-    assert main(["segment", str(image_dir / "sem0.png"), "-o", str(out), "--overwrite"]) == 0
+    assert (
+        main(["segment", str(image_dir / "sem0.png"), "-o", str(out), "--overwrite", "--model", "classical"])
+        == 0
+    )
     assert "1 segmented" in capsys.readouterr().err
 
 
@@ -45,7 +48,7 @@ def test_bad_files_do_not_stop_the_batch(image_dir: Path, tmp_path: Path, capsys
     truncated = image_dir / "cut.png"
     truncated.write_bytes((image_dir / "sem1.png").read_bytes()[:200])
     out = tmp_path / "out"
-    assert main(["segment", str(image_dir), "-o", str(out)]) == 1
+    assert main(["segment", str(image_dir), "-o", str(out), "--model", "classical:otsu"]) == 1
     err = capsys.readouterr().err
     assert "2 segmented" in err and "2 failed" in err
     assert "FAILED broken.png" in err and "FAILED cut.png" in err
@@ -76,3 +79,17 @@ def test_tiny_random_sam2_runs_whole_pipeline(image_dir: Path, tmp_path: Path) -
     out2 = tmp_path / "out2"
     assert main([*args[:3], str(out2), *args[4:]]) == 0
     np.testing.assert_array_equal(read_mask(out2 / "sem0.mask.png"), mask)
+
+
+def test_default_model_is_the_bundled_one(image_dir: Path, tmp_path: Path, capsys) -> None:
+    from samsem.runtime.pipeline import default_bundle
+
+    out = tmp_path / "out"
+    assert main(["segment", str(image_dir / "sem1.png"), "-o", str(out)]) == 0
+    report = json.loads((out / "sem1.report.json").read_text())
+    if default_bundle() is None:
+        assert report["model"]["family"] == "classical"
+        assert "no model in the package" in capsys.readouterr().err
+    else:
+        assert report["model"]["family"] == "lite" and report["model"]["source"] == str(default_bundle())
+        assert "bundled default model lite" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def _final(client: SamsemClient, job_id: str) -> pb.Job:
 
 
 def test_job_writes_masks_beside_inputs_equal_to_local(tree) -> None:
-    pipe = build_pipeline(None)
+    pipe = build_pipeline("classical")
     with serving(ServerConfig(port=0, job_roots=(tree["root"],)), pipe) as (_, client):
         job = client.submit_job([str(tree["a"]), str(tree["b"]), str(tree["root"] / "sub")])
         assert job.state in (pb.JOB_QUEUED, pb.JOB_RUNNING) and len(job.files) == 3
@@ -68,7 +68,7 @@ def test_job_writes_masks_beside_inputs_equal_to_local(tree) -> None:
 def test_output_root_mirrors_the_tree(tree, tmp_path) -> None:
     out = tmp_path / "results"
     cfg = ServerConfig(port=0, job_roots=(tree["root"],), output_root=out)
-    with ServerThread(cfg, build_pipeline(None)) as srv, SamsemClient(srv.address) as client:
+    with ServerThread(cfg, build_pipeline("classical")) as srv, SamsemClient(srv.address) as client:
         done = _final(client, client.submit_job([str(tree["a"]), str(tree["c"])]).job_id)
     assert done.state == pb.JOB_SUCCEEDED
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.*")) == [
@@ -81,7 +81,7 @@ def test_output_root_mirrors_the_tree(tree, tmp_path) -> None:
 
 
 def test_paths_outside_the_roots_are_refused(tree, tmp_path) -> None:
-    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), build_pipeline(None)) as (_, client):
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), build_pipeline("classical")) as (_, client):
         for path in (tree["d"], tree["link"], tree["root"] / ".." / "outside" / "d.png", tree["outside"]):
             err = rpc_error(lambda path=path: client.submit_job([str(tree["a"]), str(path)]))
             assert err.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -94,7 +94,10 @@ def test_paths_outside_the_roots_are_refused(tree, tmp_path) -> None:
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown option" in err.details()
         assert rpc_error(lambda: client.get_job("no-such-job")).code() == grpc.StatusCode.NOT_FOUND
     assert not list(tree["outside"].glob("*.mask.png"))
-    with ServerThread(ServerConfig(port=0), build_pipeline(None)) as srv, SamsemClient(srv.address) as client:
+    with (
+        ServerThread(ServerConfig(port=0), build_pipeline("classical")) as srv,
+        SamsemClient(srv.address) as client,
+    ):
         err = rpc_error(lambda: client.submit_job([str(tree["a"])]))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "--job-root" in err.details()
 
@@ -102,7 +105,7 @@ def test_paths_outside_the_roots_are_refused(tree, tmp_path) -> None:
 def test_a_bad_file_fails_alone(tree) -> None:
     bad = tree["root"] / "broken.png"
     bad.write_bytes(tree["a"].read_bytes()[:200])
-    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), build_pipeline(None)) as (_, client):
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), build_pipeline("classical")) as (_, client):
         done = _final(client, client.submit_job([str(bad), str(tree["a"])]).job_id)
     assert done.state == pb.JOB_FAILED
     states = {Path(f.input).name: (f.state, f.error) for f in done.files}
