@@ -14,9 +14,9 @@ misshaped key, and :func:`write_checkpoint` writes atomically.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +28,26 @@ CHECKPOINT_FORMAT = "samsem-checkpoint"
 CHECKPOINT_VERSION = 1
 MAX_LISTED_KEYS = 8  # key names quoted in a loading error before "... and N more"
 RESERVED_KEYS = ("format", "version", "family", "spec", "model")
+
+
+class SpecDict:
+    """``to_dict``/``from_dict`` for the frozen model-spec dataclasses stored in checkpoints and bundles."""
+
+    label: ClassVar[str] = "model"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/pickle-friendly dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a {cls.label} spec must be a dict, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
+        if unknown:
+            raise ConfigError(f"unknown {cls.label} spec field(s): {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ samsem format of :mod:`samsem.runtime.checkpoint` with family ``"lite"``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.runtime import iospec
 from samsem.runtime.checkpoint import (
     Checkpoint,
+    SpecDict,
     expect_family,
     load_state_strict,
     read_checkpoint,
@@ -46,7 +47,7 @@ _EXPECTED = "a samsem lite checkpoint (samsem.runtime.lite_model.save_lite_check
 
 
 @dataclass(frozen=True)
-class LiteSpec:
+class LiteSpec(SpecDict):
     """Architecture of a :class:`LiteNet`.
 
     input_size: side S of the square input (512 keeps 512-px patches at native resolution);
@@ -57,6 +58,8 @@ class LiteSpec:
     channels of the FPN decoder (strides 4 to 2**len(widths)); head_width: channels of the stride-2
     head.
     """
+
+    label: ClassVar[str] = "lite"
 
     input_size: int = 512
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -108,20 +111,6 @@ class LiteSpec:
     def engines(self) -> dict[str, iospec.EngineSpec]:
         """Io-spec of the model: {"model": image (B, 1, S, S) -> logits (B, 1, S, S)}."""
         return iospec.lite_engines(self.input_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON/pickle-friendly dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LiteSpec:
-        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a lite spec must be a dict, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown lite spec field(s): {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

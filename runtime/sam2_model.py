@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from samsem.runtime.checkpoint import CHECKPOINT_VERSION as CHECKPOINT_VERSION  
 from samsem.runtime.checkpoint import MAX_LISTED_KEYS as MAX_LISTED_KEYS  # re-exported
 from samsem.runtime.checkpoint import (
     Checkpoint,
+    SpecDict,
     expect_family,
     load_state_strict,
     read_checkpoint,
@@ -50,7 +51,7 @@ _SIZE_ALIASES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
 
 
 @dataclass(frozen=True)
-class SAM2Spec:
+class SAM2Spec(SpecDict):
     """Which SAM2 to build.
 
     config: official config name (``"sam2.1_hiera_t"``; checkpoint-style aliases such as
@@ -59,6 +60,8 @@ class SAM2Spec:
     sizes: Hiera ``embed_dim``/``num_heads``/``stages``/``global_att_blocks`` and the neck's ``d_model``
     (memory attention/encoder widths then scale with ``d_model``).
     """
+
+    label: ClassVar[str] = "SAM2"
 
     config: str = "sam2.1_hiera_t"
     image_size: int = 1024
@@ -79,22 +82,6 @@ class SAM2Spec:
             raise ConfigError(
                 f"SAM2 d_model must be a multiple of 8 (mask decoder heads), got {self.d_model}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON/pickle-friendly dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SAM2Spec:
-        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a SAM2 spec must be a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown SAM2 spec field(s): {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
 
 
 def tiny_spec(image_size: int = 128) -> SAM2Spec:
