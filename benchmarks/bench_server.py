@@ -8,8 +8,8 @@ thread. The table gives requests/s, model inputs (tiles)/s, throughput as a rati
 direct run (> 1: faster than calling the runtime directly), mean latency and the mean size of the
 server's coalesced model calls (from its Prometheus metrics).
 
-Models: the classical Sauvola default (``build_pipeline(None)``; the bundled default model does not
-exist yet) and a tiny random-weight SAM2 (``runtime.sam2_model.tiny_spec``), or ``--model PATH``.
+Models: the bundled default model (``build_pipeline(None)``), the classical Sauvola segmenter and a
+tiny random-weight SAM2 (``runtime.sam2_model.tiny_spec``), or only ``--model PATH``.
 
     python benchmarks/bench_server.py [--size 1024] [--requests 32] [--clients 1 4 16] [--repeat 3]
                                      [--threads N] [--model PATH]
@@ -204,7 +204,8 @@ def main() -> int:
             ckpt = folder / "tiny_sam2.pt"
             sm.save_checkpoint(ckpt, sm.build_sam2_model(spec, seed=0), spec)
             runs = [
-                ("classical Sauvola (build_pipeline(None))", None),
+                ("bundled default model (build_pipeline(None))", None),
+                ("classical Sauvola", "classical"),
                 ("tiny random SAM2 (128-px input, two scales)", str(ckpt)),
             ]
         for label, model in runs:

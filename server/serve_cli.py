@@ -17,7 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the multi-scale pipeline over gRPC (service samsem.v1.Segmentation, plus "
         "grpc.health.v1 and server reflection). See docs/server.md.",
     )
-    p.add_argument("--model", default=None, help="model bundle or checkpoint (default: classical Sauvola)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model bundle, checkpoint or classical[:otsu] (default: the bundled model)",
+    )
     p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
@@ -100,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(
         args.model, backend=args.backend, device=args.device, precision=args.precision, config=pipe_cfg
     )
-    if args.model is None:
-        print("samsem serve: no --model given, serving the classical Sauvola segmenter", file=sys.stderr)
+    desc = pipeline.description
+    print(
+        f"samsem serve: serving {desc.get('family')} ({desc.get('source', desc.get('method'))})",
+        file=sys.stderr,
+    )
     asyncio.run(SamsemServer(config, pipeline).run_until_signal(args.ready_file))
     return 0

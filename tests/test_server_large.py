@@ -33,7 +33,7 @@ def start_server(
 ) -> tuple[subprocess.Popen, str]:
     """A server process on a free loopback port; returns (process, address).
 
-    Default: `samsem serve --port 0 --ready-file READY ARGS` (classical default model); ``command``
+    Default: `samsem serve --port 0 --ready-file READY ARGS`; ``command``
     replaces `samsem serve ...` and gets the ready-file path as its last argument.
     """
     ready = tmp_path / "ready"
@@ -53,7 +53,7 @@ def start_server(
 
 @pytest.mark.skipif(not (PROC / "self" / "status").exists(), reason="needs /proc to read process memory")
 def test_16k_image_streams_with_bounded_server_memory(tmp_path: Path) -> None:
-    proc, address = start_server(tmp_path)
+    proc, address = start_server(tmp_path, "--model", "classical")  # image + mask are what is measured
     try:
         tile = lines_image(509, 512, seed=7)  # odd period so patches differ
         image = np.tile(tile, (SIDE // 509 + 1, SIDE // 512))[:SIDE, :SIDE]
