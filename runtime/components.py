@@ -39,6 +39,20 @@ def _union(parent: np.ndarray, a: int, b: int) -> None:
         parent[ra] = rb
 
 
+@nb.njit(cache=True, inline="always")
+def _relabel(run_label: np.ndarray, n: int) -> int:
+    """Turn union-find parent pointers into labels 1..n_comp; parents precede children, so one sweep."""
+    n_comp = 0
+    for i in range(n):
+        p = run_label[i]
+        if p == i:
+            n_comp += 1
+            run_label[i] = n_comp
+        else:
+            run_label[i] = run_label[p]
+    return n_comp
+
+
 @nb.njit(cache=True)
 def count_runs(mask: np.ndarray) -> int:
     """Number of horizontal foreground runs in ``mask`` (H, W) (upper bound for the run buffers)."""
@@ -167,16 +181,7 @@ def link_runs(
         else:  # the next row with runs is not adjacent
             prev_first = i
             prev_last = i
-    # second pass: parents precede children, so one forward sweep turns pointers into consecutive labels
-    n_comp = 0
-    for t in range(n_runs):
-        p = run_label[t]
-        if p == t:
-            n_comp += 1
-            run_label[t] = n_comp
-        else:
-            run_label[t] = run_label[p]
-    return n_comp
+    return _relabel(run_label, n_runs)
 
 
 @nb.njit(cache=True)
@@ -223,16 +228,7 @@ def label_runs(
             n += 1
         prev_first = row_first
         prev_last = n
-    # second pass: parents precede children, so one forward sweep turns pointers into consecutive labels
-    n_comp = 0
-    for i in range(n):
-        p = run_label[i]
-        if p == i:
-            n_comp += 1
-            run_label[i] = n_comp
-        else:
-            run_label[i] = run_label[p]
-    return n, n_comp
+    return n, _relabel(run_label, n)
 
 
 def word_view(mask: np.ndarray) -> np.ndarray:
