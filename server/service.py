@@ -9,6 +9,7 @@ metadata), paths outside the roots -> PERMISSION_DENIED, expired deadline -> DEA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -100,6 +101,13 @@ def _status(exc: BaseException) -> _Abort | None:
     return None
 
 
+@dataclass
+class _Held:
+    """What a call holds while it runs (released by Servicer._serving)."""
+
+    slot: Slot | None = None
+
+
 class _Call:
     """Bookkeeping of one RPC: request id, timing, final status, metrics and the log line."""
 
@@ -165,12 +173,31 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         self.facts = facts
         self.executor = executor
 
+    @contextlib.asynccontextmanager
+    async def _serving(self, call: _Call) -> AsyncIterator[_Held]:
+        """Run a call's body: OK when it ends normally, CANCELLED or the mapped error status otherwise;
+        the ticket is cancelled and an admitted slot released however it ends."""
+        held = _Held()
+        try:
+            yield held
+            call.finish(grpc.StatusCode.OK)
+        except asyncio.CancelledError:
+            call.ticket.cancel()
+            call.finish(grpc.StatusCode.CANCELLED, "client cancelled or deadline passed")
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+        finally:
+            call.ticket.cancel("call ended")
+            if held.slot is not None:
+                held.slot.release()
+            self._gauge()
+
     # ------------------------------------------------------------------ Segment (streaming)
     async def Segment(self, request_iterator, context) -> AsyncIterator[pb.SegmentResponse]:
         call = _Call("Segment", context, self.metrics)
         await call.begin()
-        slot: Slot | None = None
-        try:
+        async with self._serving(call) as held:
             stream = request_iterator.__aiter__()
             try:
                 first = await stream.__anext__()
@@ -181,25 +208,13 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             spec = parse_header(first.header, self.limits.max_image_pixels, self.limits.max_encoded_bytes)
             pipeline = self.engine.pipeline(first.header.options)
             call.fields.update(name=spec.name, bytes=spec.nbytes)
-            slot = self.admission.admit(_buffer_bytes(spec))
+            held.slot = self.admission.admit(_buffer_bytes(spec))
             self._gauge()
             image = await self._receive(
-                spec, stream, slot, self.limits.chunk_bytes, self.limits.max_image_pixels
+                spec, stream, held.slot, self.limits.chunk_bytes, self.limits.max_image_pixels
             )
-            async for msg in self._run(call, pipeline, spec.name, image, slot, self.limits.chunk_bytes):
+            async for msg in self._run(call, pipeline, spec.name, image, held.slot, self.limits.chunk_bytes):
                 yield msg
-            call.finish(grpc.StatusCode.OK)
-        except asyncio.CancelledError:
-            call.ticket.cancel()
-            call.finish(grpc.StatusCode.CANCELLED, "client cancelled or deadline passed")
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.ticket.cancel("call ended")
-            if slot is not None:
-                slot.release()
-            self._gauge()
 
     async def _receive(
         self, spec: ImageSpec, stream, slot: Slot, max_chunk: int, max_pixels: int
@@ -309,36 +324,23 @@ class SegmentationService(pb_grpc.SegmentationServicer):
     async def SegmentTile(self, request, context) -> pb.SegmentTileResponse:
         call = _Call("SegmentTile", context, self.metrics)
         await call.begin()
-        slot: Slot | None = None
-        try:
+        async with self._serving(call) as held:
             if not request.HasField("header"):
                 raise InputError(None, "the request has no header")
             spec = parse_header(request.header, self.limits.max_tile_pixels, self.limits.max_encoded_bytes)
             pipeline = self.engine.pipeline(request.header.options)
-            slot = self.admission.admit(_buffer_bytes(spec))
+            held.slot = self.admission.admit(_buffer_bytes(spec))
             self._gauge()
             tile_px = self.limits.max_tile_pixels
-            image = await self._receive(spec, _one_chunk(request.data), slot, len(request.data), tile_px)
+            image = await self._receive(spec, _one_chunk(request.data), held.slot, len(request.data), tile_px)
             mask = None
             report = None
-            async for msg in self._run(call, pipeline, spec.name, image, slot, image.size):
+            async for msg in self._run(call, pipeline, spec.name, image, held.slot, image.size):
                 if msg.HasField("report"):
                     report = msg.report
                 elif msg.HasField("mask"):
                     mask = msg.mask
-            call.finish(grpc.StatusCode.OK)
             return pb.SegmentTileResponse(mask=mask, report=report)
-        except asyncio.CancelledError:
-            call.ticket.cancel()
-            call.finish(grpc.StatusCode.CANCELLED, "client cancelled or deadline passed")
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.ticket.cancel("call ended")
-            if slot is not None:
-                slot.release()
-            self._gauge()
 
     # ------------------------------------------------------------------ jobs
     async def SubmitJob(self, request, context) -> pb.Job:
