@@ -14,14 +14,13 @@ lines, eroded/dilated regions, cuts, bridges, specks). Times are the best of ``-
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import shapely
 from shapely import STRtree
+from timing import best_ms
 
 from samsem.runtime.esd import ESDConfig, ESDResult, esd
 
@@ -138,16 +137,6 @@ def perturb(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
             pred[y : y + 4, x : x + 40] = v
     pred |= (rng.random((H, W)) < 2e-5).astype(np.uint8)
     return pred
-
-
-def best_ms(fn: Callable[[], ESDResult], repeat: int) -> tuple[float, ESDResult]:
-    result = fn()  # warm-up (JIT cache load, page faults)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3, result
 
 
 def main() -> None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 
 import cv2
 import numba
 import numpy as np
+from timing import best_ms
 
 from samsem.runtime.speckle import count_speckles
 
@@ -49,16 +48,6 @@ def opencv_loop(masks: np.ndarray, max_size: int = 16) -> np.ndarray:
         _, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
         out[i] = np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] <= max_size)
     return out
-
-
-def best_ms(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
-    best = float("inf")
-    result = fn()  # warm-up (JIT compilation / cache load, page faults)
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3, result
 
 
 def main() -> None:

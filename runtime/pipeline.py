@@ -155,8 +155,12 @@ class Pipeline:
 
     def count_inputs(self, height: int, width: int) -> int:
         """Number of model inputs an image of this size needs (for progress bars)."""
-        n = 0 if self.config.single_scale == 1 else len(make_tiling(height, width, self.config.tiling))
-        return n + (0 if self.config.single_scale == 2 else 1)
+        return self._n_inputs(make_tiling(height, width, self.config.tiling))
+
+    def _n_inputs(self, tiling: Tiling) -> int:
+        """Model inputs of an image with this tiling: its patches (scale 2) and the whole image (scale 1)."""
+        scale = self.config.single_scale
+        return (0 if scale == 1 else len(tiling)) + (0 if scale == 2 else 1)
 
     # ------------------------------------------------------------------ internals
     def _segmenter(self, item: _Item) -> Segmenter:
@@ -175,7 +179,7 @@ class Pipeline:
             tiling=make_tiling(raw.shape[0], raw.shape[1], cfg.tiling),
             out=np.zeros(raw.shape, np.uint8),
         )
-        job.pending = self.count_inputs(*raw.shape)
+        job.pending = self._n_inputs(job.tiling)
         job.add_time("read", time.perf_counter() - t0)
         return job
 
