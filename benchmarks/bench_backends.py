@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from samsem.export.bundle_writer import ExportOptions, write_bundle
-from samsem.runtime import sam2_model as sm
-from samsem.runtime.bundle import available_backends, open_bundle
-from samsem.runtime.models import load_models
+from samsem.runtime.bundle.manifest import available_backends, open_bundle
+from samsem.runtime.load import load_models
+from samsem.runtime.models import sam2 as sm
 
 
 def spec_for(config: str, size: int) -> sm.SAM2Spec:

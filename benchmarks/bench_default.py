@@ -17,10 +17,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from samsem.evaluation.esd import ESDConfig, ESDResult, esd
+from samsem.evaluation.metrics import pixel_metrics
 from samsem.io import list_images, read_image, read_mask
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.esd import ESDConfig, ESDResult, esd
-from samsem.runtime.metrics import pixel_metrics
 from samsem.runtime.pipeline import Pipeline, build_pipeline, classical_pipeline
 
 

@@ -2,7 +2,7 @@
 
 The polygon version does what a vector-based evaluation would: ``cv2.findContours`` on each mask
 (outer contours with their holes, through pixel centres) -> shapely polygons, a ``STRtree`` over the
-ground-truth polygons queried with ``intersects``, then the same rules as :mod:`samsem.runtime.esd`
+ground-truth polygons queried with ``intersects``, then the same rules as :mod:`samsem.evaluation.esd`
 (min-area on polygon area, border band = not intersecting the interior box). Workload: 4096x3536
 masks rendered from the real layouts in ../shared/data/hy5syn-layouts (skipped when absent) and
 synthetic Manhattan layouts, each with a prediction made by perturbing the ground truth (missed
@@ -22,7 +22,7 @@ import shapely
 from shapely import STRtree
 from timing import best_ms
 
-from samsem.runtime.esd import ESDConfig, ESDResult, esd
+from samsem.evaluation.esd import ESDConfig, ESDResult, esd
 
 H, W = 3536, 4096
 LAYOUTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hy5syn-layouts"
@@ -64,7 +64,7 @@ def polygons(mask: np.ndarray) -> list[shapely.Geometry]:
 
 
 def polygon_esd(pred: np.ndarray, gt: np.ndarray, cfg: ESDConfig) -> ESDResult:
-    """ESD counts from polygons; the rules of samsem.runtime.esd on vector geometry."""
+    """ESD counts from polygons; the rules of samsem.evaluation.esd on vector geometry."""
     h, w = pred.shape
     b = cfg.border
     interior = shapely.box(b, b, w - 1 - b, h - 1 - b) if 2 * b < min(h, w) else None

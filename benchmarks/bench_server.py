@@ -198,7 +198,7 @@ def main() -> int:
         folder = Path(tmp)
         runs: list[tuple[str, str | None]] = [(f"model {args.model}", args.model)]
         if args.model is None:
-            from samsem.runtime import sam2_model as sm
+            from samsem.runtime.models import sam2 as sm
 
             spec = sm.tiny_spec(128)
             ckpt = folder / "tiny_sam2.pt"

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from timing import best_ms
 
-from samsem.runtime.speckle import count_speckles
+from samsem.runtime.stages.speckle import count_speckles
 
 
 def make_masks(n: int, size: int, seed: int) -> np.ndarray:

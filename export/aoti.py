@@ -21,9 +21,9 @@ from torch import nn
 from samsem.errors import ConfigError
 from samsem.export.onnx_export import example_inputs
 from samsem.export.wrappers import AutocastIO
-from samsem.runtime.bundle import Limits
-from samsem.runtime.iospec import BATCH, POINTS, EngineSpec
-from samsem.runtime.sam2_model import torch_device
+from samsem.runtime.bundle.manifest import Limits
+from samsem.runtime.models.iospec import BATCH, POINTS, EngineSpec
+from samsem.runtime.models.sam2 import torch_device
 
 
 def compile_aoti(

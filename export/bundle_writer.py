@@ -1,4 +1,4 @@
-"""Write a model bundle (see :mod:`samsem.runtime.bundle` for the layout and the manifest schema).
+"""Write a model bundle (see :mod:`samsem.runtime.bundle.manifest` for the layout and the manifest schema).
 
 :func:`write_bundle` loads one or two checkpoints (SAM2: samsem or official with a config; lite: samsem),
 exports the requested formats per model and writes ``manifest.json`` last. The bundle is assembled in
@@ -24,9 +24,9 @@ from samsem import __version__
 from samsem.errors import ConfigError, InputError
 from samsem.export.onnx_export import EXAMPLE_SIZES, example_inputs, export_onnx, run_onnx
 from samsem.export.wrappers import graph_modules
-from samsem.runtime import bundle as rb
+from samsem.runtime.bundle import manifest as rb
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.iospec import BATCH, POINTS
+from samsem.runtime.models.iospec import BATCH, POINTS
 
 FORMATS = ("onnx", "trt", "aoti", "torch")
 PARITY_SIZES = {BATCH: 3, POINTS: 2}  # differ from the trace sizes on purpose
@@ -89,11 +89,11 @@ class LoadedForExport:
 def load_for_export(checkpoint: Path, config: str | None, image_size: int | None) -> LoadedForExport:
     """Load a checkpoint of any family. ``config``/``image_size`` name official SAM2 checkpoints'
     model (a samsem checkpoint carries its spec; given values must match it)."""
-    from samsem.runtime.checkpoint import read_checkpoint
+    from samsem.runtime.models.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(checkpoint, "a samsem checkpoint or an official SAM2 one (with --config)")
     if ckpt.family == "lite":
-        from samsem.runtime.lite_model import load_lite, save_lite_checkpoint
+        from samsem.runtime.models.lite import load_lite, save_lite_checkpoint
 
         if config is not None or image_size is not None:
             raise ConfigError(
@@ -103,7 +103,7 @@ def load_for_export(checkpoint: Path, config: str | None, image_size: int | None
         return LoadedForExport(
             "lite", lite, spec.to_dict(), spec.input_size, lambda p: save_lite_checkpoint(p, lite, spec)
         )
-    from samsem.runtime.sam2_model import SAM2ImageModel, SAM2Spec, load_sam2, save_checkpoint
+    from samsem.runtime.models.sam2 import SAM2ImageModel, SAM2Spec, load_sam2, save_checkpoint
 
     spec = None
     if ckpt.family is None:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from samsem.errors import InputError
     from samsem.export.bundle_writer import ExportOptions, write_bundle
-    from samsem.runtime.bundle import pipeline_config_from_dict
+    from samsem.runtime.bundle.manifest import pipeline_config_from_dict
     from samsem.runtime.config import PipelineConfig
 
     pipeline = PipelineConfig()

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.iospec import BATCH, POINTS, EngineSpec
+from samsem.runtime.models.iospec import BATCH, POINTS, EngineSpec
 
 EXPORTERS = ("torchscript", "dynamo")
 MIN_OPSET = 17

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.bundle import Limits
-from samsem.runtime.iospec import EngineSpec
+from samsem.runtime.bundle.manifest import Limits
+from samsem.runtime.models.iospec import EngineSpec
 
 FP32_KINDS = frozenset({"NORMALIZATION", "SOFTMAX", "REDUCE"})
 SCOPE_ANCHORS = frozenset({"SOFTMAX", "REDUCE"})

@@ -1,7 +1,7 @@
 """Export-only modules: one ``nn.Module`` per exported graph, with io-spec argument order.
 
 * :class:`SAM2Encoder` / :class:`SAM2Decoder`: the two halves of
-  :class:`~samsem.runtime.sam2_model.SAM2ImageModel` (image -> features; features + points -> masks).
+  :class:`~samsem.runtime.models.sam2.SAM2ImageModel` (image -> features; features + points -> masks).
 * :class:`ChannelLayerNorm` replaces SAM2's hand-written ``LayerNorm2d`` (mean, pow, mean, sqrt, div)
   by ``F.layer_norm`` over channels, so exporters emit one LayerNormalization op that TensorRT maps to a
   normalization layer (kept in FP32, see :mod:`samsem.export.trt_build`) instead of an FP16 pow/reduce

@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from samsem.errors import InputError, SamsemError
     from samsem.io import atomic_path, image_info, list_images, read_image, write_json, write_mask
     from samsem.runtime.config import PipelineConfig
-    from samsem.runtime.decision import DecisionConfig
     from samsem.runtime.pipeline import FailedImage, build_pipeline
     from samsem.runtime.preview import preview_image
+    from samsem.runtime.stages.decision import DecisionConfig
 
     config = PipelineConfig(
         batch_size=args.batch_size,

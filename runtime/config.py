@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from samsem.errors import ConfigError
-from samsem.runtime.classical import ClassicalConfig
-from samsem.runtime.decision import DecisionConfig
-from samsem.runtime.prompts import PromptConfig
-from samsem.runtime.tiling import TilingConfig
+from samsem.runtime.stages.classical import ClassicalConfig
+from samsem.runtime.stages.decision import DecisionConfig
+from samsem.runtime.stages.prompts import PromptConfig
+from samsem.runtime.stages.tiling import TilingConfig
 
 
 @dataclass(frozen=True)

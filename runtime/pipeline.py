@@ -1,9 +1,9 @@
 """The multi-scale segmentation pipeline (the SAMSEM method) as a thin stateful object over pure stages.
 
 For each image: model 1 sees the whole image resized to its input size; model 2 sees patches (512 px,
->= 10 % overlap) resized to its input size; per patch :func:`~samsem.runtime.decision.decide` picks
+>= 10 % overlap) resized to its input size; per patch :func:`~samsem.runtime.stages.decision.decide` picks
 model 1's mask, model 2's mask or the Sauvola fallback; each pixel is taken from the one patch whose
-centre is nearest (:mod:`~samsem.runtime.stitch`).
+centre is nearest (:mod:`~samsem.runtime.stages.stitch`).
 
 Work is streamed: model inputs are produced lazily and batched up to ``batch_size`` across images
 (model-1 and model-2 inputs share a batch when one set of weights serves both scales), each patch is
@@ -27,14 +27,14 @@ import cv2
 import numpy as np
 
 from samsem.errors import SamsemError
-from samsem.runtime.classical import ClassicalConfig, ClassicalSegmenter, classical_segment
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.decision import Reason, Source, decide
-from samsem.runtime.preprocess import apply_range, intensity_range, resize_region, resize_square
-from samsem.runtime.prompts import make_prompts
-from samsem.runtime.segmenter import Segmenter
-from samsem.runtime.stitch import paste_owned
-from samsem.runtime.tiling import Tiling, extract_patch, make_tiling
+from samsem.runtime.models.segmenter import Segmenter
+from samsem.runtime.stages.classical import ClassicalConfig, ClassicalSegmenter, classical_segment
+from samsem.runtime.stages.decision import Reason, Source, decide
+from samsem.runtime.stages.preprocess import apply_range, intensity_range, resize_region, resize_square
+from samsem.runtime.stages.prompts import make_prompts
+from samsem.runtime.stages.stitch import paste_owned
+from samsem.runtime.stages.tiling import Tiling, extract_patch, make_tiling
 
 ImageLoader = Callable[[], np.ndarray]
 
@@ -401,11 +401,11 @@ def build_pipeline(
             return classical_pipeline(config)
     if str(model) in CLASSICAL_MODELS:
         return classical_pipeline(config, CLASSICAL_MODELS[str(model)])
-    from samsem.runtime.models import load_models
+    from samsem.runtime.load import load_models
 
     loaded = load_models(model, backend=backend, device=device, precision=precision)
     if loaded.config is not None:
-        from samsem.runtime.bundle import merge_run_options
+        from samsem.runtime.bundle.manifest import merge_run_options
 
         config = merge_run_options(loaded.config, config)
     return Pipeline(loaded.model1, loaded.model2, config, loaded.description)

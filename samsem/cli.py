@@ -18,7 +18,7 @@ from samsem.errors import SamsemError
 # subcommand name -> module that registers it (keep alphabetical)
 COMMANDS: dict[str, str] = {
     "client": "samsem.server.client_cli",
-    "evaluate": "samsem.runtime.evaluate",
+    "evaluate": "samsem.evaluation.report",
     "export": "samsem.export.cli",
     "segment": "samsem.runtime.cli",
     "serve": "samsem.server.serve_cli",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from samsem.runtime.segmenter import Segmenter
+from samsem.runtime.models.segmenter import Segmenter
 
 _WAIT_POLL_S = 0.05  # how often a waiting request re-checks its ticket
 

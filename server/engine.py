@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
 from samsem.errors import InputError, SamsemError
+from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.pipeline import Pipeline
-from samsem.runtime.segmenter import Segmenter
 from samsem.server.batching import BatchingSegmenter, BatchStats, Ticket, bind_ticket
 from samsem.server.codec import apply_options
 

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from samsem.runtime.config import PipelineConfig
-    from samsem.runtime.decision import DecisionConfig
     from samsem.runtime.pipeline import build_pipeline
+    from samsem.runtime.stages.decision import DecisionConfig
     from samsem.server.app import SamsemServer, ServerConfig
     from samsem.server.observability import configure_logging, log
     from samsem.server.security import load_tokens

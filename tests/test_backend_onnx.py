@@ -16,13 +16,13 @@ from samsem.errors import InputError
 from samsem.export.bundle_writer import ExportOptions, write_bundle
 from samsem.export.onnx_export import export_onnx
 from samsem.export.wrappers import SAM2Encoder
-from samsem.runtime import sam2_model as sm
-from samsem.runtime.backend_onnx import OnnxBackend, providers_for
-from samsem.runtime.backend_torch import TorchBackend
+from samsem.runtime.backends.ort import OnnxBackend, providers_for
+from samsem.runtime.backends.pytorch import TorchBackend
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.models import load_models
+from samsem.runtime.load import load_models
+from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.segmenter import Backend
 from samsem.runtime.pipeline import Pipeline
-from samsem.runtime.segmenter import Backend
 from samsem.synth.generate import generate_sample
 
 S = 64
@@ -108,7 +108,7 @@ def test_providers() -> None:
 
 def test_lite_bundle_is_one_graph(tmp_path) -> None:
     """The lite family: one "model" graph; ONNX Runtime and the bundle's torch weights agree."""
-    from samsem.runtime.lite_model import LiteSpec, build_lite_model, save_lite_checkpoint
+    from samsem.runtime.models.lite import LiteSpec, build_lite_model, save_lite_checkpoint
 
     spec = LiteSpec(input_size=S, widths=(8, 16, 16, 32), depths=(1, 1, 1, 1), heads=2, decoder_width=8)
     ckpt = tmp_path / "lite.pt"

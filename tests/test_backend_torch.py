@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime import sam2_model as sm
-from samsem.runtime.backend_torch import TorchBackend
-from samsem.runtime.multimask import select_best
-from samsem.runtime.sam2_segmenter import SAM2Segmenter, normalize, sigmoid
-from samsem.runtime.segmenter import Backend, Segmenter
+from samsem.runtime.backends.pytorch import TorchBackend
+from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.sam2 import SAM2Segmenter, normalize
+from samsem.runtime.models.segmenter import Backend, Segmenter, sigmoid
+from samsem.runtime.stages.multimask import select_best
 
 S = 128
 

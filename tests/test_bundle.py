@@ -12,12 +12,12 @@ import pytest
 
 from samsem.errors import ConfigError, InputError
 from samsem.export.bundle_writer import ExportOptions, write_bundle
-from samsem.runtime import bundle as rb
-from samsem.runtime import sam2_model as sm
+from samsem.runtime.bundle import manifest as rb
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.decision import DecisionConfig
-from samsem.runtime.models import load_models
-from samsem.runtime.prompts import PromptConfig
+from samsem.runtime.load import load_models
+from samsem.runtime.models import sam2 as sm
+from samsem.runtime.stages.decision import DecisionConfig
+from samsem.runtime.stages.prompts import PromptConfig
 
 S = 64
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samsem.errors import ConfigError
-from samsem.runtime.decision import DecisionConfig, Reason, Source, decide
+from samsem.runtime.stages.decision import DecisionConfig, Reason, Source, decide
 
 S = 64
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from samsem.errors import ConfigError
-from samsem.runtime.esd import ESDConfig, ESDResult, GTClass, PredClass, esd, esd_details
+from samsem.evaluation.esd import ESDConfig, ESDResult, GTClass, PredClass, esd, esd_details
 
 NO_RULES = ESDConfig(border=0, min_area=0)
 

@@ -13,10 +13,10 @@ import pytest
 
 from samsem import cli
 from samsem.errors import InputError
+from samsem.evaluation.esd import ESDConfig, esd, esd_details
+from samsem.evaluation.metrics import aji, pixel_metrics
+from samsem.evaluation.overlay import GT_COLOUR, MISSED_COLOUR, PRED_COLOURS, OverlayConfig, render_overlay
 from samsem.io import read_mask, write_mask
-from samsem.runtime.esd import ESDConfig, esd, esd_details
-from samsem.runtime.metrics import aji, pixel_metrics
-from samsem.runtime.overlay import GT_COLOUR, MISSED_COLOUR, PRED_COLOURS, OverlayConfig, render_overlay
 
 H, W = 90, 120
 
@@ -24,7 +24,7 @@ H, W = 90, 120
 @pytest.fixture(autouse=True)
 def only_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the real dispatcher with only this command registered (other commands are not under test)."""
-    monkeypatch.setattr(cli, "COMMANDS", {"evaluate": "samsem.runtime.evaluate"})
+    monkeypatch.setattr(cli, "COMMANDS", {"evaluate": "samsem.evaluation.report"})
 
 
 def tracks(rng: np.random.Generator, n: int = 8) -> np.ndarray:
@@ -193,7 +193,7 @@ def test_empty_or_missing_directories(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_duplicate_names_are_an_error(tmp_path: Path) -> None:
-    from samsem.runtime.evaluate import _by_key
+    from samsem.evaluation.report import _by_key
 
     pred_dir, _, _ = make_dataset(tmp_path)
     write_mask(pred_dir / "img0.tif", np.zeros((H, W), np.uint8))

@@ -16,8 +16,8 @@ from samsem.export.onnx_export import check_onnx, export_onnx
 from samsem.export.trt_build import Layer, fp32_layers
 from samsem.export.wrappers import ChannelLayerNorm, graph_modules, swap_layernorm2d
 from samsem.io import read_mask, write_image
-from samsem.runtime import bundle as rb
-from samsem.runtime import sam2_model as sm
+from samsem.runtime.bundle import manifest as rb
+from samsem.runtime.models import sam2 as sm
 from samsem.synth.generate import generate_sample
 
 S = 64
@@ -237,7 +237,7 @@ def test_dynamo_exporter(tmp_path) -> None:
 def test_bundle_pipeline_config_applies_with_run_options(exported, tmp_path) -> None:
     """A bundle recorded with 128-px patches and threshold 0.7 segments so; run options still apply."""
     from samsem.runtime.config import PipelineConfig
-    from samsem.runtime.tiling import TilingConfig
+    from samsem.runtime.stages.tiling import TilingConfig
 
     stored = PipelineConfig(tiling=TilingConfig(patch_size=128), threshold=0.7)
     cfg_file = tmp_path / "pipeline.json"

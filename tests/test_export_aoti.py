@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from samsem.export.bundle_writer import ExportOptions, write_bundle
-from samsem.runtime import sam2_model as sm
-from samsem.runtime.models import load_models
+from samsem.runtime.load import load_models
+from samsem.runtime.models import sam2 as sm
 
 S = 64
 

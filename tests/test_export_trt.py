@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from samsem.errors import InputError
-from samsem.runtime import sam2_model as sm
-from samsem.runtime.backend_trt import TensorInfo, batch_chunks, check_engine_io, points_limit
-from samsem.runtime.bundle import Limits
+from samsem.runtime.backends.trt import TensorInfo, batch_chunks, check_engine_io, points_limit
+from samsem.runtime.bundle.manifest import Limits
+from samsem.runtime.models import sam2 as sm
 
 S = 64
 IO = sm.geometry(sm.tiny_spec(S)).engines()
@@ -88,7 +88,7 @@ def trt_bundles(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.gpu
 @pytest.mark.parametrize(("precision", "atol"), [("fp32", 1e-3), ("fp16", 5e-2)])
 def test_tensorrt_matches_torch(trt_bundles, precision: str, atol: float) -> None:
-    from samsem.runtime.models import load_models
+    from samsem.runtime.load import load_models
 
     trt = load_models(str(trt_bundles[precision]), backend="tensorrt", device="cuda")
     ref = load_models(str(trt_bundles[precision]), backend="torch", device="cuda")

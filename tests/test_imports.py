@@ -43,8 +43,8 @@ def test_stages_import_one_way(folder: str) -> None:
 def test_runtime_import_loads_no_heavy_optional_library() -> None:
     code = (
         "import sys, json\n"
-        "import samsem.cli, samsem.runtime.pipeline, samsem.runtime.models, samsem.runtime.bundle\n"
-        "import samsem.runtime.backend_onnx, samsem.runtime.backend_trt, samsem.runtime.esd\n"
+        "import samsem.cli, samsem.runtime.pipeline, samsem.runtime.load, samsem.runtime.bundle.manifest\n"
+        "import samsem.runtime.backends.ort, samsem.runtime.backends.trt, samsem.evaluation.esd\n"
         "samsem.cli.build_parser()\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )

@@ -13,26 +13,26 @@ import torch
 import torch.nn.functional as F
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime import iospec
-from samsem.runtime import sam2_model as sm
-from samsem.runtime.backend_torch import TorchBackend
-from samsem.runtime.checkpoint import write_checkpoint
+from samsem.runtime.backends.pytorch import TorchBackend
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.lite_model import (
+from samsem.runtime.load import load_models
+from samsem.runtime.models import iospec
+from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.checkpoint import write_checkpoint
+from samsem.runtime.models.lite import (
     LiteNet,
+    LiteSegmenter,
     LiteSpec,
     build_lite_model,
+    confidence,
     load_lite,
     parameter_count,
     save_lite_checkpoint,
 )
-from samsem.runtime.lite_segmenter import LiteSegmenter, confidence
-from samsem.runtime.models import load_models
+from samsem.runtime.models.segmenter import Backend, Segmenter, sigmoid
 from samsem.runtime.pipeline import Pipeline
-from samsem.runtime.preprocess import apply_range, intensity_range
-from samsem.runtime.sam2_segmenter import sigmoid
-from samsem.runtime.segmenter import Backend, Segmenter
-from samsem.runtime.tiling import TilingConfig
+from samsem.runtime.stages.preprocess import apply_range, intensity_range
+from samsem.runtime.stages.tiling import TilingConfig
 from samsem.synth.generate import generate_sample
 
 SPEC64 = LiteSpec(input_size=64)

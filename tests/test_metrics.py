@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from samsem.runtime.metrics import (
+from samsem.evaluation.metrics import (
     PIXEL_METRICS,
     aji,
     aji_parts,

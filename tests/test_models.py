@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime import sam2_model as sm
-from samsem.runtime.models import ModelSource, load_models, resolve_model_arg
-from samsem.runtime.sam2_segmenter import SAM2Segmenter
+from samsem.runtime.load import ModelSource, load_models, resolve_model_arg
+from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.sam2 import SAM2Segmenter
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from samsem.errors import InputError
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.pipeline import FailedImage, Pipeline, classical_pipeline
-from samsem.runtime.tiling import TilingConfig
+from samsem.runtime.stages.tiling import TilingConfig
 
 
 class Identity:
@@ -136,7 +136,7 @@ def test_peak_memory_16k_image_is_bounded() -> None:
         import json, resource, numpy as np
         from samsem.runtime.config import PipelineConfig
         from samsem.runtime.pipeline import Pipeline
-        from samsem.runtime.classical import ClassicalSegmenter, ClassicalConfig
+        from samsem.runtime.stages.classical import ClassicalSegmenter, ClassicalConfig
         cc = ClassicalConfig(method="otsu", min_object_px=0, morph_radius=0)
         seg = ClassicalSegmenter(cc, input_size=64)
         pipe = Pipeline(seg, seg, PipelineConfig(batch_size=16))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from samsem.errors import ConfigError
-from samsem.runtime.prompts import PromptConfig, candidate_foreground, make_prompts, sample_points
+from samsem.runtime.stages.prompts import PromptConfig, candidate_foreground, make_prompts, sample_points
 
 
 def _lines_image(size: int, seed: int, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime import sam2_model as sm
+from samsem.runtime.models import sam2 as sm
 
 OFFICIAL = [f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")]
 
@@ -286,7 +286,7 @@ def test_samsem_checkpoint_round_trip(tiny, tmp_path) -> None:
 
 
 def test_iospec_profiles_and_json_round_trip() -> None:
-    from samsem.runtime import iospec
+    from samsem.runtime.models import iospec
 
     engines = sm.geometry(sm.SAM2Spec(image_size=512)).engines()
     assert iospec.engines_from_json(iospec.engines_to_json(engines)) == engines

@@ -61,7 +61,7 @@ def test_missing_input_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def test_tiny_random_sam2_runs_whole_pipeline(image_dir: Path, tmp_path: Path) -> None:
-    from samsem.runtime.sam2_model import build_sam2_model, save_checkpoint, tiny_spec
+    from samsem.runtime.models.sam2 import build_sam2_model, save_checkpoint, tiny_spec
 
     spec = tiny_spec(image_size=128)
     ckpt = tmp_path / "tiny.pt"

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from samsem.io import read_image, write_image
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.pipeline import Pipeline, build_pipeline
-from samsem.runtime.tiling import TilingConfig
+from samsem.runtime.stages.tiling import TilingConfig
 from samsem.server import samsem_pb2 as pb
 from samsem.server.app import SERVICE_NAME, ServerConfig, ServerThread
 from samsem.server.client import SamsemClient
@@ -65,7 +65,7 @@ def slow_pipeline(delay: float = 0.1, patch: int = 64) -> tuple[Pipeline, SlowSe
 
 def make_tiny_checkpoint(folder: Path) -> Path:
     """A tiny random SAM2 (runtime.sam2_model.tiny_spec, 128-px input) saved as a samsem checkpoint."""
-    from samsem.runtime import sam2_model as sm
+    from samsem.runtime.models import sam2 as sm
 
     spec = sm.tiny_spec(128)
     path = folder / "tiny_sam2.pt"

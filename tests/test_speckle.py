@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samsem.runtime.speckle import count_speckles
+from samsem.runtime.stages.speckle import count_speckles
 
 
 def _opencv_counts(masks: np.ndarray, max_size: int) -> np.ndarray:

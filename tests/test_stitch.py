@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samsem.runtime.stitch import paste_owned, stitch
-from samsem.runtime.tiling import TilingConfig, extract_patch, make_tiling
+from samsem.runtime.stages.stitch import paste_owned, stitch
+from samsem.runtime.stages.tiling import TilingConfig, extract_patch, make_tiling
 
 
 @settings(max_examples=40, deadline=None)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.tiling import TilingConfig, axis_starts, extract_patch, make_tiling
+from samsem.runtime.stages.tiling import TilingConfig, axis_starts, extract_patch, make_tiling
 
 
 def _min_overlap_px(patch: int, overlap: float) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from samsem.errors import InputError
 from samsem.io import write_image, write_mask
-from samsem.runtime.tiling import TilingConfig
+from samsem.runtime.stages.tiling import TilingConfig
 from samsem.train.augment import AugmentConfig
 from samsem.train.data import (
     Sample,

@@ -12,7 +12,7 @@ import torch
 from samsem.cli import main
 from samsem.errors import ConfigError
 from samsem.io import write_image, write_mask
-from samsem.runtime.tiling import TilingConfig
+from samsem.runtime.stages.tiling import TilingConfig
 from samsem.train.augment import AugmentConfig
 from samsem.train.config import family_config
 from samsem.train.data import TrainDataset, discover

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from samsem.runtime.preprocess import resize_square
+from samsem.runtime.stages.preprocess import resize_square
 from samsem.train.config import AugmentConfig
 
 BLUR_KERNELS = (5, 7, 9)

@@ -36,8 +36,8 @@ import torch
 
 from samsem.errors import InputError
 from samsem.io import SUPPORTED_SUFFIXES, image_info, read_image, read_mask
-from samsem.runtime.preprocess import apply_range, intensity_range
-from samsem.runtime.tiling import TilingConfig, extract_patch, make_tiling
+from samsem.runtime.stages.preprocess import apply_range, intensity_range
+from samsem.runtime.stages.tiling import TilingConfig, extract_patch, make_tiling
 from samsem.train.augment import AugmentConfig, augment
 
 MASK_DIRS = ("masks", "labels")

@@ -31,7 +31,7 @@ import torch
 
 from samsem.errors import ConfigError, InputError
 from samsem.io import atomic_path, write_json
-from samsem.runtime.tiling import TilingConfig
+from samsem.runtime.stages.tiling import TilingConfig
 from samsem.train.config import RESUMABLE_CHANGES, TrainConfig
 from samsem.train.data import Sample, TrainDataset, discover_all, epoch_order, split_samples
 from samsem.train.task import Task, make_task, resolve_device
@@ -94,9 +94,9 @@ def validate(task: Task, samples: list[Sample], cfg: TrainConfig) -> dict[str, f
     The pipeline runs the live model at the scale(s) it is trained for (``cfg.target``) with the run's
     tiling. Returns ``{"rate", "errors", "gt_lines", ...}`` (rate = errors / considered gt lines).
     """
+    from samsem.evaluation.esd import ESDConfig, esd
     from samsem.io import read_image, read_mask
     from samsem.runtime.config import PipelineConfig
-    from samsem.runtime.esd import ESDConfig, esd
     from samsem.runtime.pipeline import FailedImage, Pipeline
 
     seg = task.segmenter()

@@ -93,7 +93,7 @@ def component_count_error(probs: torch.Tensor, target: torch.Tensor) -> torch.Te
     probs, target: (B, 1, H, W); the prediction is thresholded at 0.5. Returns (B,) float, no gradient
     (counts are piecewise constant); used as a per-sample weight on the differentiable pixel loss.
     """
-    from samsem.runtime.components import label8
+    from samsem.evaluation.components import label8
 
     pred = (probs.detach() > 0.5).cpu().numpy().astype(np.uint8)
     gt = (target.detach() > 0.5).cpu().numpy().astype(np.uint8)

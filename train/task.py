@@ -2,8 +2,8 @@
 
 A task builds its model from the :class:`~samsem.train.config.TrainConfig`, freezes what should not be
 trained, turns a batch of the family-agnostic :class:`~samsem.train.data.TrainDataset` into a loss,
-wraps the live model as a runtime :class:`~samsem.runtime.segmenter.Segmenter` for validation, and saves
-and restores weights in the checkpoint format the runtime loads. Adding a family is one class here.
+wraps the live model as a runtime :class:`~samsem.runtime.models.segmenter.Segmenter` for validation,
+and saves and restores weights in the checkpoint format the runtime loads. Adding a family is one class here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from samsem.errors import ConfigError
-from samsem.runtime.segmenter import Segmenter
+from samsem.runtime.models.segmenter import Segmenter
 from samsem.train.config import TrainConfig
 from samsem.train.losses import LossConfig, LossOutput, segmentation_loss
 
@@ -53,7 +53,7 @@ class Task(Protocol):
 
 def resolve_device(name: str) -> torch.device:
     """ "auto" -> CUDA when available, else CPU; otherwise the named device (ConfigError if unusable)."""
-    from samsem.runtime.sam2_model import torch_device
+    from samsem.runtime.models.sam2 import torch_device
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,7 +66,13 @@ class SAM2Task:
     family = "sam2"
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        from samsem.runtime.sam2_model import SAM2ImageModel, SAM2Spec, build_sam2_model, tiny_spec, trainable
+        from samsem.runtime.models.sam2 import (
+            SAM2ImageModel,
+            SAM2Spec,
+            build_sam2_model,
+            tiny_spec,
+            trainable,
+        )
 
         if cfg.model_config == "tiny":
             self.spec = tiny_spec(cfg.input_size)
@@ -84,7 +90,7 @@ class SAM2Task:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def loss(self, batch: dict[str, torch.Tensor], cfg: LossConfig, betti_on: bool) -> LossOutput:
-        from samsem.runtime.sam2_segmenter import normalize
+        from samsem.runtime.models.sam2 import normalize
 
         image = torch.from_numpy(normalize(batch["image"][:, 0].numpy())).to(self.device)
         points = batch["points"].to(self.device)
@@ -94,8 +100,8 @@ class SAM2Task:
         return segmentation_loss(masks, batch["mask"].to(self.device), cfg, betti_on, iou_pred=iou)
 
     def segmenter(self) -> Segmenter:
-        from samsem.runtime.backend_torch import TorchBackend
-        from samsem.runtime.sam2_segmenter import SAM2Segmenter
+        from samsem.runtime.backends.pytorch import TorchBackend
+        from samsem.runtime.models.sam2 import SAM2Segmenter
 
         backend = TorchBackend(self.model, device=str(self.device), precision="bf16" if self.amp else "fp32")
         return SAM2Segmenter(backend, self.spec.image_size)
@@ -107,7 +113,7 @@ class SAM2Task:
         self.model.sam.load_state_dict(state, strict=True)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:
-        from samsem.runtime.sam2_model import save_checkpoint
+        from samsem.runtime.models.sam2 import save_checkpoint
 
         save_checkpoint(path, self.model, self.spec, extra)
 
@@ -118,7 +124,7 @@ class LiteTask:
     family = "lite"
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        from samsem.runtime.lite_model import LiteSpec, build_lite_model, load_lite, tiny_lite_spec
+        from samsem.runtime.models.lite import LiteSpec, build_lite_model, load_lite, tiny_lite_spec
 
         if cfg.init_checkpoint:
             model, self.spec = load_lite(cfg.init_checkpoint, device=str(device))
@@ -147,8 +153,8 @@ class LiteTask:
         return segmentation_loss(logits, batch["mask"].to(self.device), cfg, betti_on)
 
     def segmenter(self) -> Segmenter:
-        from samsem.runtime.backend_torch import TorchBackend
-        from samsem.runtime.lite_segmenter import LiteSegmenter
+        from samsem.runtime.backends.pytorch import TorchBackend
+        from samsem.runtime.models.lite import LiteSegmenter
 
         backend = TorchBackend(self.model, device=str(self.device), precision="bf16" if self.amp else "fp32")
         return LiteSegmenter(backend, self.spec.input_size)
@@ -160,7 +166,7 @@ class LiteTask:
         self.model.load_state_dict(state, strict=True)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:
-        from samsem.runtime.lite_model import save_lite_checkpoint
+        from samsem.runtime.models.lite import save_lite_checkpoint
 
         save_lite_checkpoint(path, self.model, self.spec, extra)
 

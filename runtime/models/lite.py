@@ -1,7 +1,7 @@
 """The lite family: a compact CNN + attention segmenter (in the spirit of EAL-ICNet) for CPU inference.
 
 :class:`LiteNet` maps image (B, 1, S, S) float32 in [0, 1] to metal logits (B, 1, S, S) float32 (io-spec
-:func:`samsem.runtime.iospec.lite_engines`):
+:func:`samsem.runtime.models.iospec.lite_engines`):
 
 * no convolution runs at full resolution: the image is packed losslessly into 4 channels at half
   resolution (pixel unshuffle) and the logits are unpacked the same way (pixel shuffle), so thin-line
@@ -17,7 +17,7 @@
 There is no input normalisation step: the image goes straight into the stem conv whose BatchNorm
 normalises it. The forward pass has no data-dependent control flow and uses ONNX-exportable ops only
 (conv, batch norm, matmul, softmax, bilinear resize, depth-to-space and back). Checkpoints use the
-samsem format of :mod:`samsem.runtime.checkpoint` with family ``"lite"``.
+samsem format of :mod:`samsem.runtime.models.checkpoint` with family ``"lite"``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime import iospec
-from samsem.runtime.checkpoint import (
+from samsem.runtime.models import iospec
+from samsem.runtime.models.checkpoint import (
     Checkpoint,
     SpecDict,
     expect_family,
@@ -41,9 +42,10 @@ from samsem.runtime.checkpoint import (
     torch_device,
     write_checkpoint,
 )
+from samsem.runtime.models.segmenter import Backend, sigmoid
 
 FAMILY = "lite"
-_EXPECTED = "a samsem lite checkpoint (samsem.runtime.lite_model.save_lite_checkpoint)"
+_EXPECTED = "a samsem lite checkpoint (samsem.runtime.models.lite.save_lite_checkpoint)"
 
 
 @dataclass(frozen=True)
@@ -371,3 +373,37 @@ def save_lite_checkpoint(
     if model.spec != spec:
         raise ConfigError(f"model was built with {model.spec}, not {spec}")
     write_checkpoint(path, FAMILY, spec.to_dict(), model, extra)
+
+
+# ------------------------------------------------------------------------------------------- segmenter
+
+
+def confidence(probs: np.ndarray) -> np.ndarray:
+    """Mean per-pixel certainty: probs (B, h, w) float32 -> (B,) float32 mean of max(p, 1 - p).
+
+    0.5 when every pixel is a coin flip, 1.0 when every pixel is certain (0 or 1).
+    """
+    return np.maximum(probs, 1.0 - probs).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+
+
+class LiteSegmenter:
+    """Segmenter over a lite backend (io-spec "model": image (B, 1, S, S) -> logits (B, 1, S, S)).
+
+    The image goes to the model as it is (the model normalises it internally); ``points`` are ignored.
+    """
+
+    uses_prompts = False
+
+    def __init__(self, backend: Backend, input_size: int) -> None:
+        self.backend = backend
+        self.input_size = input_size
+
+    def predict(self, images: np.ndarray, points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """images (B, S, S) float32 in [0, 1] -> probs (B, S, S) float32 (sigmoid of the logits),
+        scores (B,) float32 (:func:`confidence`, in [0.5, 1])."""
+        s = self.input_size
+        if images.ndim != 3 or images.shape[1:] != (s, s):
+            raise InputError(None, f"lite images have shape {images.shape}", f"(B, {s}, {s})")
+        image = np.ascontiguousarray(images[:, None], dtype=np.float32)
+        probs = sigmoid(self.backend.run({"image": image})["logits"][:, 0])
+        return probs, confidence(probs)

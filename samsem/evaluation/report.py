@@ -2,7 +2,7 @@
 
 Writes to the report directory: ``per_image.csv`` (one row per image), ``totals.csv`` (one row),
 ``report.json`` (settings, rows and totals), ``esd_histogram.png`` and ``overlays/NAME.png`` (see
-:mod:`samsem.runtime.overlay` for the colours); with ``--images`` also ``masks/NAME.mask.png``.
+:mod:`samsem.evaluation.overlay` for the colours); with ``--images`` also ``masks/NAME.mask.png``.
 Totals pool all images: counts are summed, the ESD rate is total errors / total considered lines, pixel
 metrics come from the summed pixel counts and AJI from the summed intersections and unions. An undefined
 ESD rate (errors but no considered ground-truth line) is ``inf`` in the CSV files and ``null`` in JSON.
@@ -143,7 +143,7 @@ class Accumulator:
     """Evaluates image pairs one by one, writes their overlays and collects rows and pooled totals."""
 
     def __init__(self, out: Path, cfg) -> None:
-        from samsem.runtime.esd import ESDResult
+        from samsem.evaluation.esd import ESDResult
 
         self.out = out
         self.cfg = cfg
@@ -156,9 +156,9 @@ class Accumulator:
 
     def add(self, name: str, pred, gt) -> dict:
         """Evaluate pred against gt ((H, W) uint8 masks), write the overlay, return the row."""
-        from samsem.runtime.esd import esd_details
-        from samsem.runtime.metrics import aji_parts, confusion
-        from samsem.runtime.overlay import render_overlay, write_png
+        from samsem.evaluation.esd import esd_details
+        from samsem.evaluation.metrics import aji_parts, confusion
+        from samsem.evaluation.overlay import render_overlay, write_png
 
         details = esd_details(pred, gt, self.cfg)
         conf = confusion(pred, gt)
@@ -179,7 +179,7 @@ class Accumulator:
 
     @staticmethod
     def _metrics(r, conf, inter: int, union: int) -> dict:
-        from samsem.runtime.metrics import metrics_from_confusion
+        from samsem.evaluation.metrics import metrics_from_confusion
 
         d = r.to_dict()
         row = {k: d[k] for k in (*COUNT_FIELDS, *LINE_FIELDS)}
@@ -197,8 +197,8 @@ class Accumulator:
 
     def write(self, settings: dict) -> None:
         """Write per_image.csv, totals.csv, report.json and esd_histogram.png."""
+        from samsem.evaluation.overlay import write_error_histogram
         from samsem.io import write_json
-        from samsem.runtime.overlay import write_error_histogram
 
         _write_csv(self.out / "per_image.csv", self.rows)
         totals = self.totals()
@@ -266,8 +266,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate every prediction/ground-truth pair; returns 0 (bad inputs raise InputError)."""
     from tqdm import tqdm
 
+    from samsem.evaluation.esd import ESDConfig
     from samsem.io import read_mask
-    from samsem.runtime.esd import ESDConfig
 
     defaults = ESDConfig()
     cfg = ESDConfig(

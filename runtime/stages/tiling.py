@@ -8,7 +8,7 @@ are ``linspace(0, L - P, n)`` rounded half up in exact integer arithmetic. Round
 most ``ceil((L - P) / (n - 1)) <= P - m``, so neighbouring patches always share at least ``m`` pixels
 (e.g. 10000 px with P=512 and 10 % overlap: 22 patches per axis, 484 in all).
 
-Ownership (used by :mod:`samsem.runtime.stitch`): every pixel belongs to exactly one patch, the one
+Ownership (used by :mod:`samsem.runtime.stages.stitch`): every pixel belongs to exactly one patch, the one
 whose centre is nearest. The grid is a product of the two axes, so this separates per axis: the
 boundary between consecutive patches lies at the midpoint of their centres, and a pixel whose centre
 is exactly on that midpoint goes to the lower (upper/left) patch.

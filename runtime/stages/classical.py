@@ -1,6 +1,6 @@
 """Classical segmenters: global (Otsu) threshold with smoothing and morphology, and Sauvola.
 
-They implement the :class:`~samsem.runtime.segmenter.Segmenter` protocol, so the pipeline can run
+They implement the :class:`~samsem.runtime.models.segmenter.Segmenter` protocol, so the pipeline can run
 without a model, and Sauvola stands in for patches whose model masks both fail the quality checks
 (the SegSEM fallback).
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.iospec import EngineSpec, TensorSpec
+from samsem.runtime.models.iospec import EngineSpec, TensorSpec
 
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
 

@@ -16,7 +16,7 @@ import cv2
 import numba as nb
 import numpy as np
 
-from samsem.runtime.esd import ESDDetails, ESDResult, GTClass, PredClass
+from samsem.evaluation.esd import ESDDetails, ESDResult, GTClass, PredClass
 
 # RGB colour of each predicted-line class, indexed by PredClass
 PRED_COLOURS: dict[PredClass, tuple[int, int, int]] = {

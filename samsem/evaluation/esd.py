@@ -18,7 +18,7 @@ share at least one pixel. Rules, applied in this order:
 
 ``ESD rate = (opens + shorts + false positives + false negatives) / considered ground-truth lines``.
 
-Everything runs on horizontal pixel runs (see :mod:`samsem.runtime.components`): labelling, the
+Everything runs on horizontal pixel runs (see :mod:`samsem.evaluation.components`): labelling, the
 pred/gt overlap pairs and the counts never touch a per-pixel label image, so a 4096x3536 pair takes
 about 10 ms on one CPU core (benchmarks/bench_esd.py). Label images are painted only for
 :func:`esd_details` (overlays).
@@ -34,7 +34,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.runtime.components import _paint, mask_runs
+from samsem.evaluation.components import _paint, mask_runs
 
 
 class PredClass(IntEnum):
@@ -159,7 +159,7 @@ def overlap_pairs(
     """Every pair of labels (a, b) whose components share pixels, with the shared pixel count.
 
     Both run lists (with their label counts n_a, n_b) must be in raster order, as from
-    :func:`samsem.runtime.components.mask_runs`. Returns ``(a, b, count)``, three (P,) int64 arrays
+    :func:`samsem.evaluation.components.mask_runs`. Returns ``(a, b, count)``, three (P,) int64 arrays
     sorted by (a, b), each pair once.
     """
     na = a_row.shape[0]

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from samsem.errors import InputError
-from samsem.runtime.iospec import EngineSpec
-from samsem.runtime.sam2_model import torch_device
+from samsem.runtime.models.iospec import EngineSpec
+from samsem.runtime.models.sam2 import torch_device
 
 
 class AotiBackend:

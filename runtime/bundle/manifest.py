@@ -11,8 +11,8 @@ A bundle is a directory written by ``samsem export`` (:mod:`samsem.export.bundle
 
 The manifest (format ``samsem-bundle``, version :data:`FORMAT_VERSION`) records the model family, each
 model's spec and input size, the scales it serves, the sha256 of its source checkpoint, its io-spec
-(:mod:`samsem.runtime.iospec`, with the TensorRT-style min/opt/max profile of every input), every engine
-file with its sha256 and precision, the preprocessing, the pipeline configuration and the samsem version.
+(:mod:`samsem.runtime.models.iospec`, with the TensorRT-style min/opt/max profile of every input),
+every engine file with its sha256 and precision, the preprocessing, the pipeline configuration and the samsem version.
 
 Loading (:func:`open_bundle`) refuses, each with an InputError naming the file: a missing manifest, a
 newer format version, a malformed manifest, a missing or altered file (sha256), io-specs that differ
@@ -33,7 +33,7 @@ from typing import Any
 
 from samsem.errors import ConfigError, InputError
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.iospec import BATCH, POINTS, EngineSpec
+from samsem.runtime.models.iospec import BATCH, POINTS, EngineSpec
 
 FORMAT = "samsem-bundle"
 FORMAT_VERSION = 1
@@ -324,46 +324,46 @@ class Family:
 
 
 def _sam2_io(spec: dict[str, Any]) -> dict[str, EngineSpec]:
-    from samsem.runtime.sam2_model import SAM2Spec, geometry
+    from samsem.runtime.models.sam2 import SAM2Spec, geometry
 
     return geometry(SAM2Spec.from_dict(spec)).engines()
 
 
 def _sam2_segmenter(backend: Any, input_size: int) -> Any:
-    from samsem.runtime.sam2_segmenter import SAM2Segmenter
+    from samsem.runtime.models.sam2 import SAM2Segmenter
 
     return SAM2Segmenter(backend, input_size)
 
 
 def _sam2_torch(weights: Path, device: str, precision: str) -> Any:
-    from samsem.runtime.backend_torch import TorchBackend
-    from samsem.runtime.sam2_model import SAM2ImageModel, load_sam2
+    from samsem.runtime.backends.pytorch import TorchBackend
+    from samsem.runtime.models.sam2 import SAM2ImageModel, load_sam2
 
     sam, _ = load_sam2(weights, device=device)
     return TorchBackend(SAM2ImageModel(sam), device=device, precision=precision)
 
 
 def _sam2_preprocessing() -> dict[str, Any]:
-    from samsem.runtime.sam2_model import PIXEL_MEAN, PIXEL_STD
+    from samsem.runtime.models.sam2 import PIXEL_MEAN, PIXEL_STD
 
     return {"channels": "gray replicated to 3", "mean": list(PIXEL_MEAN), "std": list(PIXEL_STD)}
 
 
 def _lite_io(spec: dict[str, Any]) -> dict[str, EngineSpec]:
-    from samsem.runtime.lite_model import LiteSpec
+    from samsem.runtime.models.lite import LiteSpec
 
     return LiteSpec.from_dict(spec).engines()
 
 
 def _lite_segmenter(backend: Any, input_size: int) -> Any:
-    from samsem.runtime.lite_segmenter import LiteSegmenter
+    from samsem.runtime.models.lite import LiteSegmenter
 
     return LiteSegmenter(backend, input_size)
 
 
 def _lite_torch(weights: Path, device: str, precision: str) -> Any:
-    from samsem.runtime.backend_torch import TorchBackend
-    from samsem.runtime.lite_model import load_lite
+    from samsem.runtime.backends.pytorch import TorchBackend
+    from samsem.runtime.models.lite import load_lite
 
     model, _ = load_lite(weights, device=device)
     return TorchBackend(model, device=device, precision=precision)
@@ -396,10 +396,10 @@ def preprocessing(fam: Family, config: PipelineConfig) -> dict[str, Any]:
 
 def pipeline_config_from_dict(data: Mapping[str, Any]) -> PipelineConfig:
     """Inverse of PipelineConfig.to_dict(); ConfigError for unknown or invalid fields."""
-    from samsem.runtime.classical import ClassicalConfig
-    from samsem.runtime.decision import DecisionConfig
-    from samsem.runtime.prompts import PromptConfig
-    from samsem.runtime.tiling import TilingConfig
+    from samsem.runtime.stages.classical import ClassicalConfig
+    from samsem.runtime.stages.decision import DecisionConfig
+    from samsem.runtime.stages.prompts import PromptConfig
+    from samsem.runtime.stages.tiling import TilingConfig
 
     nested = {
         "tiling": TilingConfig,
@@ -565,15 +565,15 @@ def make_backend(bundle: Bundle, model: ModelEntry, backend: str, device: str, p
     if backend == "torch":
         return bundle.family.torch_backend(root / files["model"].file, device, precision)
     if backend == "aoti":
-        from samsem.runtime.backend_aoti import AotiBackend
+        from samsem.runtime.backends.aoti import AotiBackend
 
         return AotiBackend(root / files["model"].file, model.io["model"], device)
     graphs = [(model.io[g], root / files[g].file) for g in bundle.family.graphs]
     if backend == "onnxruntime":
-        from samsem.runtime.backend_onnx import OnnxBackend
+        from samsem.runtime.backends.ort import OnnxBackend
 
         return OnnxBackend(model.io["model"], graphs, device)
-    from samsem.runtime.backend_trt import TensorRTBackend
+    from samsem.runtime.backends.trt import TensorRTBackend
 
     return TensorRTBackend(model.io["model"], graphs, device)
 

@@ -38,7 +38,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.runtime.speckle import count_speckles
+from samsem.runtime.stages.speckle import count_speckles
 
 FALLBACKS = ("model1", "model2", "sauvola")
 

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime import iospec
-from samsem.runtime.checkpoint import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
-from samsem.runtime.checkpoint import CHECKPOINT_VERSION as CHECKPOINT_VERSION  # re-exported
-from samsem.runtime.checkpoint import MAX_LISTED_KEYS as MAX_LISTED_KEYS  # re-exported
-from samsem.runtime.checkpoint import (
+from samsem.runtime.models import iospec
+from samsem.runtime.models.checkpoint import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
+from samsem.runtime.models.checkpoint import CHECKPOINT_VERSION as CHECKPOINT_VERSION  # re-exported
+from samsem.runtime.models.checkpoint import MAX_LISTED_KEYS as MAX_LISTED_KEYS  # re-exported
+from samsem.runtime.models.checkpoint import (
     Checkpoint,
     SpecDict,
     expect_family,
@@ -38,6 +39,8 @@ from samsem.runtime.checkpoint import (
     torch_device,
     write_checkpoint,
 )
+from samsem.runtime.models.segmenter import Backend, sigmoid
+from samsem.runtime.stages.multimask import select_best
 
 FAMILY = "sam2"
 NUM_MASKS = 3  # SAM2's multimask output
@@ -330,7 +333,7 @@ def load_checkpoint_spec(path: str | Path) -> SAM2Spec:
 def save_checkpoint(
     path: str | Path, model: nn.Module, spec: SAM2Spec, extra: dict[str, Any] | None = None
 ) -> None:
-    """Write a samsem checkpoint atomically (:func:`samsem.runtime.checkpoint.write_checkpoint`).
+    """Write a samsem checkpoint atomically (:func:`samsem.runtime.models.checkpoint.write_checkpoint`).
 
     Format: {"format": "samsem-checkpoint", "version": 1, "family": "sam2", "spec": spec.to_dict(),
     "model": SAM2Base state_dict on CPU, **extra}. ``model`` is a SAM2Base or a SAM2ImageModel;
@@ -428,3 +431,47 @@ def trainable(model: nn.Module, image_encoder: bool, prompt_encoder: bool, mask_
     sam.sam_prompt_encoder.requires_grad_(prompt_encoder)
     sam.sam_mask_decoder.requires_grad_(mask_decoder)
     return sum(p.numel() for p in sam.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------------------------- segmenter
+
+
+_MEAN = np.asarray(PIXEL_MEAN, np.float32).reshape(1, 3, 1, 1)
+_STD = np.asarray(PIXEL_STD, np.float32).reshape(1, 3, 1, 1)
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """images (B, S, S) float32 in [0, 1] -> (B, 3, S, S) float32, gray replicated to RGB and normalised
+    with SAM2's ImageNet mean/std (as SAM2ImagePredictor's transforms do after ToTensor)."""
+    return ((images[:, None, :, :] - _MEAN) / _STD).astype(np.float32, copy=False)
+
+
+class SAM2Segmenter:
+    """Segmenter over a SAM2 backend (io-spec "model" engine); every point prompt is positive."""
+
+    uses_prompts = True
+
+    def __init__(self, backend: Backend, input_size: int) -> None:
+        self.backend = backend
+        self.input_size = input_size
+
+    def predict(self, images: np.ndarray, points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """images (B, S, S) float32 in [0, 1], points (B, P, 2) float32 (x, y) input pixels ->
+        probs (B, S/4, S/4) float32 (sigmoid of the best-scoring mask's logits), scores (B,) float32."""
+        s = self.input_size
+        if images.ndim != 3 or images.shape[1:] != (s, s):
+            raise InputError(None, f"SAM2 images have shape {images.shape}", f"(B, {s}, {s})")
+        if points is None:
+            raise InputError(None, "SAM2 needs point prompts, got None", "points (B, P, 2)")
+        if points.ndim != 3 or points.shape[0] != images.shape[0] or points.shape[2] != 2:
+            raise InputError(None, f"SAM2 points have shape {points.shape}", f"({images.shape[0]}, P, 2)")
+        coords = np.ascontiguousarray(points, dtype=np.float32)
+        out = self.backend.run(
+            {
+                "image": normalize(np.asarray(images, dtype=np.float32)),
+                "point_coords": coords,
+                "point_labels": np.ones(coords.shape[:2], np.float32),
+            }
+        )
+        best, scores = select_best(out["masks"], out["iou_scores"])
+        return sigmoid(best), scores.astype(np.float32, copy=False)

@@ -3,7 +3,7 @@
 A speckle is an 8-connected foreground component of at most ``max_size`` pixels (16 in the paper).
 Counts equal those from OpenCV's ``connectedComponentsWithStats(connectivity=8)`` areas, but all
 patches are processed in one Numba call: the labelling is the run-based one of
-:mod:`samsem.runtime.components`, patches are split into contiguous chunks that run in parallel
+:mod:`samsem.evaluation.components`, patches are split into contiguous chunks that run in parallel
 (``prange``), and each chunk allocates its run buffers once (sized for the worst case of an h x w
 mask), so nothing is allocated per patch.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from samsem.runtime.components import label_runs
+from samsem.evaluation.components import label_runs
 
 # chunks per worker thread: > 1 so that chunks with denser (slower) masks even out
 _CHUNKS_PER_THREAD = 4

@@ -32,7 +32,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.components import count_runs, label_runs
+from samsem.evaluation.components import count_runs, label_runs
 
 
 @dataclass(frozen=True)

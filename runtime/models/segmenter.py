@@ -1,7 +1,7 @@
 """The two small interfaces every model goes through.
 
 * :class:`Backend` — an engine (PyTorch, ONNX Runtime, TensorRT, AOTInductor): named numpy arrays in,
-  named numpy arrays out, with the tensor names and shapes of :mod:`samsem.runtime.iospec`.
+  named numpy arrays out, with the tensor names and shapes of :mod:`samsem.runtime.models.iospec`.
 * :class:`Segmenter` — what the pipeline calls: a batch of square model inputs (plus point prompts for
   SAM2) in, per-pixel metal probabilities and one quality score per input out. A SAM2 segmenter wraps a
   backend (pre-processing, multimask selection); the classical segmenter needs no backend.
@@ -47,3 +47,9 @@ class Segmenter(Protocol):
         the model has none).
         """
         ...
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Elementwise logistic function in float32, without overflow warnings."""
+    x = np.clip(x.astype(np.float32, copy=False), -80.0, 80.0)  # exp(80) and 1/exp(80) are normal float32
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from samsem.runtime.components import mask_runs
-from samsem.runtime.esd import _check_pair, overlap_pairs, run_sizes
+from samsem.evaluation.components import mask_runs
+from samsem.evaluation.esd import _check_pair, overlap_pairs, run_sizes
 
 PIXEL_METRICS = ("accuracy", "dice", "iou", "precision", "recall", "f1", "miou", "mean_pixel_accuracy")
 

@@ -1,7 +1,7 @@
 """Assemble per-patch masks into one full-size mask without blending.
 
 Every pixel is taken from exactly one patch: the one whose centre is nearest, ties to the lower
-(upper/left) patch (see :mod:`samsem.runtime.tiling` and :attr:`Tiling.owned`). Overlapping margins of
+(upper/left) patch (see :mod:`samsem.runtime.stages.tiling` and :attr:`Tiling.owned`). Overlapping margins of
 the other patches are discarded, so two patch decisions are never mixed in one pixel, and a pixel is
 always predicted by a patch in which it lies away from the patch border where possible.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from samsem.runtime.tiling import Tiling
+from samsem.runtime.stages.tiling import Tiling
 
 
 def paste_owned(out: np.ndarray, patch_mask: np.ndarray, box: np.ndarray, owned: np.ndarray) -> None:

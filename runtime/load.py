@@ -7,7 +7,7 @@ Accepted forms (one source serves both scales; two comma-separated sources give 
   ``sam2.1_hiera_t:/ckpt/sam2.1_hiera_tiny.pt`` (samsem checkpoints accept it too, if it matches);
 * ``SRC1,SRC2`` — two of the above, for the whole-image and the patch scale;
 * ``BUNDLE_DIR`` — a model bundle written by ``samsem export`` (one or two models inside, run on
-  ``--backend auto|torch|onnxruntime|tensorrt|aoti``; see :mod:`samsem.runtime.bundle`).
+  ``--backend auto|torch|onnxruntime|tensorrt|aoti``; see :mod:`samsem.runtime.bundle.manifest`).
 
 ``None`` means "no model": :func:`resolve_model_arg` and :func:`load_models` return None and the caller
 decides what runs instead.
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.bundle import BACKENDS
+from samsem.runtime.bundle.manifest import BACKENDS
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.segmenter import Segmenter
+from samsem.runtime.models.segmenter import Segmenter
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class LoadedModels:
     model2 is model1 when one set of weights serves both scales. description: family, source, config
     (SAM2 only), input_size, backend, device, precision. config: the pipeline configuration a bundle
     was exported with (None for checkpoints); a caller combines it with its run options via
-    ``samsem.runtime.bundle.merge_run_options``.
+    ``samsem.runtime.bundle.manifest.merge_run_options``.
     """
 
     model1: Segmenter
@@ -54,7 +54,7 @@ class LoadedModels:
 
 def _is_config(text: str) -> bool:
     """True when ``text`` (the part before a ':') names a SAM2 config: official name or YAML path."""
-    from samsem.runtime.sam2_model import config_path
+    from samsem.runtime.models.sam2 import config_path
 
     if text.endswith((".yaml", ".yml")):
         return True
@@ -99,16 +99,14 @@ def resolve_model_arg(model: str | Path | None) -> tuple[ModelSource, ...] | Non
 
 def _segmenter(source: ModelSource, device: str, precision: str) -> tuple[Segmenter, str, dict[str, Any]]:
     """(segmenter, family, info) of one checkpoint; the file is read once and its family picks the model."""
-    from samsem.runtime.backend_torch import TorchBackend
-    from samsem.runtime.checkpoint import read_checkpoint
-    from samsem.runtime.sam2_model import SAM2ImageModel, SAM2Spec, load_sam2
-    from samsem.runtime.sam2_segmenter import SAM2Segmenter
+    from samsem.runtime.backends.pytorch import TorchBackend
+    from samsem.runtime.models.checkpoint import read_checkpoint
+    from samsem.runtime.models.sam2 import SAM2ImageModel, SAM2Segmenter, SAM2Spec, load_sam2
 
     if source.config is None:
         ckpt = read_checkpoint(source.path, "a samsem checkpoint (SAM2 or lite), or CONFIG:PATH for SAM2")
         if ckpt.family == "lite":
-            from samsem.runtime.lite_model import load_lite
-            from samsem.runtime.lite_segmenter import LiteSegmenter
+            from samsem.runtime.models.lite import LiteSegmenter, load_lite
 
             lite, lspec = load_lite(ckpt, device=device)
             backend = TorchBackend(lite, device=device, precision=precision)
@@ -129,7 +127,7 @@ def load_models(
 
     backend: checkpoints run on "torch" ("auto" picks it); a bundle on any of BACKENDS ("auto" picks
     the fastest usable one); device: "cpu", "cuda", "cuda:N"; precision: "fp32", "bf16" or "fp16" for
-    the torch backend (see samsem.runtime.backend_torch; engines run at their export precision).
+    the torch backend (see samsem.runtime.backends.pytorch; engines run at their export precision).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -157,7 +155,7 @@ def load_models(
 
 
 def _load_bundle(sources: tuple[ModelSource, ...], backend: str, device: str, precision: str) -> LoadedModels:
-    from samsem.runtime.bundle import load_bundle
+    from samsem.runtime.bundle.manifest import load_bundle
 
     if len(sources) != 1:
         raise InputError(sources[0].path, "a bundle cannot be paired with another model", "one BUNDLE_DIR")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.iospec import BATCH, EngineSpec, TensorSpec
+from samsem.runtime.models.iospec import BATCH, EngineSpec, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class TensorRTBackend:
         import tensorrt as trt
         import torch
 
-        from samsem.runtime.sam2_model import torch_device
+        from samsem.runtime.models.sam2 import torch_device
 
         self.spec = model
         self.device = torch_device(device)

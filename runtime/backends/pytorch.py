@@ -1,7 +1,7 @@
 """PyTorch backend: runs a model module (SAM2ImageModel, LiteNet) on named numpy arrays.
 
-The module declares its io with ``engines()["model"]`` (:mod:`samsem.runtime.iospec`): ``forward`` takes
-the spec's inputs in order and returns its outputs in order (one tensor, or a tuple).
+The module declares its io with ``engines()["model"]`` (:mod:`~samsem.runtime.models.iospec`):
+``forward`` takes the spec's inputs in order and returns its outputs in order (one tensor, or a tuple).
 
 Precision: "fp32" everywhere; "bf16" and "fp16" run under ``torch.autocast`` on CUDA. On CPU "bf16"
 autocast is allowed too (it works with SAM2 and lets the reduced-precision path be tested without a
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from samsem.errors import ConfigError
-from samsem.runtime.checkpoint import torch_device
+from samsem.runtime.models.checkpoint import torch_device
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

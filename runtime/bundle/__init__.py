@@ -1,0 +1,1 @@
+"""Model bundles written by ``samsem export``: the manifest schema, verification and loading."""
