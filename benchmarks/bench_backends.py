@@ -33,6 +33,7 @@ from samsem.export.bundle_writer import ExportOptions, write_bundle
 from samsem.runtime.bundle.manifest import available_backends, open_bundle
 from samsem.runtime.load import load_models
 from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import save_model
 
 
 def spec_for(config: str, size: int) -> sm.SAM2Spec:
@@ -134,12 +135,12 @@ def main() -> None:
     print(header + f"{'peak MB':>9s} {'GFLOP/tile':>10s} {'x floor':>8s}")
     for config in args.config.split(","):
         spec = spec_for(config, args.image_size)
-        model = sm.SAM2ImageModel(sm.build_sam2_model(spec, seed=0))
+        model = sm.SAM2ImageModel(sm.build(spec, seed=0))
         gflop = flops_per_tile(model, args.image_size, args.points) / 1e9
         floor_ms = gflop / peak  # GFLOP / (TFLOP/s) = ms
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "model.pt"
-            sm.save_checkpoint(ckpt, model, spec)
+            save_model(ckpt, model, spec)
             del model
             options = ExportOptions(
                 formats=tuple(formats),
@@ -163,7 +164,7 @@ def main() -> None:
                     device=args.device,
                     precision=precision or "fp32",
                 )
-                prec = loaded.description["precision"]
+                prec = loaded.info.to_json()["precision"]
                 for batch in batches:
                     sec, mem = bench_case(
                         loaded.model1.backend, args.image_size, batch, args.points, args.repeat, args.device

@@ -21,7 +21,8 @@ from samsem.evaluation.esd import ESDConfig, ESDResult, esd
 from samsem.evaluation.metrics import pixel_metrics
 from samsem.io import list_images, read_image, read_mask
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.pipeline import Pipeline, build_pipeline, classical_pipeline
+from samsem.runtime.load import load_pipeline
+from samsem.runtime.pipeline import Pipeline, classical_pipeline
 
 
 def _pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -65,9 +66,9 @@ def main() -> None:
 
     base = PipelineConfig(batch_size=args.batch_size)
     methods = {
-        "model two-scale": build_pipeline(args.model, config=base),
-        "model scale 1 only": build_pipeline(args.model, config=replace(base, single_scale=1)),
-        "model scale 2 only": build_pipeline(args.model, config=replace(base, single_scale=2)),
+        "model two-scale": load_pipeline(args.model, config=base),
+        "model scale 1 only": load_pipeline(args.model, config=replace(base, single_scale=1)),
+        "model scale 2 only": load_pipeline(args.model, config=replace(base, single_scale=2)),
         "classical sauvola": classical_pipeline(base, "sauvola"),
         "classical otsu": classical_pipeline(base, "otsu"),
     }

@@ -8,7 +8,7 @@ thread. The table gives requests/s, model inputs (tiles)/s, throughput as a rati
 direct run (> 1: faster than calling the runtime directly), mean latency and the mean size of the
 server's coalesced model calls (from its Prometheus metrics).
 
-Models: the bundled default model (``build_pipeline(None)``), the classical Sauvola segmenter and a
+Models: the bundled default model (``load_pipeline(None)``), the classical Sauvola segmenter and a
 tiny random-weight SAM2 (``runtime.sam2_model.tiny_spec``), or only ``--model PATH``.
 
     python benchmarks/bench_server.py [--size 1024] [--requests 32] [--clients 1 4 16] [--repeat 3]
@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from samsem.runtime.pipeline import Pipeline, build_pipeline
+from samsem.runtime.load import load_pipeline
+from samsem.runtime.models.registry import save_model
+from samsem.runtime.pipeline import Pipeline
 from samsem.server.client import SamsemClient
 
 
@@ -149,7 +151,7 @@ def bench_model(
     threads: int | None,
     folder: Path,
 ) -> None:
-    pipeline = build_pipeline(model)
+    pipeline = load_pipeline(model)
     tiles = sum(pipeline.count_inputs(*im.shape) for im in images)
     main = min(direct(pipeline, images, in_thread=False) for _ in range(repeat))
     worker = min(direct(pipeline, images, in_thread=True) for _ in range(repeat))
@@ -202,9 +204,9 @@ def main() -> int:
 
             spec = sm.tiny_spec(128)
             ckpt = folder / "tiny_sam2.pt"
-            sm.save_checkpoint(ckpt, sm.build_sam2_model(spec, seed=0), spec)
+            save_model(ckpt, sm.build(spec, seed=0), spec)
             runs = [
-                ("bundled default model (build_pipeline(None))", None),
+                ("bundled default model (load_pipeline(None))", None),
                 ("classical Sauvola", "classical"),
                 ("tiny random SAM2 (128-px input, two scales)", str(ckpt)),
             ]

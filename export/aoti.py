@@ -22,8 +22,8 @@ from samsem.errors import ConfigError
 from samsem.export.onnx_export import example_inputs
 from samsem.export.wrappers import AutocastIO
 from samsem.runtime.bundle.manifest import Limits
+from samsem.runtime.models.checkpoint import torch_device
 from samsem.runtime.models.iospec import BATCH, POINTS, EngineSpec
-from samsem.runtime.models.sam2 import torch_device
 
 
 def compile_aoti(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ from torch import nn
 from samsem import __version__
 from samsem.errors import ConfigError, InputError
 from samsem.export.onnx_export import EXAMPLE_SIZES, example_inputs, export_onnx, run_onnx
-from samsem.export.wrappers import graph_modules
+from samsem.runtime.backends.base import chain
 from samsem.runtime.bundle import manifest as rb
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.models.iospec import BATCH, POINTS
+from samsem.runtime.models.registry import LoadedModel, save_model
 
 FORMATS = ("onnx", "trt", "aoti", "torch")
 PARITY_SIZES = {BATCH: 3, POINTS: 2}  # differ from the trace sizes on purpose
@@ -74,55 +76,45 @@ class ExportOptions:
         return rb.Limits((1, opt, self.batch_max), (1, p_opt, p_max))
 
 
-@dataclass
-class LoadedForExport:
-    """A checkpoint ready to export: family, model (SAM2ImageModel or LiteNet), spec dict, input size,
-    and a function that writes it as a samsem checkpoint (the bundle's torch weights)."""
-
-    family: str
-    model: nn.Module
-    spec: dict[str, Any]
-    input_size: int
-    save: Callable[[Path], None]
-
-
-def load_for_export(checkpoint: Path, config: str | None, image_size: int | None) -> LoadedForExport:
-    """Load a checkpoint of any family. ``config``/``image_size`` name official SAM2 checkpoints'
-    model (a samsem checkpoint carries its spec; given values must match it)."""
+def load_for_export(checkpoint: Path, config: str | None, image_size: int | None) -> LoadedModel:
+    """Load a checkpoint of any family. ``config``/``image_size`` name the model of official weights
+    (config name of a family that has such files); a samsem checkpoint carries its spec and given values
+    must match it."""
     from samsem.runtime.models.checkpoint import read_checkpoint
+    from samsem.runtime.models.registry import get_family, load_model
 
-    ckpt = read_checkpoint(checkpoint, "a samsem checkpoint or an official SAM2 one (with --config)")
-    if ckpt.family == "lite":
-        from samsem.runtime.models.lite import load_lite, save_lite_checkpoint
-
-        if config is not None or image_size is not None:
-            raise ConfigError(
-                f"{checkpoint} is a lite checkpoint: it carries its spec (drop --config/--image-size)"
-            )
-        lite, spec = load_lite(ckpt)
-        return LoadedForExport(
-            "lite", lite, spec.to_dict(), spec.input_size, lambda p: save_lite_checkpoint(p, lite, spec)
-        )
-    from samsem.runtime.models.sam2 import SAM2ImageModel, SAM2Spec, load_sam2, save_checkpoint
-
-    spec = None
+    ckpt = read_checkpoint(checkpoint, "a samsem checkpoint, or official weights with --config")
     if ckpt.family is None:
         if config is None:
             raise InputError(
-                checkpoint, "official SAM2 checkpoints do not name their config", "--config NAME_OR_YAML"
+                checkpoint, "official checkpoints do not name their config", "--config NAME_OR_YAML"
             )
-        spec = SAM2Spec(config=config, image_size=image_size or 1024)
-    elif config is not None or image_size is not None:
-        stored = SAM2Spec.from_dict(ckpt.spec)
-        if (config or stored.config) != stored.config or (
-            image_size or stored.image_size
-        ) != stored.image_size:
-            raise ConfigError(f"{checkpoint} was saved as {stored.config} at {stored.image_size} px")
-    sam, spec = load_sam2(ckpt, spec)
-    model = SAM2ImageModel(sam)
-    return LoadedForExport(
-        "sam2", model, spec.to_dict(), spec.image_size, lambda p: save_checkpoint(p, sam, spec)
-    )
+        return load_model(ckpt, _official_spec(config, image_size))
+    loaded = load_model(ckpt)
+    family = get_family(ckpt.family)
+    stored = (family.spec_name(loaded.spec), family.input_size(loaded.spec))
+    wanted = (config or stored[0], image_size or stored[1])
+    if (config is not None or image_size is not None) and wanted != stored:
+        named = f"{stored[0]} at " if stored[0] else ""
+        raise ConfigError(
+            f"{checkpoint} was saved as {named}{stored[1]} px; drop or match --config/--image-size"
+        )
+    return loaded
+
+
+def _official_spec(config: str, image_size: int | None) -> Any:
+    """The spec of official weights named by ``config`` at ``image_size`` (default: the family's)."""
+    from samsem.runtime.models.registry import family_names, get_family
+
+    for name in family_names():
+        named_spec = get_family(name).named_spec
+        if named_spec is None:
+            continue
+        try:
+            return named_spec(config, image_size)
+        except ConfigError:
+            continue
+    raise ConfigError(f"unknown model config {config!r} for official checkpoints")
 
 
 def _engine(
@@ -139,8 +131,7 @@ def _check_onnx_parity(module: nn.Module, io: dict, graphs: Sequence[str], files
         ref = module(*args)
     ref = (ref,) if isinstance(ref, torch.Tensor) else ref
     pool = {t.name: a.numpy() for t, a in zip(spec.inputs, args, strict=True)}
-    for g in graphs:
-        pool.update(run_onnx(files[g], io[g], pool))
+    chain([(io[g], partial(run_onnx, files[g], io[g])) for g in graphs], pool)
     worst = 0.0
     for t, r in zip(spec.outputs, ref, strict=True):
         r = r.numpy()
@@ -157,18 +148,18 @@ def _check_onnx_parity(module: nn.Module, io: dict, graphs: Sequence[str], files
 
 
 def _export_model(
-    root: Path, name: str, loaded: LoadedForExport, options: ExportOptions, limits: rb.Limits
+    root: Path, name: str, loaded: LoadedModel, options: ExportOptions, limits: rb.Limits
 ) -> list[rb.EngineFile]:
-    fam = rb.family(loaded.family)
+    fam = loaded.family
     io = fam.io(loaded.spec)
     folder = root / name
     folder.mkdir()
     engines: list[rb.EngineFile] = []
     if "torch" in options.formats:
         path = folder / "weights.pt"
-        loaded.save(path)
+        save_model(path, loaded.module, loaded.spec)
         engines.append(_engine(root, "torch", "model", path, "fp32", {"torch": torch.__version__}))
-    modules = graph_modules(loaded.family, loaded.model)
+    modules = fam.export_modules(loaded.module)
     if {"onnx", "trt"} & set(options.formats):
         files = {}
         for g in fam.graphs:
@@ -250,30 +241,29 @@ def write_bundle(
         families = set()
         for i, (path, digest) in enumerate(zip(paths, digests, strict=True)):
             loaded = load_for_export(path, config, image_size)
-            families.add(loaded.family)
+            families.add(loaded.family.name)
             if len(families) > 1:
                 raise ConfigError(f"both checkpoints must be of one model family, got {sorted(families)}")
             name = f"model{i + 1}"
             engines = _export_model(tmp, name, loaded, options, limits)
             scales = (1, 2) if len(paths) == 1 else (i + 1,)
-            fam = rb.family(loaded.family)
+            fam = loaded.family
             models.append(
                 rb.ModelEntry(
                     name,
                     scales,
-                    loaded.spec,
-                    loaded.input_size,
+                    loaded.spec.to_dict(),
+                    fam.input_size(loaded.spec),
                     {"file": path.name, "sha256": digest},
                     fam.io(loaded.spec),
                     tuple(engines),
                 )
             )
-        fam = rb.family(families.pop())
         manifest = rb.Manifest(
             family=fam.name,
             samsem_version=__version__,
             limits=limits,
-            preprocessing=rb.preprocessing(fam, options.pipeline),
+            preprocessing=rb.preprocessing(fam, options.pipeline.low_pct, options.pipeline.high_pct),
             pipeline=options.pipeline.to_dict(),
             models=tuple(models),
         )

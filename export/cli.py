@@ -51,13 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
     from samsem.errors import InputError
     from samsem.export.bundle_writer import ExportOptions, write_bundle
-    from samsem.runtime.bundle.manifest import pipeline_config_from_dict
     from samsem.runtime.config import PipelineConfig
 
     pipeline = PipelineConfig()
     if args.pipeline_config is not None:
         try:
-            pipeline = pipeline_config_from_dict(json.loads(args.pipeline_config.read_text(encoding="utf-8")))
+            pipeline = PipelineConfig.from_dict(json.loads(args.pipeline_config.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(args.pipeline_config, f"unreadable pipeline config ({exc})") from exc
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())

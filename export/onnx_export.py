@@ -143,7 +143,7 @@ def check_onnx(path: str | Path, spec: EngineSpec) -> int:
         for t in want:
             tt = got[t.name]
             dims = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in tt.shape.dim]
-            if tt.elem_type != _ONNX_DTYPES[t.dtype] or not _dims_match(dims, t.dims):
+            if tt.elem_type != _ONNX_DTYPES[t.dtype] or not t.fits(dims, named_dynamic=True):
                 raise InputError(
                     path,
                     f"ONNX {kind} {t.name} has type {tt.elem_type} dims {dims}",
@@ -152,20 +152,10 @@ def check_onnx(path: str | Path, spec: EngineSpec) -> int:
     return int(opset)
 
 
-def _dims_match(dims: list, want: tuple) -> bool:
-    """Fixed dims equal; symbolic ones ("batch", "points") dynamic (any non-empty dim_param)."""
-    if len(dims) != len(want):
-        return False
-    return all(
-        (isinstance(g, str) and bool(g)) if isinstance(w, str) else g == w
-        for g, w in zip(dims, want, strict=True)
-    )
-
-
-def run_onnx(path: str | Path, spec: EngineSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run one exported graph on ONNX Runtime's CPU provider (for export-time parity checks)."""
+def run_onnx(path: str | Path, spec: EngineSpec, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run one exported graph on ONNX Runtime's CPU provider (export-time parity checks): its outputs
+    in io-spec order."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outs = session.run(list(spec.output_names), {n: inputs[n] for n in spec.input_names})
-    return dict(zip(spec.output_names, outs, strict=True))
+    return session.run(list(spec.output_names), {n: inputs[n] for n in spec.input_names})

@@ -1,14 +1,46 @@
-"""The pipeline's configuration: one frozen dataclass composed of the stages' own configs."""
+"""The pipeline's configuration and the options of one run.
+
+* :class:`PipelineConfig` is everything that shapes the output besides the weights, composed of the
+  stages' own configs. It belongs to the model: a bundle stores the one it was exported with.
+* :class:`RunOptions` is what the caller of a run chooses (``samsem segment`` flags, a gRPC request,
+  the cluster runner). :meth:`PipelineConfig.with_options` is the one place that decides what a caller
+  may override; :func:`parse_request_options` reads the subset a remote request may set from strings.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
-from samsem.errors import ConfigError
+from samsem.errors import ConfigError, InputError
 from samsem.runtime.stages.classical import ClassicalConfig
-from samsem.runtime.stages.decision import DecisionConfig
+from samsem.runtime.stages.decision import FALLBACKS, DecisionConfig
 from samsem.runtime.stages.prompts import PromptConfig
 from samsem.runtime.stages.tiling import TilingConfig
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Choices of one run, applied over the model's configuration.
+
+    batch_size: model inputs per batch; single_scale: 1 or 2 runs only that model (no decision), None
+    both; seed: seed of the point prompts; fallback: what fills patches where both models are speckled
+    ("sauvola", "model1" or "model2").
+    """
+
+    batch_size: int = 8
+    single_scale: int | None = None
+    seed: int = 0
+    fallback: str = "sauvola"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.single_scale not in (None, 1, 2):
+            raise ConfigError(f"single_scale must be 1, 2 or None, got {self.single_scale!r}")
+        if self.fallback not in FALLBACKS:
+            raise ConfigError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
 
 
 @dataclass(frozen=True)
@@ -17,7 +49,8 @@ class PipelineConfig:
 
     ``single_scale`` = 1 or 2 runs only that model (no decision); None runs both scales. ``threshold``
     turns probabilities into masks. ``seed`` makes point prompts reproducible. ``low_pct``/``high_pct``
-    are the intensity percentiles mapped to 0 and 1.
+    are the intensity percentiles mapped to 0 and 1. ``batch_size``, ``single_scale``, ``seed`` and
+    ``decision.fallback`` are the run's (:class:`RunOptions`); the rest is the model's.
     """
 
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -41,6 +74,70 @@ class PipelineConfig:
         if not 0.0 <= self.low_pct < self.high_pct <= 100.0:
             raise ConfigError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
 
-    def to_dict(self) -> dict:
+    @property
+    def options(self) -> RunOptions:
+        """The run options this configuration holds."""
+        return RunOptions(self.batch_size, self.single_scale, self.seed, self.decision.fallback)
+
+    def with_options(self, options: RunOptions) -> PipelineConfig:
+        """This (the model's) configuration with a run's options applied: the one place that decides
+        what a caller may override."""
+        return replace(
+            self,
+            batch_size=options.batch_size,
+            single_scale=options.single_scale,
+            seed=options.seed,
+            decision=replace(self.decision, fallback=options.fallback),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for reports and bundle manifests)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        """Inverse of :meth:`to_dict`; ConfigError for unknown or invalid fields."""
+        nested: dict[str, type] = {
+            "tiling": TilingConfig,
+            "prompts": PromptConfig,
+            "decision": DecisionConfig,
+            "fallback": ClassicalConfig,
+        }
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"invalid pipeline configuration: unknown field(s) {', '.join(unknown)}")
+        try:
+            values = {k: nested[k](**v) if k in nested else v for k, v in data.items()}
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"invalid pipeline configuration: {exc}") from exc
+
+
+# what a remote request may set (the server keeps its own batch size): option key -> parser
+REQUEST_OPTIONS: dict[str, tuple[str, Any]] = {
+    "single_scale": ("'1', '2' or 'both'", {"1": 1, "2": 2, "both": None}.__getitem__),
+    "seed": ("an integer", int),
+    "fallback": (" or ".join(repr(f) for f in FALLBACKS), str),
+}
+
+
+def parse_request_options(base: RunOptions, values: Mapping[str, str]) -> RunOptions:
+    """``base`` with a request's string options applied (keys of :data:`REQUEST_OPTIONS`).
+
+    Unknown keys and bad values raise InputError naming the key and what it takes.
+    """
+    unknown = sorted(set(values) - set(REQUEST_OPTIONS))
+    if unknown:
+        raise InputError(
+            None, f"unknown option(s) {', '.join(map(repr, unknown))}", f"keys {', '.join(REQUEST_OPTIONS)}"
+        )
+    changes: dict[str, Any] = {}
+    for key, text in values.items():
+        expected, parse = REQUEST_OPTIONS[key]
+        try:
+            changes[key] = parse(text)
+            replace(base, **{key: changes[key]})
+        except (KeyError, ValueError, ConfigError):
+            raise InputError(None, f"bad value {text!r} for option {key!r}", expected) from None
+    return replace(base, **changes)

@@ -1,33 +1,54 @@
-"""The single entry from a user's ``--model`` argument to the two segmenters of the pipeline.
+"""The one way from a user's model argument to a ready :class:`~samsem.runtime.pipeline.Pipeline`.
 
-Accepted forms (one source serves both scales; two comma-separated sources give scale 1 and 2):
+:func:`load_pipeline` is used by ``samsem segment``, ``samsem evaluate``, the server and the cluster
+runner. Accepted ``model`` values (one source serves both scales; two comma-separated sources give
+scale 1 and scale 2):
 
-* ``PATH`` — a samsem checkpoint (.pt; it stores its family, "sam2" or "lite", and its spec);
-* ``CONFIG:PATH`` — an official SAM2 checkpoint with its config name or YAML path, e.g.
-  ``sam2.1_hiera_t:/ckpt/sam2.1_hiera_tiny.pt`` (samsem checkpoints accept it too, if it matches);
+* None — the model bundle shipped in the package (the classical Sauvola segmenter if there is none);
+* ``"classical"``, ``"classical:sauvola"``, ``"classical:otsu"`` — the classical segmenters;
+* ``PATH`` — a samsem checkpoint (.pt; it names its model family and stores its spec);
+* ``CONFIG:PATH`` — official weights with the config that names their model (for families that have
+  such files, e.g. ``sam2.1_hiera_t:/ckpt/sam2.1_hiera_tiny.pt``);
 * ``SRC1,SRC2`` — two of the above, for the whole-image and the patch scale;
-* ``BUNDLE_DIR`` — a model bundle written by ``samsem export`` (one or two models inside, run on
-  ``--backend auto|torch|onnxruntime|tensorrt|aoti``; see :mod:`samsem.runtime.bundle.manifest`).
+* ``BUNDLE_DIR`` — a model bundle written by ``samsem export``, run on any registered backend.
 
-``None`` means "no model": :func:`resolve_model_arg` and :func:`load_models` return None and the caller
-decides what runs instead.
+A bundle carries the pipeline configuration it was exported with; checkpoints use ``config`` (default
+:class:`~samsem.runtime.config.PipelineConfig`). Either way the caller's :class:`RunOptions` apply on
+top. :class:`ModelInfo` says what makes the masks; every report records it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.bundle.manifest import BACKENDS
-from samsem.runtime.config import PipelineConfig
+from samsem.runtime.config import PipelineConfig, RunOptions
+from samsem.runtime.models.registry import family_names, get_family
 from samsem.runtime.models.segmenter import Segmenter
+from samsem.runtime.pipeline import Pipeline
+from samsem.runtime.report import ModelCard, ModelInfo
+
+CLASSICAL_MODELS = {"classical": "sauvola", "classical:sauvola": "sauvola", "classical:otsu": "otsu"}
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    """Segmenters for scale 1 (whole image) and scale 2 (patches), what they are, and the pipeline
+    configuration a bundle was exported with (None for checkpoints). model2 is model1 when one set of
+    weights serves both scales."""
+
+    model1: Segmenter
+    model2: Segmenter
+    info: ModelInfo
+    config: PipelineConfig | None = None
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """One weights file and, for official checkpoints, its SAM2 config (name or YAML path)."""
+    """One weights file or bundle directory and, for official weights, the config naming their model."""
 
     path: Path
     config: str | None = None
@@ -36,33 +57,17 @@ class ModelSource:
         return f"{self.config}:{self.path}" if self.config else str(self.path)
 
 
-@dataclass(frozen=True)
-class LoadedModels:
-    """Segmenters for scale 1 (whole image) and scale 2 (patches) and a description for reports.
-
-    model2 is model1 when one set of weights serves both scales. description: family, source, config
-    (SAM2 only), input_size, backend, device, precision. config: the pipeline configuration a bundle
-    was exported with (None for checkpoints); a caller combines it with its run options via
-    ``samsem.runtime.bundle.manifest.merge_run_options``.
-    """
-
-    model1: Segmenter
-    model2: Segmenter
-    description: dict[str, Any]
-    config: PipelineConfig | None = None
-
-
-def _is_config(text: str) -> bool:
-    """True when ``text`` (the part before a ':') names a SAM2 config: official name or YAML path."""
-    from samsem.runtime.models.sam2 import config_path
-
-    if text.endswith((".yaml", ".yml")):
-        return True
-    try:
-        config_path(text)
-    except ConfigError:
-        return False
-    return True
+def _named_spec(config: str) -> Any:
+    """The spec a config name gives in some family that reads official weights; None if none does."""
+    for name in family_names():
+        parse = get_family(name).named_spec
+        if parse is None:
+            continue
+        try:
+            return parse(config, None)
+        except ConfigError:
+            continue
+    return None
 
 
 def _parse_source(text: str) -> ModelSource:
@@ -70,7 +75,8 @@ def _parse_source(text: str) -> ModelSource:
     if not text:
         raise InputError(None, "empty model argument", "PATH, CONFIG:PATH or SRC1,SRC2")
     config, sep, rest = text.partition(":")
-    source = ModelSource(Path(rest), config) if sep and _is_config(config) else ModelSource(Path(text))
+    named = sep and _named_spec(config) is not None
+    source = ModelSource(Path(rest), config) if named else ModelSource(Path(text))
     if source.path.is_dir():
         if source.config is not None:
             raise InputError(source.path, "is a bundle directory; bundles carry their config", "BUNDLE_DIR")
@@ -80,13 +86,11 @@ def _parse_source(text: str) -> ModelSource:
     return source
 
 
-def resolve_model_arg(model: str | Path | None) -> tuple[ModelSource, ...] | None:
-    """Parse a ``--model`` value into one or two sources; None for None ("no model").
+def resolve_model_arg(model: str | Path) -> tuple[ModelSource, ...]:
+    """Parse a model argument (not None or classical) into one or two sources.
 
     Raises InputError for a missing file, more than two sources or an empty part.
     """
-    if model is None:
-        return None
     if isinstance(model, Path):
         return (_parse_source(str(model)),)
     parts = model.split(",")
@@ -97,71 +101,115 @@ def resolve_model_arg(model: str | Path | None) -> tuple[ModelSource, ...] | Non
     return tuple(_parse_source(p) for p in parts)
 
 
-def _segmenter(source: ModelSource, device: str, precision: str) -> tuple[Segmenter, str, dict[str, Any]]:
-    """(segmenter, family, info) of one checkpoint; the file is read once and its family picks the model."""
+def _checkpoint(source: ModelSource, device: str, precision: str) -> tuple[Segmenter, ModelCard]:
+    """A checkpoint's segmenter on the torch backend and its card; the file is read once."""
     from samsem.runtime.backends.pytorch import TorchBackend
-    from samsem.runtime.models.checkpoint import read_checkpoint
-    from samsem.runtime.models.sam2 import SAM2ImageModel, SAM2Segmenter, SAM2Spec, load_sam2
+    from samsem.runtime.models.registry import load_model
 
-    if source.config is None:
-        ckpt = read_checkpoint(source.path, "a samsem checkpoint (SAM2 or lite), or CONFIG:PATH for SAM2")
-        if ckpt.family == "lite":
-            from samsem.runtime.models.lite import LiteSegmenter, load_lite
-
-            lite, lspec = load_lite(ckpt, device=device)
-            backend = TorchBackend(lite, device=device, precision=precision)
-            info = {"source": str(source.path), "input_size": lspec.input_size}
-            return LiteSegmenter(backend, lspec.input_size), "lite", info
-        sam, spec = load_sam2(ckpt, device=device)
-    else:
-        sam, spec = load_sam2(source.path, SAM2Spec(config=source.config), device=device)
-    backend = TorchBackend(SAM2ImageModel(sam), device=device, precision=precision)
-    info = {"source": str(source.path), "config": spec.config, "input_size": spec.image_size}
-    return SAM2Segmenter(backend, spec.image_size), "sam2", info
+    spec = None if source.config is None else _named_spec(source.config)
+    loaded = load_model(source.path, spec, device=device)
+    size = loaded.family.input_size(loaded.spec)
+    backend = TorchBackend(loaded.module, device=device, precision=precision)
+    card = ModelCard(loaded.family.name, str(source.path), size, loaded.family.spec_name(loaded.spec))
+    return loaded.family.segmenter(backend, size), card
 
 
 def load_models(
-    model: str | Path | None, *, backend: str = "auto", device: str = "cpu", precision: str = "fp32"
-) -> LoadedModels | None:
-    """Load the segmenters named by ``model`` (see the module docstring); None for None.
+    model: str | Path, *, backend: str = "auto", device: str = "cpu", precision: str = "fp32"
+) -> LoadedModels:
+    """Load the segmenters a model argument names (checkpoints, two checkpoints or a bundle).
 
-    backend: checkpoints run on "torch" ("auto" picks it); a bundle on any of BACKENDS ("auto" picks
-    the fastest usable one); device: "cpu", "cuda", "cuda:N"; precision: "fp32", "bf16" or "fp16" for
-    the torch backend (see samsem.runtime.backends.pytorch; engines run at their export precision).
+    backend: checkpoints run on "torch" ("auto" picks it); a bundle on any registered backend ("auto"
+    picks the fastest usable one); device: "cpu", "cuda", "cuda:N"; precision: "fp32", "bf16" or
+    "fp16" for the torch backend (engines run at their export precision).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    from samsem.runtime.backends.base import get_backend
+
+    if backend != "auto":
+        get_backend(backend)  # ConfigError listing the valid names
     sources = resolve_model_arg(model)
-    if sources is None:
-        return None
     if any(s.path.is_dir() for s in sources):
-        return _load_bundle(sources, backend, device, precision)
+        if len(sources) != 1:
+            raise InputError(
+                sources[0].path, "a bundle cannot be paired with another model", "one BUNDLE_DIR"
+            )
+        return _load_bundle(sources[0].path, backend, device, precision)
     if backend not in ("auto", "torch"):
         raise ConfigError(f"backend {backend} needs a model bundle (samsem export); checkpoints run on torch")
-    loaded = [_segmenter(s, device, precision) for s in sources]
-    first, family1, info1 = loaded[0]
-    second, family2, info2 = loaded[-1]
-    description: dict[str, Any] = {
-        "family": family1 if family1 == family2 else [family1, family2],
-        "backend": "torch",
-        "device": device,
-        "precision": precision,
-    }
-    if len(loaded) == 1:
-        description |= info1
-    else:  # a key one family lacks (a lite model has no SAM2 config) is None for it
-        description |= {k: [info1.get(k), info2.get(k)] for k in dict.fromkeys([*info1, *info2])}
-    return LoadedModels(first, second, description)
-
-
-def _load_bundle(sources: tuple[ModelSource, ...], backend: str, device: str, precision: str) -> LoadedModels:
-    from samsem.runtime.bundle.manifest import load_bundle
-
-    if len(sources) != 1:
-        raise InputError(sources[0].path, "a bundle cannot be paired with another model", "one BUNDLE_DIR")
-    segs, description, bundle = load_bundle(
-        sources[0].path, backend=backend, device=device, precision=precision
+    loaded = [_checkpoint(s, device, precision) for s in sources]
+    info = ModelInfo(
+        "checkpoint", tuple(card for _, card in loaded), backend="torch", device=device, precision=precision
     )
-    first = next(seg for seg, scales in segs if 1 in scales)
-    second = next(seg for seg, scales in segs if 2 in scales)
-    return LoadedModels(first, second, description, bundle.config)
+    return LoadedModels(loaded[0][0], loaded[-1][0], info)
+
+
+def _load_bundle(path: Path, backend: str, device: str, precision: str) -> LoadedModels:
+    from samsem.runtime.bundle.open import bundle_segmenters
+
+    segs = bundle_segmenters(path, backend=backend, device=device, precision=precision)
+    manifest = segs.bundle.manifest
+    family = segs.bundle.family
+    cards = tuple(
+        ModelCard(
+            family.name,
+            str(path),
+            m.input_size,
+            family.spec_name(family.spec_from_dict(m.spec)),
+            m.source.get("sha256"),
+        )
+        for m in manifest.models
+    )
+    info = ModelInfo(
+        "bundle",
+        cards,
+        source=str(path),
+        backend=segs.backend,
+        backend_choice=segs.backend_choice,
+        device=device,
+        precision=segs.precision,
+        bundle_format_version=manifest.format_version,
+    )
+    return LoadedModels(segs.for_scale(1), segs.for_scale(2), info, segs.bundle.config)
+
+
+def default_bundle() -> Path | None:
+    """The model bundle shipped in the package (samsem/data/default), or None if it is absent."""
+    path = Path(str(resources.files("samsem") / "data" / "default"))
+    return path if (path / "manifest.json").is_file() else None
+
+
+def classical_pipeline(
+    method: str = "sauvola", *, options: RunOptions | None = None, config: PipelineConfig | None = None
+) -> Pipeline:
+    """The classical segmenter on patches at their native size (scale 2 only, whatever ``options`` say)."""
+    from samsem.runtime.stages.classical import ClassicalConfig, ClassicalSegmenter
+
+    cfg = (config or PipelineConfig()).with_options(replace(options or RunOptions(), single_scale=2))
+    seg = ClassicalSegmenter(ClassicalConfig(method=method), input_size=cfg.tiling.patch_size)
+    return Pipeline(None, seg, cfg, ModelInfo("classical", method=method))
+
+
+def load_pipeline(
+    model: str | Path | None = None,
+    *,
+    backend: str = "auto",
+    device: str = "cpu",
+    precision: str = "fp32",
+    options: RunOptions | None = None,
+    config: PipelineConfig | None = None,
+) -> Pipeline:
+    """The pipeline for a model argument (see the module docstring) with the caller's run options.
+
+    config: the model's pipeline configuration for checkpoints and the classical segmenters (a bundle
+    carries its own; giving one for a bundle is a ConfigError). options: batch size, scales, seed, fallback (default RunOptions()).
+    """
+    options = options or RunOptions()
+    if model is None:
+        model = default_bundle() or "classical"
+    if str(model) in CLASSICAL_MODELS:
+        return classical_pipeline(CLASSICAL_MODELS[str(model)], options=options, config=config)
+    loaded = load_models(model, backend=backend, device=device, precision=precision)
+    if loaded.config is not None and config is not None:
+        raise ConfigError("a model bundle carries its own pipeline configuration; pass only run options")
+    base = loaded.config or config or PipelineConfig()
+    return Pipeline(loaded.model1, loaded.model2, base.with_options(options), loaded.info)

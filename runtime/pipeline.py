@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -29,7 +27,8 @@ import numpy as np
 from samsem.errors import SamsemError
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.models.segmenter import Segmenter
-from samsem.runtime.stages.classical import ClassicalConfig, ClassicalSegmenter, classical_segment
+from samsem.runtime.report import ImageReport, ModelInfo, PatchRecord
+from samsem.runtime.stages.classical import classical_segment
 from samsem.runtime.stages.decision import Reason, Source, decide
 from samsem.runtime.stages.preprocess import apply_range, intensity_range, resize_region, resize_square
 from samsem.runtime.stages.prompts import make_prompts
@@ -41,12 +40,12 @@ ImageLoader = Callable[[], np.ndarray]
 
 @dataclass
 class SegmentResult:
-    """One image's result: ``image`` (H, W), ``mask`` (H, W) uint8 {0, 1} and a JSON-ready ``report``."""
+    """One image's result: ``image`` (H, W), ``mask`` (H, W) uint8 {0, 1} and its ``report``."""
 
     name: str
     image: np.ndarray
     mask: np.ndarray
-    report: dict
+    report: ImageReport
 
 
 @dataclass
@@ -69,7 +68,7 @@ class _Job:
     pending: int = 0
     prob1: np.ndarray | None = None
     score1: float | None = None
-    patches: list[dict] = field(default_factory=list)
+    patches: list[PatchRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, seconds: float) -> None:
@@ -90,7 +89,8 @@ class Pipeline:
     """Segment images with two segmenters (or one, at both scales) and the per-patch decision.
 
     model1/model2: :class:`Segmenter` for the whole-image and patch scales; either may be None when
-    ``config.single_scale`` selects the other. ``description`` is copied into every report.
+    ``config.single_scale`` selects the other. ``info`` (what the models are) goes into every report.
+    Build one with :func:`samsem.runtime.load.load_pipeline`.
     """
 
     def __init__(
@@ -98,7 +98,7 @@ class Pipeline:
         model1: Segmenter | None,
         model2: Segmenter | None,
         config: PipelineConfig | None = None,
-        description: dict | None = None,
+        info: ModelInfo | None = None,
     ) -> None:
         self.config = config or PipelineConfig()
         scale = self.config.single_scale
@@ -108,7 +108,7 @@ class Pipeline:
             raise SamsemError("model 2 is required unless single_scale == 1")
         self.model1 = model1
         self.model2 = model2
-        self.description = description or {}
+        self.info = info
 
     # ------------------------------------------------------------------ public API
     def segment(self, image: np.ndarray, name: str = "image") -> SegmentResult:
@@ -250,9 +250,7 @@ class Pipeline:
         for index, (box, owned) in enumerate(zip(job.tiling.boxes, job.tiling.owned, strict=True)):
             m1 = (resize_region(job.prob1, job.out.shape, owned) >= self.config.threshold).astype(np.uint8)
             job.out[owned[0] : owned[2], owned[1] : owned[3]] = m1
-            job.patches.append(
-                _patch_record(index, box, Source.MODEL1, None, None, None, None, job.score1, False)
-            )
+            job.patches.append(PatchRecord(index, _box(box), "model1", score=job.score1))
         job.add_time("stitch", time.perf_counter() - t0)
 
     def _decide_and_paste(self, patches: list[tuple[_Item, np.ndarray, float]]) -> None:
@@ -283,11 +281,11 @@ class Pipeline:
                 chosen = {Source.MODEL1: m1[k], Source.MODEL2: m2[k]}.get(source)
                 if chosen is None:
                     chosen = self._fallback(job, box, p)
-                rec = _patch_record(
+                rec = PatchRecord(
                     it.index,
-                    box,
-                    source,
-                    Reason(int(dec.reason[k])),
+                    _box(box),
+                    source.name.lower(),
+                    Reason(int(dec.reason[k])).name.lower(),
                     int(dec.speckles1[k]),
                     int(dec.speckles2[k]),
                     float(dec.agreement[k]),
@@ -296,7 +294,7 @@ class Pipeline:
                 )
             else:
                 chosen = m2[k]
-                rec = _patch_record(it.index, box, Source.MODEL2, None, None, None, None, score, False)
+                rec = PatchRecord(it.index, _box(box), "model2", score=score)
             paste_owned(job.out, chosen[:bh, :bw], box, owned)
             job.patches.append(rec)
             job.pending -= 1
@@ -318,94 +316,23 @@ class Pipeline:
 
     def _result(self, job: _Job) -> SegmentResult:
         cfg = self.config
-        job.patches.sort(key=lambda r: r["index"])
-        sources = [r["source"] for r in job.patches]
-        report = {
-            "name": job.name,
-            "height": int(job.raw.shape[0]),
-            "width": int(job.raw.shape[1]),
-            "dtype": str(job.raw.dtype),
-            "intensity_levels": list(job.levels),
-            "model": self.description,
-            "config": cfg.to_dict(),
-            "mode": "two-scale" if cfg.single_scale is None else f"single-scale {cfg.single_scale}",
-            "model1_score": job.score1,
-            "n_patches": len(job.tiling),
-            "patch_sources": {s: sources.count(s) for s in sorted(set(sources))},
-            "flagged": [r["index"] for r in job.patches if r["flagged"]],
-            "foreground_fraction": float(job.out.mean()),
-            "timings_s": {k: round(v, 6) for k, v in job.timings.items()},
-            "patches": job.patches,
-        }
+        report = ImageReport(
+            name=job.name,
+            height=int(job.raw.shape[0]),
+            width=int(job.raw.shape[1]),
+            dtype=str(job.raw.dtype),
+            intensity_levels=job.levels,
+            model=self.info,
+            config=cfg.to_dict(),
+            mode="two-scale" if cfg.single_scale is None else f"single-scale {cfg.single_scale}",
+            model1_score=job.score1,
+            patches=tuple(sorted(job.patches, key=lambda r: r.index)),
+            foreground_fraction=float(job.out.mean()),
+            timings_s=dict(job.timings),
+        )
         return SegmentResult(job.name, job.raw, job.out, report)
 
 
-def _patch_record(
-    index: int,
-    box: np.ndarray,
-    source: Source,
-    reason: Reason | None,
-    speckles1: int | None,
-    speckles2: int | None,
-    agreement: float | None,
-    score: float | None,
-    flagged: bool,
-) -> dict:
-    return {
-        "index": int(index),
-        "box": [int(v) for v in box],
-        "source": source.name.lower(),
-        "reason": None if reason is None else reason.name.lower(),
-        "speckles1": speckles1,
-        "speckles2": speckles2,
-        "agreement": agreement,
-        "score": score,
-        "flagged": flagged,
-    }
-
-
-CLASSICAL_MODELS = {"classical": "sauvola", "classical:sauvola": "sauvola", "classical:otsu": "otsu"}
-
-
-def classical_pipeline(config: PipelineConfig | None = None, method: str = "sauvola") -> Pipeline:
-    """The no-model default: the classical segmenter on patches at their native size (scale 2 only)."""
-    cfg = replace(config or PipelineConfig(), single_scale=2)
-    seg = ClassicalSegmenter(ClassicalConfig(method=method), input_size=cfg.tiling.patch_size)
-    return Pipeline(None, seg, cfg, {"family": "classical", "method": method})
-
-
-def default_bundle() -> Path | None:
-    """The model bundle shipped in the package (samsem/data/default), or None if it is absent."""
-    path = Path(str(resources.files("samsem") / "data" / "default"))
-    return path if (path / "manifest.json").is_file() else None
-
-
-def build_pipeline(
-    model: str | Path | None,
-    *,
-    backend: str = "auto",
-    device: str = "cpu",
-    precision: str = "fp32",
-    config: PipelineConfig | None = None,
-) -> Pipeline:
-    """Pipeline for a user's ``--model`` argument.
-
-    None gives the bundled default model (the classical Sauvola segmenter if the package has none);
-    ``"classical"`` / ``"classical:otsu"`` the classical segmenters; anything else goes to
-    :func:`~samsem.runtime.models.load_models`. A model bundle carries its own pipeline configuration;
-    of ``config`` only the run options (batch size, single scale, seed, fallback) then apply.
-    """
-    if model is None:
-        model = default_bundle()
-        if model is None:
-            return classical_pipeline(config)
-    if str(model) in CLASSICAL_MODELS:
-        return classical_pipeline(config, CLASSICAL_MODELS[str(model)])
-    from samsem.runtime.load import load_models
-
-    loaded = load_models(model, backend=backend, device=device, precision=precision)
-    if loaded.config is not None:
-        from samsem.runtime.bundle.manifest import merge_run_options
-
-        config = merge_run_options(loaded.config, config)
-    return Pipeline(loaded.model1, loaded.model2, config, loaded.description)
+def _box(box: np.ndarray) -> tuple[int, int, int, int]:
+    y0, x0, y1, x1 = (int(v) for v in box)
+    return y0, x0, y1, x1

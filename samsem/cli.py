@@ -1,8 +1,8 @@
 """The single `samsem` command line: a thin dispatcher over per-stage subcommand modules.
 
-Each subcommand module defines ``register(subparsers) -> None``, which adds its parser and sets
-``func=<callable(args) -> int>``; modules import their heavy dependencies inside that callable so
-that ``samsem --help`` stays fast.
+Each subcommand is registered by a function ``register(subparsers) -> None`` of its stage, which adds
+its parser and sets ``func=<callable(args) -> int>``; modules import their heavy dependencies inside
+that callable so that ``samsem --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ import sys
 from collections.abc import Sequence
 
 from samsem import __version__
-from samsem.errors import SamsemError
+from samsem.errors import EngineError, SamsemError
 
-# subcommand name -> module that registers it (keep alphabetical)
+# subcommand name -> "module:function" that registers it (keep alphabetical)
 COMMANDS: dict[str, str] = {
-    "client": "samsem.server.client_cli",
-    "evaluate": "samsem.evaluation.report",
-    "export": "samsem.export.cli",
-    "segment": "samsem.runtime.cli",
-    "serve": "samsem.server.serve_cli",
-    "synth": "samsem.synth.cli",
-    "train": "samsem.train.cli",
-    "tune": "samsem.train.tune",
+    "client": "samsem.server.client_cli:register",
+    "evaluate": "samsem.runtime.cli:register_evaluate",
+    "export": "samsem.export.cli:register",
+    "segment": "samsem.runtime.cli:register_segment",
+    "serve": "samsem.server.serve_cli:register",
+    "synth": "samsem.synth.cli:register",
+    "train": "samsem.train.cli:register",
+    "tune": "samsem.train.tune:register",
 }
 
 
@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samsem", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"samsem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS.values():
-        importlib.import_module(module).register(sub)
+    for target in COMMANDS.values():
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function)(sub)
     return parser
 
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except EngineError as exc:  # a fault of the model engine, not of the user's input
+        print(f"samsem {args.command}: engine error: {exc}", file=sys.stderr)
+        return 1
     except SamsemError as exc:
         print(f"samsem {args.command}: error: {exc}", file=sys.stderr)
         return 2

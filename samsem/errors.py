@@ -26,3 +26,7 @@ class InputError(SamsemError):
 
 class ConfigError(SamsemError):
     """An option or configuration value is invalid."""
+
+
+class EngineError(SamsemError):
+    """A model engine failed or answered outside its io-spec while running (not the user's input)."""

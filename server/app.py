@@ -215,7 +215,7 @@ class SamsemServer:
             mtls=cfg.tls_client_ca is not None,
             auth=bool(cfg.tokens),
             metrics_port=self.metrics_port,
-            model=self.pipeline.description,
+            model=self.pipeline.info.to_json() if self.pipeline.info is not None else {},
         )
         return self.port
 

@@ -84,34 +84,33 @@ def _rpc_message(exc) -> str:
 
 def run_segment(args: argparse.Namespace) -> int:
     """Send every input to the server; write NAME.mask.png/.tif and NAME.report.json like `samsem segment`."""
-    import time
-
     import grpc
     from tqdm import tqdm
 
-    from samsem.errors import InputError, SamsemError
-    from samsem.io import list_images, write_json, write_mask
-    from samsem.runtime.cli import LARGE_PIXELS
+    from samsem.errors import SamsemError
+    from samsem.io import list_images
+    from samsem.runtime.outputs import (
+        RunSummary,
+        check_distinct_names,
+        plan_image,
+        prepare_dir,
+        write_outputs,
+    )
 
     options = _options(args.option)
     files = list_images(args.inputs)
-    stems: dict[str, Path] = {}
-    for f in files:
-        if f.stem in stems:
-            raise InputError(
-                f, f"has the same name as {stems[f.stem]}; outputs would collide", "distinct names"
-            )
-        stems[f.stem] = f
-    args.out.mkdir(parents=True, exist_ok=True)
-    failures: dict[str, str] = {}
-    done = skipped = 0
-    t0 = time.perf_counter()
+    check_distinct_names(files)
+    prepare_dir(args.out)
+    summary = RunSummary()
     with _client(args) as client, tqdm(total=0, unit="tile", desc="segment", disable=None) as bar:
         for f in files:
-            report_path = args.out / f"{f.stem}.report.json"
-            existing = [args.out / f"{f.stem}.mask{s}" for s in (".png", ".tif")]
-            if not args.overwrite and report_path.exists() and any(p.exists() for p in existing):
-                skipped += 1
+            try:
+                outputs, _, _ = plan_image(f, args.out)
+            except SamsemError as exc:
+                summary.failures[f.name] = str(exc)
+                continue
+            if not args.overwrite and outputs.finished():
+                summary.skipped += 1
                 continue
             seen = {"total": 0, "done": 0}
 
@@ -126,26 +125,14 @@ def run_segment(args: argparse.Namespace) -> int:
             try:
                 out = client.segment(f, options=options, progress=progress)
             except grpc.RpcError as exc:
-                failures[f.name] = _rpc_message(exc)
+                summary.failures[f.name] = _rpc_message(exc)
                 continue
             except SamsemError as exc:
-                failures[f.name] = str(exc)
+                summary.failures[f.name] = str(exc)
                 continue
-            h, w = out.mask.shape
-            mask_path = args.out / f"{f.stem}.mask{'.tif' if h * w > LARGE_PIXELS else '.png'}"
-            write_mask(mask_path, out.mask, protect=files)
-            write_json(
-                report_path, {**out.report, "input": str(f), "mask": mask_path.name, "server": args.server}
-            )
-            done += 1
-    print(
-        f"samsem client: {done} segmented, {skipped} skipped (outputs exist), {len(failures)} failed "
-        f"in {time.perf_counter() - t0:.1f} s -> {args.out}",
-        file=sys.stderr,
-    )
-    for name, msg in failures.items():
-        print(f"  FAILED {name}: {msg}", file=sys.stderr)
-    return 1 if failures else 0
+            write_outputs(outputs, out.mask, {**out.report, "server": args.server}, protect=files)
+            summary.done += 1
+    return summary.report("samsem client", args.out)
 
 
 def run_info(args: argparse.Namespace) -> int:

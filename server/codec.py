@@ -1,5 +1,6 @@
 """Wire formats shared by server and client: headers, per-request options, image assembly, mask chunks.
 
+* Per-request options are parsed by :func:`samsem.runtime.config.parse_request_options`.
 * Raw images travel as the row-major bytes of an (H, W) uint8 or little-endian uint16 array, split into
   chunks of at most ``chunk_bytes``; the server writes them straight into one preallocated array.
 * Encoded images (PNG/TIFF files) are spooled to a temporary file and decoded with
@@ -16,66 +17,17 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from samsem.errors import ConfigError, InputError
-from samsem.runtime.config import PipelineConfig
+from samsem.errors import InputError
 
 DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2")}
 FORMATS = {"png": ".png", "tiff": ".tif"}
 _MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")}
-OPTION_KEYS = ("single_scale", "threshold", "seed", "fallback")
 ZLIB_LEVEL = 1  # masks are mostly runs; level 1 already compresses them ~20-50x
-
-
-# ------------------------------------------------------------------------------------------ options
-
-
-def apply_options(base: PipelineConfig, options: Mapping[str, str]) -> PipelineConfig:
-    """Per-request overrides of the server's pipeline config; unknown keys or bad values raise InputError.
-
-    Keys: single_scale ("1", "2" or "both"), threshold (float in (0, 1)), seed (int), fallback
-    ("sauvola", "model1", "model2").
-    """
-    unknown = sorted(set(options) - set(OPTION_KEYS))
-    if unknown:
-        raise InputError(
-            None, f"unknown option(s) {', '.join(map(repr, unknown))}", f"keys {', '.join(OPTION_KEYS)}"
-        )
-    changes: dict = {}
-    for key, value in options.items():
-        try:
-            if key == "single_scale":
-                choices = {"1": 1, "2": 2, "both": None}
-                if value not in choices:
-                    raise ValueError
-                changes[key] = choices[value]
-            elif key == "threshold":
-                changes[key] = float(value)
-            elif key == "seed":
-                changes[key] = int(value)
-            else:  # fallback
-                changes["decision"] = replace(base.decision, fallback=value)
-        except ValueError:
-            raise InputError(None, f"bad value {value!r} for option {key!r}", _EXPECTED[key]) from None
-        except ConfigError as exc:
-            raise InputError(None, f"bad value {value!r} for option {key!r}: {exc}") from None
-    try:
-        return replace(base, **changes)
-    except ConfigError as exc:
-        raise InputError(None, f"bad options: {exc}") from None
-
-
-_EXPECTED = {
-    "single_scale": "'1', '2' or 'both'",
-    "threshold": "a number in (0, 1)",
-    "seed": "an integer",
-    "fallback": "'sauvola', 'model1' or 'model2'",
-}
 
 
 # ------------------------------------------------------------------------------------------ headers

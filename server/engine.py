@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
 from samsem.errors import InputError, SamsemError
+from samsem.runtime.config import parse_request_options
 from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.pipeline import Pipeline
 from samsem.server.batching import BatchingSegmenter, BatchStats, Ticket, bind_ticket
-from samsem.server.codec import apply_options
 
 
 class Engine:
@@ -44,16 +44,18 @@ class Engine:
         self.model1 = wrap(pipeline.model1, 1)
         self.model2 = wrap(pipeline.model2, 2)
         self.batchers = list(wrapped.values())
-        self.config = replace(pipeline.config, batch_size=request_batch)
-        self.description = pipeline.description
+        self.options = replace(pipeline.config.options, batch_size=request_batch)
+        self.config = pipeline.config.with_options(self.options)
+        self.info = pipeline.info
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
 
     def pipeline(self, options: Mapping[str, str]) -> Pipeline:
-        """A pipeline over the shared batchers with the request's options applied (InputError if invalid)."""
-        config = apply_options(self.config, options)
+        """A pipeline over the shared batchers with the request's options applied (InputError if invalid;
+        :data:`~samsem.runtime.config.REQUEST_OPTIONS` says which a request may set)."""
+        config = self.config.with_options(parse_request_options(self.options, options))
         try:
-            return Pipeline(self.model1, self.model2, config, self.description)
+            return Pipeline(self.model1, self.model2, config, self.info)
         except SamsemError as exc:
             raise InputError(None, f"options not supported by this server's model: {exc}") from None
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from samsem.errors import InputError, SamsemError
+from samsem.runtime.outputs import ImageOutputs, plan_image, write_outputs
 from samsem.runtime.pipeline import FailedImage, Pipeline
 from samsem.server import samsem_pb2 as pb
 from samsem.server.admission import Busy
@@ -60,8 +61,7 @@ class _File:
     input: Path
     out_dir: Path
     state: int = pb.FILE_PENDING
-    mask_path: Path | None = None
-    report_path: Path | None = None
+    outputs: ImageOutputs | None = None
     error: str = ""
 
 
@@ -227,24 +227,20 @@ class JobManager:
             self._run(job)
 
     def _run(self, job: _Job) -> None:
-        from samsem.io import image_info, read_image, write_json, write_mask
-        from samsem.runtime.cli import LARGE_PIXELS
+        from samsem.io import read_image
 
         todo: dict[str, _File] = {}
         for f in job.files:
             try:
-                info = image_info(f.input)
+                f.outputs, height, width = plan_image(f.input, f.out_dir)
             except SamsemError as exc:
                 self._set_file(job, f, pb.FILE_FAILED, str(exc))
                 continue
-            suffix = ".tif" if info.height * info.width > LARGE_PIXELS else ".png"
-            f.mask_path = f.out_dir / f"{f.input.stem}.mask{suffix}"
-            f.report_path = f.out_dir / f"{f.input.stem}.report.json"
-            if not job.overwrite and f.mask_path.exists() and f.report_path.exists():
+            if not job.overwrite and f.outputs.finished():
                 self._set_file(job, f, pb.FILE_SKIPPED)
                 continue
             todo[str(f.input)] = f
-            job.tiles_total += job.pipeline.count_inputs(info.height, info.width)
+            job.tiles_total += job.pipeline.count_inputs(height, width)
         self._changed(job)
 
         def loader(f: _File):
@@ -270,14 +266,8 @@ class JobManager:
                         self._set_file(job, f, pb.FILE_FAILED, str(result.error))
                         continue
                     try:
-                        write_mask(f.mask_path, result.mask, protect=protect)
-                        report = {
-                            **result.report,
-                            "input": str(f.input),
-                            "mask": f.mask_path.name,
-                            "job": job.id,
-                        }
-                        write_json(f.report_path, report)
+                        report = {**result.report.to_json(), "job": job.id}
+                        write_outputs(f.outputs, result.mask, report, protect=protect)  # type: ignore[arg-type]
                     except SamsemError as exc:
                         self._set_file(job, f, pb.FILE_FAILED, str(exc))
                         continue
@@ -341,8 +331,8 @@ class JobManager:
                 pb.FileStatus(
                     input=str(f.input),
                     state=f.state,
-                    mask_path=str(f.mask_path) if f.state in _HAS_OUTPUTS else "",
-                    report_path=str(f.report_path) if f.state in _HAS_OUTPUTS else "",
+                    mask_path=str(f.outputs.mask) if f.outputs and f.state in _HAS_OUTPUTS else "",
+                    report_path=str(f.outputs.report) if f.outputs and f.state in _HAS_OUTPUTS else "",
                     error=f.error,
                 )
                 for f in job.files

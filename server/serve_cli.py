@@ -59,11 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the pipeline and serve until a signal."""
     import asyncio
-    from dataclasses import replace
 
-    from samsem.runtime.config import PipelineConfig
-    from samsem.runtime.pipeline import build_pipeline
-    from samsem.runtime.stages.decision import DecisionConfig
+    from samsem.runtime.config import RunOptions
+    from samsem.runtime.load import load_pipeline
     from samsem.server.app import SamsemServer, ServerConfig
     from samsem.server.observability import configure_logging, log
     from samsem.server.security import load_tokens
@@ -98,16 +96,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.host not in _LOOPBACK and (config.tls_cert is None or not tokens):
         log(30, "listening beyond loopback without TLS and tokens; anyone who can reach the port can use it")
-    pipe_cfg = PipelineConfig(
-        single_scale=args.single_scale, decision=replace(DecisionConfig(), fallback=args.fallback)
+    options = RunOptions(single_scale=args.single_scale, fallback=args.fallback)
+    pipeline = load_pipeline(
+        args.model, backend=args.backend, device=args.device, precision=args.precision, options=options
     )
-    pipeline = build_pipeline(
-        args.model, backend=args.backend, device=args.device, precision=args.precision, config=pipe_cfg
-    )
-    desc = pipeline.description
+    info = pipeline.info
+    source = "" if info is None else f" ({info.source or info.method or info.models[0].source})"
     print(
-        f"samsem serve: serving {desc.get('family')} ({desc.get('source', desc.get('method'))})",
-        file=sys.stderr,
+        f"samsem serve: serving {'a custom model' if info is None else info.family}{source}", file=sys.stderr
     )
     asyncio.run(SamsemServer(config, pipeline).run_until_signal(args.ready_file))
     return 0

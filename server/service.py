@@ -307,9 +307,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
     ) -> pb.SegmentReport:
         self.metrics.compute_seconds.observe(compute_s)
         call.fields.update(
-            queue_s=round(waited, 4), compute_s=round(compute_s, 4), tiles=result.report["n_patches"]
+            queue_s=round(waited, 4), compute_s=round(compute_s, 4), tiles=len(result.report.patches)
         )
-        report = {**result.report, "request_id": call.request_id}
+        report = {**result.report.to_json(), "request_id": call.request_id}
         return pb.SegmentReport(
             name=result.name,
             height=result.mask.shape[0],
@@ -392,11 +392,12 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         call = _Call("GetModelInfo", context, self.metrics)
         await call.begin()
         e = self.engine
+        model = e.info.to_json() if e.info is not None else {}
         info = pb.ModelInfo(
-            manifest_json=json.dumps(e.description, default=_json_default),
-            backend=str(e.description.get("backend", self.facts.backend)),
-            device=str(e.description.get("device", self.facts.device)),
-            precision=str(e.description.get("precision", self.facts.precision)),
+            manifest_json=json.dumps(model, default=_json_default),
+            backend=str(model.get("backend", self.facts.backend)),
+            device=str(model.get("device", self.facts.device)),
+            precision=str(model.get("precision", self.facts.precision)),
             max_batch_size=e.max_batch,
             request_batch_size=e.config.batch_size,
             max_queue_delay_seconds=e.max_delay_s,

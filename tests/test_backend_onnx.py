@@ -15,12 +15,13 @@ import pytest
 from samsem.errors import InputError
 from samsem.export.bundle_writer import ExportOptions, write_bundle
 from samsem.export.onnx_export import export_onnx
-from samsem.export.wrappers import SAM2Encoder
 from samsem.runtime.backends.ort import OnnxBackend, providers_for
 from samsem.runtime.backends.pytorch import TorchBackend
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.load import load_models
 from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import build_model, save_model
+from samsem.runtime.models.sam2 import SAM2Encoder
 from samsem.runtime.models.segmenter import Backend
 from samsem.runtime.pipeline import Pipeline
 from samsem.synth.generate import generate_sample
@@ -34,7 +35,7 @@ def bundle(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("onnx")
     spec = sm.tiny_spec(S)
     ckpt = folder / "tiny.pt"
-    sm.save_checkpoint(ckpt, sm.build_sam2_model(spec, seed=3), spec)
+    save_model(ckpt, sm.build(spec, seed=3), spec)
     out = folder / "bundle"
     write_bundle(out, [ckpt], options=ExportOptions(formats=("onnx", "torch")))
     return out
@@ -77,19 +78,19 @@ def test_pipeline_masks_equal(models) -> None:
     config = PipelineConfig(batch_size=4)
     results = {}
     for name, loaded in models.items():
-        pipe = Pipeline(loaded.model1, loaded.model2, config, loaded.description)
+        pipe = Pipeline(loaded.model1, loaded.model2, config, loaded.info)
         results[name] = [pipe.segment(img, f"im{i}") for i, img in enumerate(images)]
     for a, b in zip(results["onnxruntime"], results["torch"], strict=True):
         assert 0.0 < b.mask.mean() < 1.0  # a non-trivial mask
         np.testing.assert_array_equal(a.mask, b.mask)
-        assert [p["source"] for p in a.report["patches"]] == [p["source"] for p in b.report["patches"]]
-        assert a.report["model"]["backend"] == "onnxruntime"
+        assert [p["source"] for p in a.report.to_json()["patches"]] == [p["source"] for p in b.report.to_json()["patches"]]
+        assert a.report.to_json()["model"]["backend"] == "onnxruntime"
 
 
 def test_graph_for_other_shapes_is_refused(bundle, tmp_path) -> None:
     """An encoder exported at 128 px cannot serve the 64-px io-spec: refused when the session opens."""
     big = sm.tiny_spec(2 * S)
-    encoder = SAM2Encoder(sm.SAM2ImageModel(sm.build_sam2_model(big, seed=0)))
+    encoder = SAM2Encoder(sm.SAM2ImageModel(sm.build(big, seed=0)))
     path = tmp_path / "encoder128.onnx"
     export_onnx(encoder, sm.geometry(big).engines()["encoder"], path)
     io = sm.geometry(sm.tiny_spec(S)).engines()
@@ -108,11 +109,11 @@ def test_providers() -> None:
 
 def test_lite_bundle_is_one_graph(tmp_path) -> None:
     """The lite family: one "model" graph; ONNX Runtime and the bundle's torch weights agree."""
-    from samsem.runtime.models.lite import LiteSpec, build_lite_model, save_lite_checkpoint
+    from samsem.runtime.models.lite import LiteSpec
 
     spec = LiteSpec(input_size=S, widths=(8, 16, 16, 32), depths=(1, 1, 1, 1), heads=2, decoder_width=8)
     ckpt = tmp_path / "lite.pt"
-    save_lite_checkpoint(ckpt, build_lite_model(spec, seed=0), spec)
+    save_model(ckpt, build_model(spec, seed=0), spec)
     manifest = write_bundle(tmp_path / "lite", [ckpt], options=ExportOptions(formats=("onnx", "torch")))
     assert manifest.family == "lite" and manifest.preprocessing["channels"] == "gray (1 channel)"
     assert [(e.format, e.graph) for e in manifest.models[0].engines] == [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from samsem.errors import ConfigError, InputError
+from samsem.errors import ConfigError, EngineError, InputError
 from samsem.runtime.backends.pytorch import TorchBackend
 from samsem.runtime.models import sam2 as sm
 from samsem.runtime.models.sam2 import SAM2Segmenter, normalize
@@ -20,7 +20,7 @@ S = 128
 
 @pytest.fixture(scope="module")
 def model() -> sm.SAM2ImageModel:
-    return sm.SAM2ImageModel(sm.build_sam2_model(sm.tiny_spec(S), seed=0))
+    return sm.SAM2ImageModel(sm.build(sm.tiny_spec(S), seed=0))
 
 
 def _inputs(batch: int = 2, points: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
@@ -51,15 +51,15 @@ def test_backend_equals_direct_module_call(model) -> None:
 def test_backend_rejects_bad_inputs(model) -> None:
     backend = TorchBackend(model)
     good = _inputs()
-    with pytest.raises(InputError, match=r"missing \['point_labels'\]"):
+    with pytest.raises(EngineError, match=r"missing \['point_labels'\]"):
         backend.run({k: v for k, v in good.items() if k != "point_labels"})
-    with pytest.raises(InputError, match="'image' has dtype float64"):
+    with pytest.raises(EngineError, match="'image' has dtype float64"):
         backend.run({**good, "image": good["image"].astype(np.float64)})
-    with pytest.raises(InputError, match=r"'image' has shape \(2, 3, 64, 64\).*batch, 3, 128, 128"):
+    with pytest.raises(EngineError, match=r"'image' has shape \(2, 3, 64, 64\).*batch, 3, 128, 128"):
         backend.run({**good, "image": good["image"][:, :, :64, :64].copy()})
-    with pytest.raises(InputError, match="axis 0 \\(batch\\) is 1 but another tensor has 2"):
+    with pytest.raises(EngineError, match="axis 0 \\(batch\\) is 1 but another tensor has 2"):
         backend.run({**good, "point_coords": good["point_coords"][:1]})
-    with pytest.raises(InputError, match="axis 1 \\(points\\) is 2 but another tensor has 3"):
+    with pytest.raises(EngineError, match="axis 1 \\(points\\) is 2 but another tensor has 3"):
         backend.run({**good, "point_labels": good["point_labels"][:, :2].copy()})
 
 
@@ -82,8 +82,8 @@ def test_backend_precision_choices(model) -> None:
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_backend_on_cuda_matches_cpu(precision: str) -> None:
     inputs = _inputs()
-    ref = TorchBackend(sm.SAM2ImageModel(sm.build_sam2_model(sm.tiny_spec(S), seed=0))).run(inputs)
-    cuda = sm.SAM2ImageModel(sm.build_sam2_model(sm.tiny_spec(S), seed=0))
+    ref = TorchBackend(sm.SAM2ImageModel(sm.build(sm.tiny_spec(S), seed=0))).run(inputs)
+    cuda = sm.SAM2ImageModel(sm.build(sm.tiny_spec(S), seed=0))
     out = TorchBackend(cuda, device="cuda", precision=precision).run(inputs)
     tol = 1e-3 if precision == "fp32" else 0.05
     assert np.abs(out["masks"] - ref["masks"]).max() < tol

@@ -13,10 +13,11 @@ import pytest
 from samsem.errors import ConfigError, InputError
 from samsem.export.bundle_writer import ExportOptions, write_bundle
 from samsem.runtime.bundle import manifest as rb
-from samsem.runtime.config import PipelineConfig
+from samsem.runtime.bundle.open import available_backends, open_bundle
+from samsem.runtime.config import PipelineConfig, RunOptions
 from samsem.runtime.load import load_models
 from samsem.runtime.models import sam2 as sm
-from samsem.runtime.stages.decision import DecisionConfig
+from samsem.runtime.models.registry import save_model
 from samsem.runtime.stages.prompts import PromptConfig
 
 S = 64
@@ -29,7 +30,7 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for seed in (0, 1):
         out[f"seed{seed}"] = folder / f"tiny{seed}.pt"
-        sm.save_checkpoint(out[f"seed{seed}"], sm.build_sam2_model(spec, seed=seed), spec)
+        save_model(out[f"seed{seed}"], sm.build(spec, seed=seed), spec)
     return out
 
 
@@ -69,7 +70,7 @@ def test_manifest_records_everything(torch_bundle, ckpts) -> None:
         0.5,
         99.5,
     ]
-    assert rb.pipeline_config_from_dict(m.pipeline) == PipelineConfig()
+    assert PipelineConfig.from_dict(m.pipeline) == PipelineConfig()
     raw = json.loads((torch_bundle / rb.MANIFEST).read_text())
     assert raw["models"][0]["io"]["decoder"]["profile"]["point_coords"] == [[1, 1, 2], [8, 5, 2], [16, 5, 2]]
     assert rb.manifest_from_dict(m.to_dict(), Path("m.json")) == m  # JSON round trip
@@ -78,7 +79,7 @@ def test_manifest_records_everything(torch_bundle, ckpts) -> None:
 def test_missing_file(copy) -> None:
     (copy / "model1/weights.pt").unlink()
     with pytest.raises(InputError, match=r"weights\.pt: bundle file is missing"):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_altered_file(copy) -> None:
@@ -93,7 +94,7 @@ def test_altered_file(copy) -> None:
 def test_newer_format_version(copy) -> None:
     _edit(copy, lambda d: d.update(format_version=rb.FORMAT_VERSION + 1))
     with pytest.raises(InputError, match=r"format version 2 is newer than this samsem reads \(1\)"):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_not_a_bundle(tmp_path) -> None:
@@ -101,7 +102,7 @@ def test_not_a_bundle(tmp_path) -> None:
         load_models(str(tmp_path))
     (tmp_path / rb.MANIFEST).write_text('{"format": "something-else"}')
     with pytest.raises(InputError, match="not a samsem bundle manifest"):
-        rb.open_bundle(tmp_path)
+        open_bundle(tmp_path)
 
 
 def test_built_for_other_shapes(copy) -> None:
@@ -112,43 +113,43 @@ def test_built_for_other_shapes(copy) -> None:
     with pytest.raises(
         InputError, match=r"graph 'encoder' was built for other shapes: image\('batch', 3, 128"
     ):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_input_size_must_match_spec(copy) -> None:
     _edit(copy, lambda d: d["models"][0].update(input_size=2 * S))
     with pytest.raises(InputError, match="input_size 128 != its spec's"):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_malformed_fields_name_the_field(copy) -> None:
     _edit(copy, lambda d: d["limits"].update(batch=[4, 2, 16]))
     with pytest.raises(InputError, match=r"limits\.batch is \[4, 2, 16\]"):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_engine_path_may_not_leave_the_bundle(copy) -> None:
     _edit(copy, lambda d: d["models"][0]["engines"][0].update(file="../elsewhere.pt"))
     with pytest.raises(InputError, match="points outside the bundle"):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_preprocessing_must_be_the_runtime_s(copy) -> None:
     _edit(copy, lambda d: d["preprocessing"].update(mean=[0.5, 0.5, 0.5]))
     with pytest.raises(InputError, match=r"preprocessing .* differs from what this samsem applies"):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_more_points_than_the_engines_take(copy) -> None:
     _edit(copy, lambda d: d["pipeline"]["prompts"].update(n_points=9))
     with pytest.raises(InputError, match="pipeline uses 9 point prompts but the engines take at most 5"):
-        rb.open_bundle(copy)
+        open_bundle(copy)
 
 
 def test_torch_backend_from_bundle_equals_checkpoint(torch_bundle, ckpts) -> None:
     loaded = load_models(str(torch_bundle), backend="auto")
-    assert loaded.description["backend"] == "torch" and loaded.model1 is loaded.model2
-    assert "onnxruntime skipped (the bundle has no onnx files)" in loaded.description["backend_choice"]
+    assert loaded.info.to_json()["backend"] == "torch" and loaded.model1 is loaded.model2
+    assert "onnxruntime skipped (the bundle has no onnx files)" in loaded.info.to_json()["backend_choice"]
     assert loaded.config == PipelineConfig()
     ref = load_models(ckpts["seed0"])
     rng = np.random.default_rng(0)
@@ -163,8 +164,8 @@ def test_backend_choice_errors(torch_bundle) -> None:
         load_models(str(torch_bundle), backend="onnxruntime")
     with pytest.raises(ConfigError, match="unknown backend 'fast'"):
         load_models(str(torch_bundle), backend="fast")
-    b = rb.open_bundle(torch_bundle)
-    usable = rb.available_backends(b, "cpu")
+    b = open_bundle(torch_bundle)
+    usable = available_backends(b, "cpu")
     assert usable["torch"] is None and usable["tensorrt"] == "the bundle has no tensorrt files"
 
 
@@ -191,19 +192,16 @@ def test_two_checkpoints_give_two_models(ckpts, tmp_path) -> None:
 
 def test_pipeline_config_round_trip_and_run_options() -> None:
     stored = PipelineConfig(threshold=0.4, prompts=PromptConfig(n_points=3), low_pct=1.0, batch_size=4)
-    assert rb.pipeline_config_from_dict(stored.to_dict()) == stored
-    run = PipelineConfig(batch_size=16, seed=7, single_scale=2, decision=DecisionConfig(fallback="model1"))
-    merged = rb.merge_run_options(stored, run)
+    assert PipelineConfig.from_dict(stored.to_dict()) == stored
+    run = RunOptions(batch_size=16, seed=7, single_scale=2, fallback="model1")
+    merged = stored.with_options(run)
     assert (merged.threshold, merged.prompts.n_points, merged.low_pct) == (0.4, 3, 1.0)
-    assert (merged.batch_size, merged.seed, merged.single_scale, merged.decision.fallback) == (
-        16,
-        7,
-        2,
-        "model1",
-    )
-    assert rb.merge_run_options(stored, None) is stored
+    assert merged.options == run
+    assert stored.with_options(stored.options) == stored
     with pytest.raises(ConfigError, match="invalid pipeline configuration"):
-        rb.pipeline_config_from_dict({**stored.to_dict(), "nonsense": 1})
+        PipelineConfig.from_dict({**stored.to_dict(), "nonsense": 1})
+    with pytest.raises(ConfigError, match="fallback must be one of"):
+        RunOptions(fallback="magic")
 
 
 def test_limits_profile_and_export_options() -> None:

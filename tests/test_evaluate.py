@@ -24,7 +24,7 @@ H, W = 90, 120
 @pytest.fixture(autouse=True)
 def only_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the real dispatcher with only this command registered (other commands are not under test)."""
-    monkeypatch.setattr(cli, "COMMANDS", {"evaluate": "samsem.evaluation.report"})
+    monkeypatch.setattr(cli, "COMMANDS", {"evaluate": "samsem.runtime.cli:register_evaluate"})
 
 
 def tracks(rng: np.random.Generator, n: int = 8) -> np.ndarray:
@@ -193,12 +193,12 @@ def test_empty_or_missing_directories(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_duplicate_names_are_an_error(tmp_path: Path) -> None:
-    from samsem.evaluation.report import _by_key
+    from samsem.evaluation.report import files_by_name
 
     pred_dir, _, _ = make_dataset(tmp_path)
     write_mask(pred_dir / "img0.tif", np.zeros((H, W), np.uint8))
     with pytest.raises(InputError, match="same name"):
-        _by_key(pred_dir, (".png", ".tif"), "prediction")
+        files_by_name(pred_dir, (".png", ".tif"), "prediction")
 
 
 @pytest.mark.skipif(

@@ -14,10 +14,11 @@ import torch
 from samsem.cli import main
 from samsem.export.onnx_export import check_onnx, export_onnx
 from samsem.export.trt_build import Layer, fp32_layers
-from samsem.export.wrappers import ChannelLayerNorm, graph_modules, swap_layernorm2d
 from samsem.io import read_mask, write_image
 from samsem.runtime.bundle import manifest as rb
 from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import get_family, save_model
+from samsem.runtime.models.sam2 import ChannelLayerNorm, swap_layernorm2d
 from samsem.synth.generate import generate_sample
 
 S = 64
@@ -45,7 +46,7 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("export")
     spec = sm.tiny_spec(S)
     ckpt = folder / "tiny.pt"
-    sm.save_checkpoint(ckpt, sm.build_sam2_model(spec, seed=5), spec)
+    save_model(ckpt, sm.build(spec, seed=5), spec)
     out = folder / "bundle"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--formats", "onnx,torch"]) == 0
     images = folder / "images"
@@ -103,7 +104,7 @@ def test_official_checkpoint_needs_config(exported, tmp_path, capsys) -> None:
     official = tmp_path / "official.pt"
     torch.save({"model": torch.load(exported["ckpt"], weights_only=True)["model"]}, official)
     assert main(["export", "--checkpoint", str(official), "--out", str(tmp_path / "b")]) == 2
-    assert "official SAM2 checkpoints do not name their config" in capsys.readouterr().err
+    assert "official checkpoints do not name their config" in capsys.readouterr().err
     args = [
         "export",
         "--checkpoint",
@@ -129,7 +130,7 @@ def test_channel_layernorm_equals_layernorm2d() -> None:
     x = torch.randn(2, 6, 5, 7) * 30 + 4
     swapped = ChannelLayerNorm(ref.weight, ref.bias, ref.eps)
     torch.testing.assert_close(swapped(x), ref(x), rtol=1e-5, atol=1e-5)
-    model = sm.SAM2ImageModel(sm.build_sam2_model(sm.tiny_spec(S), seed=0))
+    model = sm.SAM2ImageModel(sm.build(sm.tiny_spec(S), seed=0))
     image = torch.randn(1, 3, S, S)
     coords, labels = torch.rand(1, 2, 2) * S, torch.ones(1, 2)
     with torch.no_grad():
@@ -204,10 +205,10 @@ def test_fp32_policy_rules() -> None:
 
 
 def test_graph_modules_per_family() -> None:
-    model = sm.SAM2ImageModel(sm.build_sam2_model(sm.tiny_spec(S), seed=0))
-    assert list(graph_modules("sam2", model)) == ["encoder", "decoder", "model"]
+    model = sm.SAM2ImageModel(sm.build(sm.tiny_spec(S), seed=0))
+    assert list(get_family("sam2").export_modules(model)) == ["encoder", "decoder", "model"]
     with pytest.raises(Exception, match="unknown model family"):
-        graph_modules("vit", model)
+        get_family("vit").export_modules(model)
 
 
 @pytest.mark.slow
@@ -215,8 +216,8 @@ def test_dynamo_exporter(tmp_path) -> None:
     """The torch.export-based exporter gives a valid opset >= 17 graph with the same outputs."""
     import onnxruntime as ort
 
-    model = sm.SAM2ImageModel(sm.build_sam2_model(sm.tiny_spec(S), seed=0))
-    modules = graph_modules("sam2", model)
+    model = sm.SAM2ImageModel(sm.build(sm.tiny_spec(S), seed=0))
+    modules = get_family("sam2").export_modules(model)
     io = model.geometry.engines()
     path = tmp_path / "decoder.onnx"
     info = export_onnx(modules["decoder"], io["decoder"], path, exporter="dynamo", opset=18)

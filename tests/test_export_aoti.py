@@ -10,6 +10,7 @@ import pytest
 from samsem.export.bundle_writer import ExportOptions, write_bundle
 from samsem.runtime.load import load_models
 from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import save_model
 
 S = 64
 
@@ -17,7 +18,7 @@ S = 64
 def _bundle(folder: Path, device: str, fp16: bool) -> Path:
     spec = sm.tiny_spec(S)
     ckpt = folder / "tiny.pt"
-    sm.save_checkpoint(ckpt, sm.build_sam2_model(spec, seed=0), spec)
+    save_model(ckpt, sm.build(spec, seed=0), spec)
     out = folder / "bundle"
     options = ExportOptions(
         formats=("aoti", "torch"), aoti_device=device, fp16=fp16, batch_max=8, points_max=6
@@ -48,8 +49,8 @@ def test_aoti_cpu_package_matches_torch(tmp_path) -> None:
     bundle = _bundle(tmp_path, "cpu", fp16=False)
     _compare(bundle, "cpu", 1e-4)
     auto = load_models(str(bundle), backend="auto", device="cpu")
-    assert auto.description["backend"] == "torch"  # auto uses AOTInductor on CUDA only
-    assert "aoti skipped (auto uses it on CUDA only)" in auto.description["backend_choice"]
+    assert auto.info.to_json()["backend"] == "torch"  # auto uses AOTInductor on CUDA only
+    assert "aoti skipped (auto uses it on CUDA only)" in auto.info.to_json()["backend_choice"]
 
 
 @pytest.mark.slow
@@ -57,4 +58,4 @@ def test_aoti_cpu_package_matches_torch(tmp_path) -> None:
 def test_aoti_cuda_fp16_package_matches_torch(tmp_path) -> None:
     bundle = _bundle(tmp_path, "cuda", fp16=True)
     _compare(bundle, "cuda", 5e-2)
-    assert load_models(str(bundle), backend="auto", device="cuda").description["backend"] == "aoti"
+    assert load_models(str(bundle), backend="auto", device="cuda").info.to_json()["backend"] == "aoti"

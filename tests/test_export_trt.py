@@ -12,6 +12,7 @@ from samsem.errors import InputError
 from samsem.runtime.backends.trt import TensorInfo, batch_chunks, check_engine_io, points_limit
 from samsem.runtime.bundle.manifest import Limits
 from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import save_model
 
 S = 64
 IO = sm.geometry(sm.tiny_spec(S)).engines()
@@ -73,7 +74,7 @@ def trt_bundles(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("trt")
     spec = sm.tiny_spec(S)
     ckpt = folder / "tiny.pt"
-    sm.save_checkpoint(ckpt, sm.build_sam2_model(spec, seed=0), spec)
+    save_model(ckpt, sm.build(spec, seed=0), spec)
     cache = folder / "timing.cache"
     out = {}
     for precision in ("fp32", "fp16"):
@@ -92,9 +93,9 @@ def test_tensorrt_matches_torch(trt_bundles, precision: str, atol: float) -> Non
 
     trt = load_models(str(trt_bundles[precision]), backend="tensorrt", device="cuda")
     ref = load_models(str(trt_bundles[precision]), backend="torch", device="cuda")
-    assert trt.description["precision"] == precision
+    assert trt.info.to_json()["precision"] == precision
     auto = load_models(str(trt_bundles[precision]), backend="auto", device="cuda")
-    assert auto.description["backend"] == "tensorrt"
+    assert auto.info.to_json()["backend"] == "tensorrt"
     rng = np.random.default_rng(0)
     for batch in (1, 20):  # 20 > the profile's 16: chunked
         inputs = {

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samsem.errors import ConfigError, InputError
+from samsem.errors import ConfigError, EngineError, InputError
 from samsem.runtime.backends.pytorch import TorchBackend
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.load import load_models
@@ -23,12 +23,10 @@ from samsem.runtime.models.lite import (
     LiteNet,
     LiteSegmenter,
     LiteSpec,
-    build_lite_model,
     confidence,
-    load_lite,
     parameter_count,
-    save_lite_checkpoint,
 )
+from samsem.runtime.models.registry import build_model, load_model, save_model
 from samsem.runtime.models.segmenter import Backend, Segmenter, sigmoid
 from samsem.runtime.pipeline import Pipeline
 from samsem.runtime.stages.preprocess import apply_range, intensity_range
@@ -62,11 +60,11 @@ def _forward(model: LiteNet, images: np.ndarray) -> np.ndarray:
 
 
 def test_default_spec_is_small_and_shapes_follow_input_size() -> None:
-    default = build_lite_model(LiteSpec(), seed=0)
+    default = build_model(LiteSpec(), seed=0)
     assert default.spec.input_size == 512
     assert parameter_count(default) == 488_084 < 3_000_000
     for size in (64, 128):
-        model = build_lite_model(replace(LiteSpec(), input_size=size), seed=0)
+        model = build_model(replace(LiteSpec(), input_size=size), seed=0)
         assert parameter_count(model) == 488_084  # weights do not depend on the input size
         logits = _forward(model, _images(2, size))
         assert logits.shape == (2, 1, size, size) and logits.dtype == np.float32
@@ -79,7 +77,7 @@ def test_spec_validation_and_dict_round_trip() -> None:
     assert spec.stride == 8
     assert LiteSpec.from_dict(spec.to_dict()) == spec
     assert spec.to_dict()["widths"] == [8, 16, 24]
-    assert _forward(build_lite_model(spec, seed=0), _images(1, 96)).shape == (1, 1, 96, 96)
+    assert _forward(build_model(spec, seed=0), _images(1, 96)).shape == (1, 1, 96, 96)
     with pytest.raises(ConfigError, match="multiple of 32"):
         LiteSpec(input_size=80)  # stride 16 x kv_reduction 2
     with pytest.raises(ConfigError, match="same length"):
@@ -98,10 +96,10 @@ def test_seeded_build_is_deterministic_and_leaves_global_rng_alone() -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    a = build_lite_model(SPEC64, seed=7)
+    a = build_model(SPEC64, seed=7)
     assert torch.equal(torch.rand(3), expected)
-    b = build_lite_model(SPEC64, seed=7)
-    c = build_lite_model(SPEC64, seed=8)
+    b = build_model(SPEC64, seed=7)
+    c = build_model(SPEC64, seed=8)
     images = _images(2, 64)
     np.testing.assert_array_equal(_forward(a, images), _forward(b, images))
     assert np.abs(_forward(a, images) - _forward(c, images)).max() > 1e-4
@@ -112,7 +110,7 @@ def test_onnx_export_matches_torch(tmp_path) -> None:
     """Tracing export with a dynamic batch; ONNX Runtime (CPU) at another batch size matches PyTorch."""
     import onnxruntime as ort
 
-    model = build_lite_model(SPEC64, seed=0)
+    model = build_model(SPEC64, seed=0)
     path = tmp_path / "lite.onnx"
     axes = {"image": {0: iospec.BATCH}, "logits": {0: iospec.BATCH}}
     with torch.no_grad(), warnings.catch_warnings():
@@ -139,28 +137,29 @@ def test_onnx_export_matches_torch(tmp_path) -> None:
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
-    model = build_lite_model(SPEC64, seed=3)
+    model = build_model(SPEC64, seed=3)
     path = tmp_path / "lite.pt"
-    save_lite_checkpoint(path, model, SPEC64, extra={"epoch": 2, "optimizer": {"lr": 1e-3}})
+    save_model(path, model, SPEC64, extra={"epoch": 2, "optimizer": {"lr": 1e-3}})
     assert [p.name for p in tmp_path.iterdir()] == ["lite.pt"]  # no temporary file left
-    loaded, spec = load_lite(path)
+    result = load_model(path, family="lite")
+    loaded, spec = result.module, result.spec
     assert spec == SPEC64 and not loaded.training
     images = _images(2, 64)
     np.testing.assert_array_equal(_forward(loaded, images), _forward(model, images))
-    np.testing.assert_array_equal(_forward(build_lite_model(SPEC64, path), images), _forward(model, images))
+    np.testing.assert_array_equal(_forward(load_model(path, SPEC64).module, images), _forward(model, images))
     raw = torch.load(path, weights_only=True)
     assert (raw["format"], raw["version"], raw["family"], raw["epoch"]) == ("samsem-checkpoint", 1, "lite", 2)
     assert raw["spec"] == SPEC64.to_dict()
     with pytest.raises(ConfigError, match="was saved with"):
-        build_lite_model(replace(SPEC64, input_size=128), path)
+        load_model(path, replace(SPEC64, input_size=128))
     with pytest.raises(ConfigError, match="reserved"):
-        save_lite_checkpoint(path, model, SPEC64, extra={"spec": {}})
+        save_model(path, model, SPEC64, extra={"spec": {}})
     with pytest.raises(ConfigError, match="model was built with"):
-        save_lite_checkpoint(path, model, replace(SPEC64, heads=2))
+        save_model(path, model, replace(SPEC64, heads=2))
 
 
 def test_strict_loading_names_missing_unexpected_and_misshaped_keys(tmp_path) -> None:
-    model = build_lite_model(SPEC64, seed=0)
+    model = build_model(SPEC64, seed=0)
     state = model.state_dict()
 
     def saved(name: str, state: Mapping[str, torch.Tensor]) -> Path:
@@ -174,41 +173,41 @@ def test_strict_loading_names_missing_unexpected_and_misshaped_keys(tmp_path) ->
 
     dropped = {k: v for k, v in state.items() if k != "stem.0.weight"}
     with pytest.raises(InputError, match=r"1 missing key\(s\): stem\.0\.weight") as err:
-        load_lite(saved("missing.pt", dropped))
+        load_model(saved("missing.pt", dropped), family="lite")
     assert "missing.pt" in str(err.value)
     with pytest.raises(InputError, match=r"1 unexpected key\(s\): extra\.weight"):
-        load_lite(saved("extra.pt", {**state, "extra.weight": torch.zeros(2)}))
-    wide = build_lite_model(replace(SPEC64, decoder_width=48), seed=0)
+        load_model(saved("extra.pt", {**state, "extra.weight": torch.zeros(2)}), family="lite")
+    wide = build_model(replace(SPEC64, decoder_width=48), seed=0)
     path = tmp_path / "wide.pt"
     write_checkpoint(path, "lite", SPEC64.to_dict(), wide)  # header claims the narrower spec
     with pytest.raises(InputError, match=r"shape mismatch.*lateral\.0\.0\.weight \(48, 32, 1, 1\)"):
-        load_lite(path)
+        load_model(path, family="lite")
 
 
 def test_family_and_format_checks(tmp_path) -> None:
     sam2 = tmp_path / "sam2.pt"
     torch.save({"format": "samsem-checkpoint", "version": 1, "family": "sam2", "spec": {}, "model": {}}, sam2)
     with pytest.raises(InputError, match="'sam2' checkpoint, not a lite one"):
-        load_lite(sam2)
+        load_model(sam2, family="lite")
     lite = tmp_path / "lite.pt"
-    save_lite_checkpoint(lite, build_lite_model(SPEC64, seed=0), SPEC64)
+    save_model(lite, build_model(SPEC64, seed=0), SPEC64)
     with pytest.raises(InputError, match="'lite' checkpoint, not a SAM2 one"):
-        sm.load_sam2(lite)
+        load_model(lite, family="sam2")
     plain = tmp_path / "plain.pt"
-    torch.save({"model": build_lite_model(SPEC64, seed=0).state_dict()}, plain)
+    torch.save({"model": build_model(SPEC64, seed=0).state_dict()}, plain)
     with pytest.raises(InputError, match=r"plain .* not a samsem checkpoint"):
-        load_lite(plain)
+        load_model(plain, family="lite")
     bad_spec = tmp_path / "bad_spec.pt"
     torch.save(
         {"format": "samsem-checkpoint", "version": 1, "family": "lite", "spec": {"heads": 3}, "model": {}},
         bad_spec,
     )
     with pytest.raises(InputError, match=r"invalid lite spec in checkpoint.*multiple of heads"):
-        load_lite(bad_spec)
+        load_model(bad_spec, family="lite")
     with pytest.raises(InputError, match="not found"):
-        load_lite(tmp_path / "absent.pt")
+        load_model(tmp_path / "absent.pt", family="lite")
     with pytest.raises(ConfigError, match="invalid torch device"):
-        load_lite(lite, device="tpu9")
+        load_model(lite, device="tpu9", family="lite")
 
 
 # --------------------------------------------------------------------------------- backend, segmenter
@@ -248,21 +247,19 @@ def test_segmenter_returns_sigmoid_and_confidence() -> None:
 
 
 def test_torch_backend_runs_lite_model() -> None:
-    model = build_lite_model(SPEC64, seed=0)
+    model = build_model(SPEC64, seed=0)
     backend = TorchBackend(model)
     assert isinstance(backend, Backend)
     images = _images(3, 64)
     out = backend.run({"image": images[:, None].copy()})
     assert set(out) == {"logits"}
     np.testing.assert_array_equal(out["logits"], _forward(model, images))
-    with pytest.raises(InputError, match=r"'image' has shape \(3, 1, 32, 32\)"):
+    with pytest.raises(EngineError, match=r"'image' has shape \(3, 1, 32, 32\)"):
         backend.run({"image": images[:, None, :32, :32].copy()})
     probs, scores = LiteSegmenter(backend, 64).predict(images, None)
     np.testing.assert_allclose(probs, sigmoid(out["logits"][:, 0]), rtol=1e-6)
     assert probs.shape == (3, 64, 64) and scores.shape == (3,) and (scores >= 0.5).all()
-    bf16 = TorchBackend(build_lite_model(SPEC64, seed=0), precision="bf16").run(
-        {"image": images[:, None].copy()}
-    )
+    bf16 = TorchBackend(build_model(SPEC64, seed=0), precision="bf16").run({"image": images[:, None].copy()})
     assert bf16["logits"].dtype == np.float32
     assert np.abs(bf16["logits"] - out["logits"]).max() < 0.1 * np.abs(out["logits"]).max()
 
@@ -273,15 +270,15 @@ def test_torch_backend_runs_lite_model() -> None:
 def test_pipeline_on_synthetic_image() -> None:
     sample = generate_sample("easy", 256, 256, seed=0)
     spec = replace(SPEC64, input_size=128)
-    seg = LiteSegmenter(TorchBackend(build_lite_model(spec, seed=0)), 128)
+    seg = LiteSegmenter(TorchBackend(build_model(spec, seed=0)), 128)
     cfg = PipelineConfig(tiling=TilingConfig(patch_size=128), batch_size=4)
-    res = Pipeline(seg, seg, cfg, {"family": "lite"}).segment(sample.image)
+    res = Pipeline(seg, seg, cfg).segment(sample.image)
     assert res.mask.shape == (256, 256) and res.mask.dtype == np.uint8
     assert set(np.unique(res.mask)) <= {0, 1}
-    assert res.report["model"] == {"family": "lite"} and res.report["n_patches"] == len(res.report["patches"])
+    assert len(res.report.patches) == res.report.to_json()["n_patches"] > 0
     # one patch covering the image at the model's input size: the mask is the thresholded model output
     single = PipelineConfig(tiling=TilingConfig(patch_size=256), single_scale=2)
-    seg256 = LiteSegmenter(TorchBackend(build_lite_model(replace(spec, input_size=256), seed=0)), 256)
+    seg256 = LiteSegmenter(TorchBackend(build_model(replace(spec, input_size=256), seed=0)), 256)
     mask = Pipeline(None, seg256, single).segment(sample.image).mask
     image = apply_range(sample.image, intensity_range(sample.image, single.low_pct, single.high_pct))
     np.testing.assert_array_equal(mask, (seg256.predict(image[None], None)[0][0] >= 0.5).astype(np.uint8))
@@ -291,10 +288,10 @@ def test_load_models_reads_lite_checkpoints(tmp_path) -> None:
     paths = []
     for seed in (0, 1):
         paths.append(tmp_path / f"lite{seed}.pt")
-        save_lite_checkpoint(paths[-1], build_lite_model(SPEC64, seed=seed), SPEC64)
+        save_model(paths[-1], build_model(SPEC64, seed=seed), SPEC64)
     loaded = load_models(paths[0])
     assert isinstance(loaded.model1, LiteSegmenter) and loaded.model1 is loaded.model2
-    assert loaded.description == {
+    assert loaded.info.to_json() == {
         "family": "lite",
         "backend": "torch",
         "device": "cpu",
@@ -304,24 +301,24 @@ def test_load_models_reads_lite_checkpoints(tmp_path) -> None:
     }
     images = _images(2, 64)
     probs, _ = loaded.model1.predict(images, None)
-    np.testing.assert_allclose(probs, sigmoid(_forward(build_lite_model(SPEC64, seed=0), images)[:, 0]))
+    np.testing.assert_allclose(probs, sigmoid(_forward(build_model(SPEC64, seed=0), images)[:, 0]))
     pair = load_models(f"{paths[0]},{paths[1]}")
-    assert pair.model1 is not pair.model2 and pair.description["family"] == "lite"
-    assert pair.description["source"] == [str(paths[0]), str(paths[1])]
+    assert pair.model1 is not pair.model2 and pair.info.to_json()["family"] == "lite"
+    assert pair.info.to_json()["source"] == [str(paths[0]), str(paths[1])]
     with pytest.raises(InputError, match="'lite' checkpoint, not a SAM2 one"):
         load_models(f"sam2.1_hiera_t:{paths[0]}")
 
 
 def test_load_models_mixed_families(tmp_path) -> None:
     lite = tmp_path / "lite.pt"
-    save_lite_checkpoint(lite, build_lite_model(SPEC64, seed=0), SPEC64)
+    save_model(lite, build_model(SPEC64, seed=0), SPEC64)
     sam2 = tmp_path / "sam2.pt"
     spec = sm.tiny_spec(128)
-    sm.save_checkpoint(sam2, sm.build_sam2_model(spec, seed=0), spec)
+    save_model(sam2, sm.build(spec, seed=0), spec)
     mixed = load_models(f"{lite},{sam2}")
-    assert mixed.description["family"] == ["lite", "sam2"]
-    assert mixed.description["config"] == [None, "sam2.1_hiera_t"]
-    assert mixed.description["input_size"] == [64, 128]
+    assert mixed.info.to_json()["family"] == ["lite", "sam2"]
+    assert mixed.info.to_json()["config"] == [None, "sam2.1_hiera_t"]
+    assert mixed.info.to_json()["input_size"] == [64, 128]
     assert not mixed.model1.uses_prompts and mixed.model2.uses_prompts
 
 
@@ -342,7 +339,7 @@ def test_overfits_one_synthetic_image() -> None:
     x = torch.from_numpy(image)[None, None]
     y = torch.from_numpy(sample.mask.astype(np.float32))[None, None]
     spec = replace(LiteSpec(), input_size=128)
-    model = build_lite_model(spec, seed=0).train()
+    model = build_model(spec, seed=0).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(40):

@@ -10,9 +10,11 @@ import torch
 from omegaconf import OmegaConf
 
 from samsem.errors import ConfigError, InputError
-from samsem.runtime.load import ModelSource, load_models, resolve_model_arg
+from samsem.runtime.load import ModelSource, default_bundle, load_models, load_pipeline, resolve_model_arg
 from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import save_model
 from samsem.runtime.models.sam2 import SAM2Segmenter
+from samsem.runtime.report import ModelInfo
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +25,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for seed in (0, 1):
         out[f"samsem{seed}"] = folder / f"tiny{seed}.pt"
-        sm.save_checkpoint(out[f"samsem{seed}"], sm.build_sam2_model(spec, seed=seed), spec)
+        save_model(out[f"samsem{seed}"], sm.build(spec, seed=seed), spec)
     out["official"] = folder / "tiny_official.pt"
-    torch.save({"model": sm.build_sam2_model(spec, seed=0).state_dict()}, out["official"])
+    torch.save({"model": sm.build(spec, seed=0).state_dict()}, out["official"])
     out["yaml"] = folder / "tiny.yaml"
     OmegaConf.save(sm.compose_config(spec), out["yaml"])
     return out
@@ -38,15 +40,17 @@ def _predict(seg, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return seg.predict(images, points)
 
 
-def test_none_means_no_model() -> None:
-    assert resolve_model_arg(None) is None
-    assert load_models(None) is None
+def test_none_means_the_bundled_default_or_classical() -> None:
+    pipeline = load_pipeline(None)
+    expected = "bundle" if default_bundle() is not None else "classical"
+    assert pipeline.info is not None and pipeline.info.kind == expected
+    assert load_pipeline("classical:otsu").info == ModelInfo("classical", method="otsu")
 
 
 def test_samsem_checkpoint_serves_both_scales(files) -> None:
     loaded = load_models(files["samsem0"])
     assert loaded.model1 is loaded.model2 and isinstance(loaded.model1, SAM2Segmenter)
-    assert loaded.description == {
+    assert loaded.info.to_json() == {
         "family": "sam2",
         "backend": "torch",
         "device": "cpu",
@@ -65,7 +69,7 @@ def test_samsem_checkpoint_serves_both_scales(files) -> None:
 def test_pair_gives_two_models(files) -> None:
     loaded = load_models(f"{files['samsem0']},{files['samsem1']}")
     assert loaded.model1 is not loaded.model2
-    assert loaded.description["source"] == [str(files["samsem0"]), str(files["samsem1"])]
+    assert loaded.info.to_json()["source"] == [str(files["samsem0"]), str(files["samsem1"])]
     single = load_models(files["samsem0"])
     np.testing.assert_array_equal(_predict(loaded.model1, 128)[0], _predict(single.model1, 128)[0])
     assert np.abs(_predict(loaded.model2, 128)[0] - _predict(loaded.model1, 128)[0]).max() > 1e-6
@@ -74,7 +78,7 @@ def test_pair_gives_two_models(files) -> None:
 def test_config_and_official_checkpoint(files) -> None:
     """A YAML config (its image size is overridden by the spec's default, 1024) + official weights."""
     loaded = load_models(f"{files['yaml']}:{files['official']}")
-    assert loaded.description["config"] == str(files["yaml"])
+    assert loaded.info.to_json()["config"] == str(files["yaml"])
     assert loaded.model1.input_size == 1024
     probs, _ = _predict(loaded.model1, 1024)
     assert probs.shape == (2, 256, 256) and 0 <= probs.min() <= probs.max() <= 1

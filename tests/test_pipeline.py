@@ -12,7 +12,8 @@ import pytest
 
 from samsem.errors import InputError
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.pipeline import FailedImage, Pipeline, classical_pipeline
+from samsem.runtime.load import classical_pipeline
+from samsem.runtime.pipeline import FailedImage, Pipeline
 from samsem.runtime.stages.tiling import TilingConfig
 
 
@@ -59,9 +60,9 @@ def test_identity_two_scale_reproduces_input(shape: tuple[int, int]) -> None:
     cfg = PipelineConfig(tiling=tiling, single_scale=None if model1 else 2, batch_size=5)
     res = Pipeline(model1, Identity(128), cfg).segment(img)
     np.testing.assert_array_equal(res.mask, (img > 0).astype(np.uint8))
-    assert res.report["n_patches"] == len(res.report["patches"])
+    assert res.report.to_json()["n_patches"] == len(res.report.to_json()["patches"])
     if model1 is not None:
-        assert res.report["patch_sources"] == {"model2": res.report["n_patches"]}
+        assert res.report.to_json()["patch_sources"] == {"model2": res.report.to_json()["n_patches"]}
 
 
 def test_single_scale_1_reproduces_input() -> None:
@@ -69,7 +70,7 @@ def test_single_scale_1_reproduces_input() -> None:
     cfg = PipelineConfig(tiling=TilingConfig(patch_size=64), single_scale=1)
     res = Pipeline(Identity(256), None, cfg).segment(img)
     np.testing.assert_array_equal(res.mask, (img > 0).astype(np.uint8))
-    assert set(res.report["patch_sources"]) == {"model1"}
+    assert set(res.report.to_json()["patch_sources"]) == {"model1"}
 
 
 def test_speckled_model2_is_replaced_by_model1() -> None:
@@ -77,16 +78,16 @@ def test_speckled_model2_is_replaced_by_model1() -> None:
     cfg = PipelineConfig(tiling=TilingConfig(patch_size=128))
     res = Pipeline(Identity(256), Speckled(128), cfg).segment(img)
     np.testing.assert_array_equal(res.mask, (img > 0).astype(np.uint8))
-    assert res.report["patch_sources"] == {"model1": res.report["n_patches"]}
-    assert all(r["speckles2"] >= 50 > r["speckles1"] for r in res.report["patches"])
+    assert res.report.to_json()["patch_sources"] == {"model1": res.report.to_json()["n_patches"]}
+    assert all(r["speckles2"] >= 50 > r["speckles1"] for r in res.report.to_json()["patches"])
 
 
 def test_both_speckled_flags_and_falls_back() -> None:
     img = _lines(256, 256)
     cfg = PipelineConfig(tiling=TilingConfig(patch_size=128))
     res = Pipeline(Speckled(256), Speckled(128), cfg).segment(img)
-    assert res.report["flagged"] == list(range(res.report["n_patches"]))
-    assert res.report["patch_sources"] == {"fallback": res.report["n_patches"]}
+    assert res.report.to_json()["flagged"] == list(range(res.report.to_json()["n_patches"]))
+    assert res.report.to_json()["patch_sources"] == {"fallback": res.report.to_json()["n_patches"]}
     # Sauvola on a clean binary image finds the lines: most metal pixels are recovered
     truth = img > 0
     assert (res.mask.astype(bool) & truth).sum() > 0.8 * truth.sum()
@@ -111,7 +112,7 @@ def test_failed_image_does_not_stop_the_stream() -> None:
     def bad() -> np.ndarray:
         raise InputError("broken.png", "truncated file")
 
-    pipe = classical_pipeline(PipelineConfig(tiling=TilingConfig(patch_size=64)))
+    pipe = classical_pipeline(config=PipelineConfig(tiling=TilingConfig(patch_size=64)))
     out = list(
         pipe.segment_many([("a", lambda: _lines(100, 100)), ("broken", bad), ("c", lambda: _lines(90, 120))])
     )
@@ -123,7 +124,7 @@ def test_classical_default_finds_lines_on_synthetic_sem() -> None:
     from samsem.synth.generate import generate_sample
 
     sample = generate_sample("easy", 512, 512, seed=3)
-    res = classical_pipeline(PipelineConfig(tiling=TilingConfig(patch_size=256))).segment(sample.image)
+    res = classical_pipeline(config=PipelineConfig(tiling=TilingConfig(patch_size=256))).segment(sample.image)
     inter = (res.mask & sample.mask).sum()
     dice = 2 * inter / (res.mask.sum() + sample.mask.sum())
     assert dice > 0.7, dice
@@ -148,7 +149,7 @@ def test_peak_memory_16k_image_is_bounded() -> None:
         res = pipe.segment(img)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "fg": float(res.mask.mean()),
-                          "patches": res.report["n_patches"]}))
+                          "patches": res.report.to_json()["n_patches"]}))
         """
     )
     out = subprocess.run(

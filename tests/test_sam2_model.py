@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from samsem.errors import ConfigError, InputError
+from samsem.errors import ConfigError, EngineError, InputError
 from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import load_model, save_model
 
 OFFICIAL = [f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+", "l")]
 
@@ -15,7 +16,7 @@ OFFICIAL = [f"{v}_hiera_{s}" for v in ("sam2", "sam2.1") for s in ("t", "s", "b+
 @pytest.fixture(scope="module")
 def tiny() -> tuple[sm.SAM2Spec, torch.nn.Module]:
     spec = sm.tiny_spec(128)
-    return spec, sm.build_sam2_model(spec, seed=0)
+    return spec, sm.build(spec, seed=0)
 
 
 def _points(batch: int, n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +90,7 @@ def test_geometry_follows_image_size_and_config() -> None:
 @pytest.mark.parametrize("size", [128, 256])
 def test_tiny_forward_shapes_match_iospec(size: int) -> None:
     spec = sm.tiny_spec(size)
-    model = sm.SAM2ImageModel(sm.build_sam2_model(spec, seed=0))
+    model = sm.SAM2ImageModel(sm.build(spec, seed=0))
     image = torch.randn(2, 3, size, size)
     coords, labels = _points(2, 3, size)
     with torch.inference_mode():
@@ -151,17 +152,17 @@ def test_seeded_build_is_deterministic_and_leaves_global_rng() -> None:
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = sm.build_sam2_model(spec, seed=0).state_dict()
+    a = sm.build(spec, seed=0).state_dict()
     assert torch.equal(torch.rand(1), before)
-    b = sm.build_sam2_model(spec, seed=0).state_dict()
-    c = sm.build_sam2_model(spec, seed=1).state_dict()
+    b = sm.build(spec, seed=0).state_dict()
+    c = sm.build(spec, seed=1).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_trainable_sets_requires_grad(tiny) -> None:
     spec, _ = tiny
-    sam = sm.build_sam2_model(spec, seed=0)
+    sam = sm.build(spec, seed=0)
     n = sm.trainable(sm.SAM2ImageModel(sam), image_encoder=False, prompt_encoder=False, mask_decoder=True)
     assert n == sum(p.numel() for p in sam.sam_mask_decoder.parameters()) > 0
     assert not any(p.requires_grad for p in sam.image_encoder.parameters())
@@ -178,7 +179,7 @@ def test_trainable_sets_requires_grad(tiny) -> None:
 
 
 def test_hiera_t_at_1024_builds() -> None:
-    sam = sm.build_sam2_model(sm.SAM2Spec("sam2.1_hiera_t"), seed=0)
+    sam = sm.build(sm.SAM2Spec("sam2.1_hiera_t"), seed=0)
     assert sum(p.numel() for p in sam.parameters()) == 38_962_498  # official SAM 2.1 tiny: 38.9 M
     geo = sm.SAM2ImageModel(sam).geometry
     assert (geo.image_size, geo.d_model, geo.embed_size) == (1024, 256, 64)
@@ -186,7 +187,7 @@ def test_hiera_t_at_1024_builds() -> None:
 
 @pytest.mark.slow
 def test_hiera_t_at_1024_forwards() -> None:
-    sam = sm.build_sam2_model(sm.SAM2Spec("sam2.1_hiera_t"), seed=0)
+    sam = sm.build(sm.SAM2Spec("sam2.1_hiera_t"), seed=0)
     masks, iou = _run(sam, torch.randn(1, 3, 1024, 1024), torch.tensor([[[500.0, 300.0]]]), torch.ones(1, 1))
     assert tuple(masks.shape) == (1, 3, 256, 256) and tuple(iou.shape) == (1, 3)
     assert torch.isfinite(masks).all()
@@ -197,7 +198,7 @@ def test_hiera_t_at_1024_forwards() -> None:
 def test_official_configs_instantiate(name: str) -> None:
     """Parameter counts match the published sizes (SAM 2.1 adds ~0.07 M for object-pointer encodings)."""
     millions = {"t": 38.9, "s": 46.0, "b+": 80.8, "l": 224.4}[name.rsplit("_", 1)[1]]
-    sam = sm.build_sam2_model(sm.SAM2Spec(name), seed=0)
+    sam = sm.build(sm.SAM2Spec(name), seed=0)
     assert sum(p.numel() for p in sam.parameters()) / 1e6 == pytest.approx(millions, abs=0.1)
 
 
@@ -213,14 +214,14 @@ def _official(tmp_path, state: dict, name: str = "official.pt"):
 def test_official_format_loads_strictly_and_reproduces(tiny, tmp_path) -> None:
     spec, sam = tiny
     path = _official(tmp_path, sam.state_dict())
-    loaded = sm.build_sam2_model(spec, path)
+    loaded = load_model(path, spec).module.sam
     image, (coords, labels) = torch.randn(1, 3, 128, 128), _points(1, 2, 128)
     for a, b in zip(_run(sam, image, coords, labels), _run(loaded, image, coords, labels), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(InputError, match="CONFIG:PATH"):
-        sm.load_sam2(path)
-    with pytest.raises(InputError, match="do not name their config"):
-        sm.load_checkpoint_spec(path)
+        load_model(path, family="sam2")
+    with pytest.raises(InputError, match="not a samsem checkpoint"):
+        load_model(path)
 
 
 def test_missing_unexpected_and_misshaped_keys_are_listed(tiny, tmp_path) -> None:
@@ -229,16 +230,16 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(tiny, tmp_path) -> Non
     dropped = dict(state)
     del dropped["no_mem_embed"]
     with pytest.raises(InputError, match=r"1 missing key\(s\): no_mem_embed") as err:
-        sm.build_sam2_model(spec, _official(tmp_path, dropped))
+        load_model(_official(tmp_path, dropped), spec)
     assert str(tmp_path) in str(err.value)
     with pytest.raises(InputError, match=r"1 unexpected key\(s\): extra\.weight"):
-        sm.build_sam2_model(spec, _official(tmp_path, {**state, "extra.weight": torch.zeros(2)}))
+        load_model(_official(tmp_path, {**state, "extra.weight": torch.zeros(2)}), spec)
     many = {k: v for i, (k, v) in enumerate(state.items()) if i >= 10}
     with pytest.raises(InputError, match=r"10 missing key\(s\): .*\.\.\. and 2 more"):
-        sm.build_sam2_model(spec, _official(tmp_path, many))
+        load_model(_official(tmp_path, many), spec)
     wider = sm.SAM2Spec(**{**spec.__dict__, "embed_dim": 16})
     with pytest.raises(InputError, match=r"shape mismatch.*image_encoder\.trunk\.pos_embed \(1, 8, 7, 7\)"):
-        sm.build_sam2_model(wider, _official(tmp_path, state))
+        load_model(_official(tmp_path, state), wider)
 
 
 def test_foreign_files_give_clear_errors(tiny, tmp_path) -> None:
@@ -246,40 +247,40 @@ def test_foreign_files_give_clear_errors(tiny, tmp_path) -> None:
     text = tmp_path / "notes.pt"
     text.write_text("definitely not a checkpoint")
     with pytest.raises(InputError, match="not a readable PyTorch checkpoint"):
-        sm.build_sam2_model(spec, text)
+        load_model(text, spec)
     tensor = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), tensor)
     with pytest.raises(InputError, match="holds a Tensor"):
-        sm.build_sam2_model(spec, tensor)
+        load_model(tensor, spec)
     nomodel = tmp_path / "nomodel.pt"
     torch.save({"state_dict": {}}, nomodel)
     with pytest.raises(InputError, match=r"no 'model' state dict.*state_dict"):
-        sm.build_sam2_model(spec, nomodel)
+        load_model(nomodel, spec)
     lite = tmp_path / "lite.pt"
     torch.save({"format": "samsem-checkpoint", "version": 1, "family": "lite", "model": {}}, lite)
     with pytest.raises(InputError, match="'lite' checkpoint, not a SAM2 one"):
-        sm.load_sam2(lite)
+        load_model(lite, family="sam2")
     with pytest.raises(InputError, match="not found"):
-        sm.build_sam2_model(spec, tmp_path / "absent.pt")
+        load_model(tmp_path / "absent.pt", spec)
 
 
 def test_samsem_checkpoint_round_trip(tiny, tmp_path) -> None:
     spec, sam = tiny
     path = tmp_path / "ft.pt"
-    sm.save_checkpoint(path, sm.SAM2ImageModel(sam), spec, extra={"epoch": 3, "optimizer": {"lr": 1e-4}})
+    save_model(path, sm.SAM2ImageModel(sam), spec, extra={"epoch": 3, "optimizer": {"lr": 1e-4}})
     assert [p.name for p in tmp_path.iterdir()] == ["ft.pt"]  # no temporary file left
-    assert sm.load_checkpoint_spec(path) == spec
-    loaded, loaded_spec = sm.load_sam2(path)
-    assert loaded_spec == spec
+    result = load_model(path, family="sam2")
+    loaded = result.module.sam
+    assert result.spec == spec and result.family.name == "sam2"
     image, (coords, labels) = torch.randn(2, 3, 128, 128), _points(2, 2, 128)
     for a, b in zip(_run(sam, image, coords, labels), _run(loaded, image, coords, labels), strict=True):
         assert torch.equal(a, b)
     raw = torch.load(path, weights_only=True)
     assert (raw["format"], raw["version"], raw["family"], raw["epoch"]) == ("samsem-checkpoint", 1, "sam2", 3)
     with pytest.raises(ConfigError, match="was saved with"):
-        sm.load_sam2(path, sm.tiny_spec(256))
+        load_model(path, sm.tiny_spec(256), family="sam2")
     with pytest.raises(ConfigError, match="reserved"):
-        sm.save_checkpoint(path, sam, spec, extra={"model": {}})
+        save_model(path, sam, spec, extra={"model": {}})
 
 
 # -------------------------------------------------------------------------------------------- io-spec
@@ -302,5 +303,5 @@ def test_iospec_profiles_and_json_round_trip() -> None:
     assert lite.inputs[0].dims == ("batch", 1, 256, 256) and lite.output_names == ("logits",)
     out = {"logits": np.zeros((2, 1, 256, 256), np.float32)}
     lite.check_outputs(out, {"batch": 2})
-    with pytest.raises(InputError, match="batch size 2 != input's 3"):
+    with pytest.raises(EngineError, match="batch size 2 != input's 3"):
         lite.check_outputs(out, {"batch": 3})

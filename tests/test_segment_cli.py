@@ -10,6 +10,8 @@ import pytest
 
 from samsem.cli import main
 from samsem.io import read_mask, write_image
+from samsem.runtime.models import sam2 as sm
+from samsem.runtime.models.registry import save_model
 from samsem.synth.generate import generate_sample
 
 
@@ -61,11 +63,11 @@ def test_missing_input_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def test_tiny_random_sam2_runs_whole_pipeline(image_dir: Path, tmp_path: Path) -> None:
-    from samsem.runtime.models.sam2 import build_sam2_model, save_checkpoint, tiny_spec
+    from samsem.runtime.models.sam2 import tiny_spec
 
     spec = tiny_spec(image_size=128)
     ckpt = tmp_path / "tiny.pt"
-    save_checkpoint(ckpt, build_sam2_model(spec, seed=0), spec)
+    save_model(ckpt, sm.build(spec, seed=0), spec)
     out = tmp_path / "out"
     args = ["segment", str(image_dir / "sem0.png"), "-o", str(out), "--model", str(ckpt), "--batch-size", "4"]
     assert main(args) == 0
@@ -82,7 +84,7 @@ def test_tiny_random_sam2_runs_whole_pipeline(image_dir: Path, tmp_path: Path) -
 
 
 def test_default_model_is_the_bundled_one(image_dir: Path, tmp_path: Path, capsys) -> None:
-    from samsem.runtime.pipeline import default_bundle
+    from samsem.runtime.load import default_bundle
 
     out = tmp_path / "out"
     assert main(["segment", str(image_dir / "sem1.png"), "-o", str(out)]) == 0

@@ -18,7 +18,9 @@ from grpc_health.v1 import health_pb2
 
 from samsem.io import read_image, write_image
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.pipeline import Pipeline, build_pipeline
+from samsem.runtime.load import load_pipeline
+from samsem.runtime.models.registry import save_model
+from samsem.runtime.pipeline import Pipeline
 from samsem.runtime.stages.tiling import TilingConfig
 from samsem.server import samsem_pb2 as pb
 from samsem.server.app import SERVICE_NAME, ServerConfig, ServerThread
@@ -60,7 +62,7 @@ class SlowSegmenter:
 def slow_pipeline(delay: float = 0.1, patch: int = 64) -> tuple[Pipeline, SlowSegmenter]:
     seg = SlowSegmenter(patch, delay)
     cfg = PipelineConfig(tiling=TilingConfig(patch_size=patch), single_scale=2)
-    return Pipeline(None, seg, cfg, {"family": "test-slow"}), seg
+    return Pipeline(None, seg, cfg), seg
 
 
 def make_tiny_checkpoint(folder: Path) -> Path:
@@ -69,7 +71,7 @@ def make_tiny_checkpoint(folder: Path) -> Path:
 
     spec = sm.tiny_spec(128)
     path = folder / "tiny_sam2.pt"
-    sm.save_checkpoint(path, sm.build_sam2_model(spec, seed=0), spec)
+    save_model(path, sm.build(spec, seed=0), spec)
     return path
 
 
@@ -108,7 +110,7 @@ def rpc_error(fn) -> grpc.RpcError:
 
 @pytest.fixture(scope="module")
 def tiny_pipeline(tmp_path_factory) -> Pipeline:
-    return build_pipeline(make_tiny_checkpoint(tmp_path_factory.mktemp("model")))
+    return load_pipeline(make_tiny_checkpoint(tmp_path_factory.mktemp("model")))
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +142,7 @@ def test_streamed_mask_equals_local_runtime(form, tiny_pipeline, client, tmp_pat
     out = client.segment(source, name="img", progress=lambda d, t: seen.append((d, t)))
     np.testing.assert_array_equal(out.mask, local.mask)
     assert out.mask.dtype == np.uint8 and 0 < out.mask.mean() < 1
-    assert_reports_match(out.report, local.report)
+    assert_reports_match(out.report, local.report.to_json())
     total = tiny_pipeline.count_inputs(*img.shape)
     assert seen[0] == (0, total) and seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
@@ -150,11 +152,12 @@ def test_options_reach_the_pipeline(tiny_pipeline, client) -> None:
     from dataclasses import replace
 
     img = lines_image(300, 400, seed=2)
-    out = client.segment(img, options={"single_scale": "1", "threshold": "0.4"})
-    cfg = replace(tiny_pipeline.config, single_scale=1, threshold=0.4)
-    local = Pipeline(tiny_pipeline.model1, tiny_pipeline.model2, cfg, tiny_pipeline.description).segment(img)
+    out = client.segment(img, options={"single_scale": "1", "seed": "3", "fallback": "model2"})
+    cfg = replace(tiny_pipeline.config, single_scale=1, seed=3)
+    local = Pipeline(tiny_pipeline.model1, tiny_pipeline.model2, cfg, tiny_pipeline.info).segment(img)
     np.testing.assert_array_equal(out.mask, local.mask)
-    assert out.report["mode"] == "single-scale 1" and out.report["config"]["threshold"] == 0.4
+    assert out.report["mode"] == "single-scale 1" and out.report["config"]["seed"] == 3
+    assert out.report["config"]["decision"]["fallback"] == "model2"
 
 
 def test_segment_tile_equals_local_and_refuses_large_images(tiny_pipeline, client) -> None:
@@ -243,7 +246,7 @@ BAD_STREAMS = {
     "oversize": (lambda png: [_raw_header(h=1 << 16, w=1 << 15)], "more than the server's limit"),
     "bad dtype": (lambda png: [_raw_header(dtype="float32")], "unsupported dtype 'float32'"),
     "unknown option": (lambda png: [_raw_header(colour="red")], "unknown option(s) 'colour'"),
-    "bad option value": (lambda png: [_raw_header(threshold="2")], "threshold must lie in (0, 1)"),
+    "bad option value": (lambda png: [_raw_header(seed="x")], "bad value 'x' for option 'seed'"),
     "no layout": (
         lambda png: [pb.SegmentRequest(header=pb.ImageHeader(name="x"))],
         "the header has no layout",
@@ -274,7 +277,7 @@ def test_request_id_is_echoed_and_generated(client) -> None:
 
 def test_model_info(client, tiny_pipeline) -> None:
     info = client.model_info()
-    assert json.loads(info.manifest_json) == tiny_pipeline.description
+    assert json.loads(info.manifest_json) == tiny_pipeline.info.to_json()
     assert (info.backend, info.device, info.precision) == ("torch", "cpu", "fp32")  # as loaded, not "auto"
     assert (info.max_batch_size, info.request_batch_size) == (16, 4)
     assert info.chunk_bytes == 1 << 20 and info.max_tile_pixels == 512 * 512

@@ -16,7 +16,7 @@ from test_server_large import start_server
 
 from samsem.cli import main
 from samsem.io import read_mask, write_image
-from samsem.runtime.pipeline import build_pipeline
+from samsem.runtime.load import load_pipeline
 from samsem.server.app import ServerConfig, ServerThread
 from samsem.server.client import SamsemClient
 
@@ -34,7 +34,7 @@ def images(tmp_path: Path) -> list[Path]:
 def test_client_segment_writes_what_segment_writes(images, tmp_path, capsys) -> None:
     local = ["segment", str(images[0].parent), "-o", str(tmp_path / "local"), "--model", "classical"]
     assert main(local) == 0
-    with ServerThread(ServerConfig(port=0), build_pipeline("classical")) as srv:
+    with ServerThread(ServerConfig(port=0), load_pipeline("classical")) as srv:
         args = [
             "client",
             "segment",
@@ -67,7 +67,7 @@ def test_client_segment_writes_what_segment_writes(images, tmp_path, capsys) -> 
 
 def test_client_job_waits_for_the_result(images, tmp_path, capsys) -> None:
     cfg = ServerConfig(port=0, job_roots=(images[0].parent,), output_root=tmp_path / "out")
-    with ServerThread(cfg, build_pipeline("classical")) as srv:
+    with ServerThread(cfg, load_pipeline("classical")) as srv:
         assert main(["client", "job", str(images[1]), "--wait", "--server", srv.address]) == 0
         job = json.loads(capsys.readouterr().out)
         assert job["state"] == "JOB_SUCCEEDED" and job["files"][0]["state"] == "FILE_DONE"

@@ -13,7 +13,7 @@ import pytest
 from test_server import lines_image, rpc_error, serving, slow_pipeline
 
 from samsem.io import read_image, read_mask, write_image
-from samsem.runtime.pipeline import build_pipeline
+from samsem.runtime.load import load_pipeline
 from samsem.server import samsem_pb2 as pb
 from samsem.server.app import ServerConfig, ServerThread
 from samsem.server.client import SamsemClient
@@ -43,7 +43,7 @@ def _final(client: SamsemClient, job_id: str) -> pb.Job:
 
 
 def test_job_writes_masks_beside_inputs_equal_to_local(tree) -> None:
-    pipe = build_pipeline("classical")
+    pipe = load_pipeline("classical")
     with serving(ServerConfig(port=0, job_roots=(tree["root"],)), pipe) as (_, client):
         job = client.submit_job([str(tree["a"]), str(tree["b"]), str(tree["root"] / "sub")])
         assert job.state in (pb.JOB_QUEUED, pb.JOB_RUNNING) and len(job.files) == 3
@@ -68,7 +68,7 @@ def test_job_writes_masks_beside_inputs_equal_to_local(tree) -> None:
 def test_output_root_mirrors_the_tree(tree, tmp_path) -> None:
     out = tmp_path / "results"
     cfg = ServerConfig(port=0, job_roots=(tree["root"],), output_root=out)
-    with ServerThread(cfg, build_pipeline("classical")) as srv, SamsemClient(srv.address) as client:
+    with ServerThread(cfg, load_pipeline("classical")) as srv, SamsemClient(srv.address) as client:
         done = _final(client, client.submit_job([str(tree["a"]), str(tree["c"])]).job_id)
     assert done.state == pb.JOB_SUCCEEDED
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.*")) == [
@@ -81,7 +81,7 @@ def test_output_root_mirrors_the_tree(tree, tmp_path) -> None:
 
 
 def test_paths_outside_the_roots_are_refused(tree, tmp_path) -> None:
-    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), build_pipeline("classical")) as (_, client):
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (_, client):
         for path in (tree["d"], tree["link"], tree["root"] / ".." / "outside" / "d.png", tree["outside"]):
             err = rpc_error(lambda path=path: client.submit_job([str(tree["a"]), str(path)]))
             assert err.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -95,7 +95,7 @@ def test_paths_outside_the_roots_are_refused(tree, tmp_path) -> None:
         assert rpc_error(lambda: client.get_job("no-such-job")).code() == grpc.StatusCode.NOT_FOUND
     assert not list(tree["outside"].glob("*.mask.png"))
     with (
-        ServerThread(ServerConfig(port=0), build_pipeline("classical")) as srv,
+        ServerThread(ServerConfig(port=0), load_pipeline("classical")) as srv,
         SamsemClient(srv.address) as client,
     ):
         err = rpc_error(lambda: client.submit_job([str(tree["a"])]))
@@ -105,7 +105,7 @@ def test_paths_outside_the_roots_are_refused(tree, tmp_path) -> None:
 def test_a_bad_file_fails_alone(tree) -> None:
     bad = tree["root"] / "broken.png"
     bad.write_bytes(tree["a"].read_bytes()[:200])
-    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), build_pipeline("classical")) as (_, client):
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (_, client):
         done = _final(client, client.submit_job([str(bad), str(tree["a"])]).job_id)
     assert done.state == pb.JOB_FAILED
     states = {Path(f.input).name: (f.state, f.error) for f in done.files}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from samsem.errors import InputError
-from samsem.runtime.config import PipelineConfig
+from samsem.runtime.config import RunOptions, parse_request_options
 from samsem.server import samsem_pb2 as pb
 from samsem.server.admission import Admission, Busy
 from samsem.server.batching import BatchingSegmenter, Cancelled, Ticket, bind_ticket
-from samsem.server.codec import MaskAssembler, RawAssembler, apply_options, compress_range, parse_header
+from samsem.server.codec import MaskAssembler, RawAssembler, compress_range, parse_header
 from samsem.server.security import load_tokens, token_matches
 
 
@@ -211,19 +211,24 @@ def test_mask_ranges_round_trip_and_reject_gaps() -> None:
         bad.add(pb.MaskChunk(height=37, width=53, offset=10, length=5, zlib_data=zlib.compress(b"\0" * 5)))
 
 
-def test_apply_options() -> None:
-    base = PipelineConfig()
-    cfg = apply_options(base, {"single_scale": "2", "threshold": "0.3", "seed": "7", "fallback": "model1"})
-    assert (cfg.single_scale, cfg.threshold, cfg.seed, cfg.decision.fallback) == (2, 0.3, 7, "model1")
-    assert apply_options(base, {}) == base
+def test_request_options() -> None:
+    base = RunOptions(batch_size=4)
+    opts = parse_request_options(base, {"single_scale": "2", "seed": "7", "fallback": "model1"})
+    assert opts == RunOptions(batch_size=4, single_scale=2, seed=7, fallback="model1")
+    assert parse_request_options(base, {"single_scale": "both"}).single_scale is None
+    assert parse_request_options(base, {}) == base
     with pytest.raises(InputError, match="unknown option\\(s\\) 'bogus'"):
-        apply_options(base, {"bogus": "1"})
+        parse_request_options(base, {"bogus": "1"})
+    with pytest.raises(InputError, match="unknown option\\(s\\) 'batch_size'"):
+        parse_request_options(base, {"batch_size": "64"})  # the server's, not the request's
+    with pytest.raises(InputError, match="unknown option\\(s\\) 'threshold'"):
+        parse_request_options(base, {"threshold": "0.3"})  # calibrated with the model
     with pytest.raises(InputError, match="bad value 'x' for option 'seed'"):
-        apply_options(base, {"seed": "x"})
-    with pytest.raises(InputError, match="threshold must lie in"):
-        apply_options(base, {"threshold": "1.5"})
+        parse_request_options(base, {"seed": "x"})
+    with pytest.raises(InputError, match="bad value '3' for option 'single_scale'"):
+        parse_request_options(base, {"single_scale": "3"})
     with pytest.raises(InputError, match="option 'fallback'"):
-        apply_options(base, {"fallback": "magic"})
+        parse_request_options(base, {"fallback": "magic"})
 
 
 def test_tokens(tmp_path, monkeypatch) -> None:

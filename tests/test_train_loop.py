@@ -125,10 +125,10 @@ def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path):
 
     # the best checkpoint is what the runtime loads
     from samsem.runtime.config import PipelineConfig
-    from samsem.runtime.pipeline import build_pipeline
+    from samsem.runtime.load import load_pipeline
 
     pcfg = PipelineConfig(tiling=TilingConfig(64), single_scale=2)
-    result = build_pipeline(str(run / "best.pt"), config=pcfg).segment(np.full((96, 96), 100, np.uint8))
+    result = load_pipeline(str(run / "best.pt"), config=pcfg).segment(np.full((96, 96), 100, np.uint8))
     assert result.mask.shape == (96, 96)
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from samsem.errors import ConfigError, InputError
+from samsem.runtime.models.registry import family_names
 
 FILTRATIONS = ("sublevel", "superlevel", "bothlevels")
-FAMILIES = ("sam2", "lite")
+FAMILIES = family_names()
 # Defaults that differ by family, applied under the user's settings: the lite model trains from scratch
 # (higher lr, the EAL-ICNet loss 0.5 BCE + 0.5 Dice, no Betti term unless asked) at its native 512 input.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {

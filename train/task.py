@@ -53,7 +53,7 @@ class Task(Protocol):
 
 def resolve_device(name: str) -> torch.device:
     """ "auto" -> CUDA when available, else CPU; otherwise the named device (ConfigError if unusable)."""
-    from samsem.runtime.models.sam2 import torch_device
+    from samsem.runtime.models.checkpoint import torch_device
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,20 +66,18 @@ class SAM2Task:
     family = "sam2"
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        from samsem.runtime.models.sam2 import (
-            SAM2ImageModel,
-            SAM2Spec,
-            build_sam2_model,
-            tiny_spec,
-            trainable,
-        )
+        from samsem.runtime.models.registry import build_model, load_model
+        from samsem.runtime.models.sam2 import SAM2Spec, tiny_spec, trainable
 
         if cfg.model_config == "tiny":
             self.spec = tiny_spec(cfg.input_size)
         else:
             self.spec = SAM2Spec(config=cfg.model_config, image_size=cfg.input_size)
-        sam = build_sam2_model(self.spec, checkpoint=cfg.init_checkpoint, device=device, seed=cfg.seed)
-        self.model = SAM2ImageModel(sam).to(device).train()
+        if cfg.init_checkpoint:
+            self.model = load_model(cfg.init_checkpoint, self.spec, device=str(device), family="sam2").module
+        else:
+            self.model = build_model(self.spec, device=str(device), seed=cfg.seed)
+        self.model.train()
         self.device = device
         self.amp = cfg.amp and device.type == "cuda"
         self.n_trainable = trainable(
@@ -100,11 +98,7 @@ class SAM2Task:
         return segmentation_loss(masks, batch["mask"].to(self.device), cfg, betti_on, iou_pred=iou)
 
     def segmenter(self) -> Segmenter:
-        from samsem.runtime.backends.pytorch import TorchBackend
-        from samsem.runtime.models.sam2 import SAM2Segmenter
-
-        backend = TorchBackend(self.model, device=str(self.device), precision="bf16" if self.amp else "fp32")
-        return SAM2Segmenter(backend, self.spec.image_size)
+        return _segmenter(self.model, self.spec, self.device, self.amp)
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.sam.state_dict().items()}
@@ -113,9 +107,9 @@ class SAM2Task:
         self.model.sam.load_state_dict(state, strict=True)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:
-        from samsem.runtime.models.sam2 import save_checkpoint
+        from samsem.runtime.models.registry import save_model
 
-        save_checkpoint(path, self.model, self.spec, extra)
+        save_model(path, self.model, self.spec, extra)
 
 
 class LiteTask:
@@ -124,10 +118,12 @@ class LiteTask:
     family = "lite"
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        from samsem.runtime.models.lite import LiteSpec, build_lite_model, load_lite, tiny_lite_spec
+        from samsem.runtime.models.lite import LiteSpec, tiny_lite_spec
+        from samsem.runtime.models.registry import build_model, load_model
 
         if cfg.init_checkpoint:
-            model, self.spec = load_lite(cfg.init_checkpoint, device=str(device))
+            loaded = load_model(cfg.init_checkpoint, device=str(device), family="lite")
+            model, self.spec = loaded.module, loaded.spec
             if self.spec.input_size != cfg.input_size:
                 raise ConfigError(
                     f"{cfg.init_checkpoint}: lite model input size {self.spec.input_size} differs from "
@@ -138,7 +134,7 @@ class LiteTask:
                 raise ConfigError(f'lite model config must be "default" or "tiny", got {cfg.model_config!r}')
             spec_fn = LiteSpec if cfg.model_config == "default" else tiny_lite_spec
             self.spec = spec_fn(input_size=cfg.input_size)
-            model = build_lite_model(self.spec, device=str(device), seed=cfg.seed)
+            model = build_model(self.spec, device=str(device), seed=cfg.seed)
         self.model = model.to(device).train()
         self.device = device
         self.amp = cfg.amp and device.type == "cuda"
@@ -153,11 +149,7 @@ class LiteTask:
         return segmentation_loss(logits, batch["mask"].to(self.device), cfg, betti_on)
 
     def segmenter(self) -> Segmenter:
-        from samsem.runtime.backends.pytorch import TorchBackend
-        from samsem.runtime.models.lite import LiteSegmenter
-
-        backend = TorchBackend(self.model, device=str(self.device), precision="bf16" if self.amp else "fp32")
-        return LiteSegmenter(backend, self.spec.input_size)
+        return _segmenter(self.model, self.spec, self.device, self.amp)
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -166,15 +158,26 @@ class LiteTask:
         self.model.load_state_dict(state, strict=True)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:
-        from samsem.runtime.models.lite import save_lite_checkpoint
+        from samsem.runtime.models.registry import save_model
 
-        save_lite_checkpoint(path, self.model, self.spec, extra)
+        save_model(path, self.model, self.spec, extra)
+
+
+def _segmenter(model: nn.Module, spec: Any, device: torch.device, amp: bool) -> Segmenter:
+    """The live model as its family's runtime segmenter on the torch backend (eval mode)."""
+    from samsem.runtime.backends.pytorch import TorchBackend
+    from samsem.runtime.models.registry import family_of
+
+    family = family_of(spec)
+    backend = TorchBackend(model, device=str(device), precision="bf16" if amp else "fp32")
+    return family.segmenter(backend, family.input_size(spec))
 
 
 def make_task(cfg: TrainConfig, device: torch.device) -> Task:
-    """The adapter of ``cfg.family``."""
-    if cfg.family == "sam2":
-        return SAM2Task(cfg, device)
-    if cfg.family == "lite":
-        return LiteTask(cfg, device)
-    raise ConfigError(f"unknown model family {cfg.family!r}")
+    """The training task of ``cfg.family``, as its registry entry names it ("module:Class")."""
+    import importlib
+
+    from samsem.runtime.models.registry import get_family
+
+    module, _, name = get_family(cfg.family).task.partition(":")
+    return getattr(importlib.import_module(module), name)(cfg, device)

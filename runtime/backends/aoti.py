@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from samsem.errors import InputError
+from samsem.runtime.backends.base import BackendEntry, EngineFiles
+from samsem.runtime.models.checkpoint import torch_device
 from samsem.runtime.models.iospec import EngineSpec
-from samsem.runtime.models.sam2 import torch_device
 
 
 class AotiBackend:
@@ -46,3 +47,24 @@ class AotiBackend:
             out = {n: o.float().cpu().numpy() for n, o in zip(self.spec.output_names, outs, strict=True)}
         self.spec.check_outputs(out, sizes)
         return out
+
+
+def _unavailable(device: str, files: EngineFiles) -> str | None:
+    kind = torch.device(device).type
+    if files.built_for != {kind}:
+        return f"the AOTInductor package was compiled for {sorted(files.built_for)}, not {kind}"
+    return None
+
+
+def _create(files: EngineFiles, device: str, precision: str) -> AotiBackend:
+    return AotiBackend(files.files["model"], files.io["model"], device)
+
+
+BACKEND = BackendEntry(
+    name="aoti",
+    format="aoti",
+    fixed_precision=True,
+    auto_on_cpu=False,
+    unavailable=_unavailable,
+    create=_create,
+)

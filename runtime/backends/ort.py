@@ -7,13 +7,17 @@ opened, so a graph built for other shapes is refused with an InputError naming t
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from samsem.errors import ConfigError, InputError
-from samsem.runtime.models.iospec import EngineSpec, TensorSpec
+from samsem.errors import ConfigError, EngineError, InputError
+from samsem.runtime.backends.base import BackendEntry, EngineFiles, chain
+from samsem.runtime.models.iospec import EngineSpec
 
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
 
@@ -45,19 +49,13 @@ def check_session_io(path: Path, spec: EngineSpec, inputs: Sequence, outputs: Se
             )
         for t in want:
             arg = got[t.name]
-            if not _same_dims(arg.shape, t) or arg.type != _ORT_TYPES.get(t.dtype):
+            if not t.fits(arg.shape) or arg.type != _ORT_TYPES.get(t.dtype):
                 raise InputError(
                     path,
                     f"{spec.name} graph was built for other shapes: {kind} {t.name} is {arg.type} "
                     f"{arg.shape}",
                     f"{t.dtype} {list(t.dims)}",
                 )
-
-
-def _same_dims(shape: Sequence, t: TensorSpec) -> bool:
-    if len(shape) != len(t.dims):
-        return False
-    return all(isinstance(want, str) or got == want for got, want in zip(shape, t.dims, strict=True))
 
 
 class OnnxBackend:
@@ -82,7 +80,7 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
-        self.sessions: list[tuple[EngineSpec, object]] = []
+        self.sessions: list[tuple[EngineSpec, Any]] = []
         for spec, path in graphs:
             try:
                 session = ort.InferenceSession(str(path), options, providers=self.providers)
@@ -96,9 +94,32 @@ class OnnxBackend:
         point_coords (B, P, 2), point_labels (B, P) -> masks (B, 3, S/4, S/4), iou_scores (B, 3)."""
         sizes = self.spec.check_inputs(inputs)
         pool: dict[str, np.ndarray] = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
-        for spec, session in self.sessions:
-            outs = session.run(list(spec.output_names), {n: pool[n] for n in spec.input_names})
-            pool.update(zip(spec.output_names, outs, strict=True))
+        try:
+            chain(
+                [(spec, partial(session.run, list(spec.output_names))) for spec, session in self.sessions],
+                pool,
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types (e.g. out of memory)
+            raise EngineError(f"onnxruntime failed: {str(exc)[:300]}") from exc
         out = {n: pool[n] for n in self.spec.output_names}
         self.spec.check_outputs(out, sizes)
         return out
+
+
+def _unavailable(device: str, files: EngineFiles) -> str | None:
+    return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
+
+
+def _create(files: EngineFiles, device: str, precision: str) -> OnnxBackend:
+    graphs = [(files.io[g], files.files[g]) for g in files.family.graphs]
+    return OnnxBackend(files.io["model"], graphs, device)
+
+
+BACKEND = BackendEntry(
+    name="onnxruntime",
+    format="onnx",
+    fixed_precision=True,
+    auto_on_cpu=True,
+    unavailable=_unavailable,
+    create=_create,
+)

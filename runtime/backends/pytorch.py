@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from samsem.errors import ConfigError
+from samsem.runtime.backends.base import BackendEntry, EngineFiles
 from samsem.runtime.models.checkpoint import torch_device
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -58,3 +59,24 @@ class TorchBackend:
             out = {n: t.float().cpu().numpy() for n, t in zip(self.spec.output_names, tensors, strict=True)}
         self.spec.check_outputs(out, sizes)
         return out
+
+
+def _unavailable(device: str, files: EngineFiles) -> str | None:
+    return None  # torch is always installed; the device is checked when the backend is built
+
+
+def _create(files: EngineFiles, device: str, precision: str) -> TorchBackend:
+    from samsem.runtime.models.registry import load_model
+
+    loaded = load_model(files.files["model"], device=device, family=files.family.name)
+    return TorchBackend(loaded.module, device=device, precision=precision)
+
+
+BACKEND = BackendEntry(
+    name="torch",
+    format="torch",
+    fixed_precision=False,
+    auto_on_cpu=True,
+    unavailable=_unavailable,
+    create=_create,
+)

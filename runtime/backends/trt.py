@@ -14,6 +14,7 @@ CUDA and are unit-tested without them.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from samsem.errors import ConfigError, InputError
-from samsem.runtime.models.iospec import BATCH, EngineSpec, TensorSpec
+from samsem.errors import ConfigError, EngineError, InputError
+from samsem.runtime.backends.base import BackendEntry, EngineFiles, chain
+from samsem.runtime.models.iospec import BATCH, EngineSpec
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ def check_engine_io(path: Path, spec: EngineSpec, tensors: Mapping[str, TensorIn
     max_batch = None
     for name, (is_input, t) in want.items():
         info = tensors[name]
-        if info.is_input != is_input or info.dtype != t.dtype or not _fits(info.shape, t):
+        if info.is_input != is_input or info.dtype != t.dtype or not t.fits(info.shape):
             raise InputError(
                 path,
                 f"engine was built for other shapes: {name} is {info.dtype} {list(info.shape)}"
@@ -58,7 +60,7 @@ def check_engine_io(path: Path, spec: EngineSpec, tensors: Mapping[str, TensorIn
                 f"{t.dtype} {list(t.dims)} {'input' if is_input else 'output'}",
             )
         if is_input:
-            if info.profile is None or not all(_fits(s, t) for s in info.profile):
+            if info.profile is None or not all(t.fits(s) for s in info.profile):
                 raise InputError(
                     path, f"engine profile of {name} is {info.profile}", f"shapes {list(t.dims)}"
                 )
@@ -69,12 +71,6 @@ def check_engine_io(path: Path, spec: EngineSpec, tensors: Mapping[str, TensorIn
                     raise InputError(path, f"engine profile of {name} starts at batch {lo}", "batch 1")
                 max_batch = hi if max_batch is None else min(max_batch, hi)
     return max_batch or 1
-
-
-def _fits(shape: Sequence[int], t: TensorSpec) -> bool:
-    if len(shape) != len(t.dims):
-        return False
-    return all(isinstance(d, str) or s == d for s, d in zip(shape, t.dims, strict=True))
 
 
 def batch_chunks(batch: int, max_batch: int) -> list[slice]:
@@ -141,23 +137,24 @@ class TrtEngine:
             for t in spec.outputs
         }
 
-    def __call__(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Device tensors in (io-spec input names) -> views of the device output buffers (same stream)."""
+    def __call__(self, inputs: Mapping[str, Any]) -> list[Any]:
+        """Device tensors in (io-spec input names) -> views of the device output buffers in io-spec order
+        (same stream)."""
         for t in self.spec.inputs:
             x = inputs[t.name]
             if not self.context.set_input_shape(t.name, tuple(x.shape)):
-                raise InputError(
-                    self.path, f"input {t.name} shape {tuple(x.shape)} is outside the engine profile"
+                raise EngineError(
+                    f"{self.path}: input {t.name} shape {tuple(x.shape)} is outside the engine profile"
                 )
             self.context.set_tensor_address(t.name, x.data_ptr())
-        out = {}
+        out = []
         for t in self.spec.outputs:
             shape = tuple(self.context.get_tensor_shape(t.name))
             buf = self.outputs[t.name].view(-1)[: int(np.prod(shape))].view(shape)
             self.context.set_tensor_address(t.name, buf.data_ptr())
-            out[t.name] = buf
+            out.append(buf)
         if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise InputError(self.path, "TensorRT execution failed (execute_async_v3 returned False)")
+            raise EngineError(f"{self.path}: TensorRT execution failed (execute_async_v3 returned False)")
         return out
 
 
@@ -173,7 +170,7 @@ class TensorRTBackend:
         import tensorrt as trt
         import torch
 
-        from samsem.runtime.models.sam2 import torch_device
+        from samsem.runtime.models.checkpoint import torch_device
 
         self.spec = model
         self.device = torch_device(device)
@@ -219,8 +216,7 @@ class TensorRTBackend:
                     host = self._pinned_like(name, part.shape, torch.float32)
                     host.copy_(torch.from_numpy(part))
                     pool[name] = host.to(self.device, non_blocking=True)
-                for engine in self.engines:
-                    pool.update(engine({t.name: pool[t.name] for t in engine.spec.inputs}))
+                chain([(engine.spec, engine) for engine in self.engines], pool)
                 outs = {}
                 for t in self.spec.outputs:
                     dev = pool[t.name]
@@ -232,3 +228,28 @@ class TensorRTBackend:
         out = {n: np.concatenate([p[n] for p in parts]) for n in self.spec.output_names}
         self.spec.check_outputs(out, sizes)
         return out
+
+
+def _unavailable(device: str, files: EngineFiles) -> str | None:
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed"
+    import torch
+
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return "needs a CUDA device"
+    return None
+
+
+def _create(files: EngineFiles, device: str, precision: str) -> TensorRTBackend:
+    graphs = [(files.io[g], files.files[g]) for g in files.family.graphs]
+    return TensorRTBackend(files.io["model"], graphs, device)
+
+
+BACKEND = BackendEntry(
+    name="tensorrt",
+    format="tensorrt",
+    fixed_precision=True,
+    auto_on_cpu=False,
+    unavailable=_unavailable,
+    create=_create,
+)

@@ -1,4 +1,4 @@
-"""Model bundles: the manifest schema, reading, verification and loading into segmenters.
+"""The bundle manifest: schema, parsing with field-by-field validation, and file verification.
 
 A bundle is a directory written by ``samsem export`` (:mod:`samsem.export.bundle_writer`)::
 
@@ -12,37 +12,30 @@ A bundle is a directory written by ``samsem export`` (:mod:`samsem.export.bundle
 The manifest (format ``samsem-bundle``, version :data:`FORMAT_VERSION`) records the model family, each
 model's spec and input size, the scales it serves, the sha256 of its source checkpoint, its io-spec
 (:mod:`samsem.runtime.models.iospec`, with the TensorRT-style min/opt/max profile of every input),
-every engine file with its sha256 and precision, the preprocessing, the pipeline configuration and the samsem version.
-
-Loading (:func:`open_bundle`) refuses, each with an InputError naming the file: a missing manifest, a
-newer format version, a malformed manifest, a missing or altered file (sha256), io-specs that differ
-from what this runtime feeds the family at the recorded input size, preprocessing this runtime does not
-apply, and a pipeline that would feed more points than the engines were built for. Batches larger
-than a TensorRT profile's maximum are split by the backend.
+every engine file with its sha256 and precision, the preprocessing, the pipeline configuration and
+the samsem version. :func:`read_manifest` refuses a missing manifest, a newer format version and a
+malformed manifest, :func:`verify_files` a missing or altered file, each with an InputError naming the
+file; checks against the model family are :func:`samsem.runtime.bundle.open.open_bundle`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from samsem.errors import ConfigError, InputError
-from samsem.runtime.config import PipelineConfig
+from samsem.errors import InputError
 from samsem.runtime.models.iospec import BATCH, POINTS, EngineSpec
+
+if TYPE_CHECKING:
+    from samsem.runtime.models.registry import ModelFamily
 
 FORMAT = "samsem-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENGINE_FORMATS = ("onnx", "tensorrt", "aoti", "torch")
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "aoti")
-_BACKEND_FORMAT = {"onnxruntime": "onnx", "tensorrt": "tensorrt", "aoti": "aoti", "torch": "torch"}
-# pipeline options that belong to a run, not to the model: the caller's values replace the bundle's
-RUN_OPTIONS = ("batch_size", "single_scale", "seed", "decision.fallback")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -302,318 +295,11 @@ def verify_files(bundle: str | Path, manifest: Manifest) -> None:
                 )
 
 
-# ------------------------------------------------------------------------------------------- families
-
-
-@dataclass(frozen=True)
-class Family:
-    """What the runtime knows about one model family.
-
-    graphs: io-spec keys exported as separate graphs, in the order they run (the engines chain:
-    each graph's inputs come from the model inputs or earlier graphs' outputs); io(spec dict) -> the
-    io-spec the runtime feeds; preprocessing: what its segmenter does to a [0, 1] gray input;
-    segmenter(backend, input_size); torch_backend(weights file, device, precision).
-    """
-
-    name: str
-    graphs: tuple[str, ...]
-    io: Callable[[dict[str, Any]], dict[str, EngineSpec]]
-    preprocessing: dict[str, Any]
-    segmenter: Callable[[Any, int], Any]
-    torch_backend: Callable[[Path, str, str], Any]
-
-
-def _sam2_io(spec: dict[str, Any]) -> dict[str, EngineSpec]:
-    from samsem.runtime.models.sam2 import SAM2Spec, geometry
-
-    return geometry(SAM2Spec.from_dict(spec)).engines()
-
-
-def _sam2_segmenter(backend: Any, input_size: int) -> Any:
-    from samsem.runtime.models.sam2 import SAM2Segmenter
-
-    return SAM2Segmenter(backend, input_size)
-
-
-def _sam2_torch(weights: Path, device: str, precision: str) -> Any:
-    from samsem.runtime.backends.pytorch import TorchBackend
-    from samsem.runtime.models.sam2 import SAM2ImageModel, load_sam2
-
-    sam, _ = load_sam2(weights, device=device)
-    return TorchBackend(SAM2ImageModel(sam), device=device, precision=precision)
-
-
-def _sam2_preprocessing() -> dict[str, Any]:
-    from samsem.runtime.models.sam2 import PIXEL_MEAN, PIXEL_STD
-
-    return {"channels": "gray replicated to 3", "mean": list(PIXEL_MEAN), "std": list(PIXEL_STD)}
-
-
-def _lite_io(spec: dict[str, Any]) -> dict[str, EngineSpec]:
-    from samsem.runtime.models.lite import LiteSpec
-
-    return LiteSpec.from_dict(spec).engines()
-
-
-def _lite_segmenter(backend: Any, input_size: int) -> Any:
-    from samsem.runtime.models.lite import LiteSegmenter
-
-    return LiteSegmenter(backend, input_size)
-
-
-def _lite_torch(weights: Path, device: str, precision: str) -> Any:
-    from samsem.runtime.backends.pytorch import TorchBackend
-    from samsem.runtime.models.lite import load_lite
-
-    model, _ = load_lite(weights, device=device)
-    return TorchBackend(model, device=device, precision=precision)
-
-
-def family(name: str) -> Family:
-    """The runtime description of a model family ("sam2" or "lite"); ConfigError for others."""
-    if name == "sam2":
-        return Family(
-            "sam2", ("encoder", "decoder"), _sam2_io, _sam2_preprocessing(), _sam2_segmenter, _sam2_torch
-        )
-    if name == "lite":
-        pre = {"channels": "gray (1 channel)", "mean": None, "std": None}
-        return Family("lite", ("model",), _lite_io, pre, _lite_segmenter, _lite_torch)
-    raise ConfigError(f"unknown model family {name!r}; expected sam2 or lite")
-
-
-def preprocessing(fam: Family, config: PipelineConfig) -> dict[str, Any]:
+def preprocessing(family: ModelFamily, low_pct: float, high_pct: float) -> dict[str, Any]:
     """The manifest's preprocessing record: intensity percentiles + the family's input transform."""
     return {
-        "intensity_percentiles": [config.low_pct, config.high_pct],
+        "intensity_percentiles": [low_pct, high_pct],
         "range": [0.0, 1.0],
         "resize": "area when shrinking, bilinear when enlarging",
-        **fam.preprocessing,
+        **family.preprocessing,
     }
-
-
-# -------------------------------------------------------------------------------------- pipeline config
-
-
-def pipeline_config_from_dict(data: Mapping[str, Any]) -> PipelineConfig:
-    """Inverse of PipelineConfig.to_dict(); ConfigError for unknown or invalid fields."""
-    from samsem.runtime.stages.classical import ClassicalConfig
-    from samsem.runtime.stages.decision import DecisionConfig
-    from samsem.runtime.stages.prompts import PromptConfig
-    from samsem.runtime.stages.tiling import TilingConfig
-
-    nested = {
-        "tiling": TilingConfig,
-        "prompts": PromptConfig,
-        "decision": DecisionConfig,
-        "fallback": ClassicalConfig,
-    }
-    try:
-        values = {k: nested[k](**v) if k in nested else v for k, v in data.items()}
-        return PipelineConfig(**values)
-    except TypeError as exc:
-        raise ConfigError(f"invalid pipeline configuration: {exc}") from exc
-
-
-def merge_run_options(stored: PipelineConfig, run: PipelineConfig | None) -> PipelineConfig:
-    """The bundle's pipeline configuration with the caller's run options (:data:`RUN_OPTIONS`)."""
-    if run is None:
-        return stored
-    return replace(
-        stored,
-        batch_size=run.batch_size,
-        single_scale=run.single_scale,
-        seed=run.seed,
-        decision=replace(stored.decision, fallback=run.decision.fallback),
-    )
-
-
-# ------------------------------------------------------------------------------------------ open / load
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A verified bundle: its directory, manifest, family and stored pipeline configuration."""
-
-    path: Path
-    manifest: Manifest
-    family: Family
-    config: PipelineConfig
-
-
-def open_bundle(path: str | Path) -> Bundle:
-    """Read, validate and verify a bundle (see the module docstring for what is refused)."""
-    root = Path(path)
-    manifest = read_manifest(root)
-    mpath = root / MANIFEST
-    try:
-        fam = family(manifest.family)
-    except ConfigError as exc:
-        raise InputError(mpath, str(exc)) from exc
-    try:
-        config = pipeline_config_from_dict(manifest.pipeline)
-    except ConfigError as exc:
-        raise InputError(mpath, str(exc)) from exc
-    want_pre = preprocessing(fam, config)
-    if manifest.preprocessing != want_pre:
-        raise InputError(
-            mpath,
-            f"bundle preprocessing {manifest.preprocessing} differs from what this samsem applies",
-            str(want_pre),
-        )
-    takes_points = any(POINTS in t.dims for m in manifest.models for e in m.io.values() for t in e.inputs)
-    if takes_points and config.prompts.n_points > manifest.limits.points[2]:
-        raise InputError(
-            mpath,
-            f"pipeline uses {config.prompts.n_points} point prompts but the engines take at most "
-            f"{manifest.limits.points[2]}",
-            "a bundle exported with --max-points >= prompts.n_points",
-        )
-    for model in manifest.models:
-        try:
-            want = fam.io(model.spec)
-        except (ConfigError, TypeError, ValueError) as exc:
-            raise InputError(mpath, f"invalid {fam.name} spec of {model.name}: {exc}") from exc
-        sizes = {t.dims[-1] for e in want.values() for t in e.inputs if t.name == "image"}
-        if sizes != {model.input_size}:
-            raise InputError(mpath, f"{model.name} input_size {model.input_size} != its spec's {sizes}")
-        for g in (*fam.graphs, "model"):
-            if g not in model.io:
-                raise InputError(mpath, f"{model.name} has no io-spec for graph {g!r}")
-            if model.io[g] != want[g]:
-                raise InputError(
-                    mpath,
-                    f"{model.name} graph {g!r} was built for other shapes: "
-                    f"{_describe(model.io[g])} (this samsem feeds {_describe(want[g])})",
-                    "a bundle exported by a compatible samsem for this model",
-                )
-    verify_files(root, manifest)
-    return Bundle(root, manifest, fam, config)
-
-
-def _describe(engine: EngineSpec) -> str:
-    return "; ".join(f"{t.name}{tuple(t.dims)}" for t in (*engine.inputs, *engine.outputs))
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def available_backends(bundle: Bundle, device: str) -> dict[str, str | None]:
-    """Backend -> None if usable with this bundle and device, else the reason it is not (in auto order)."""
-    import torch
-
-    dev = torch.device(device)
-    formats = {e.format for m in bundle.manifest.models for e in m.engines}
-    out: dict[str, str | None] = {}
-    for backend in BACKENDS[1:]:
-        fmt = _BACKEND_FORMAT[backend]
-        reason = None
-        if fmt not in formats:
-            reason = f"the bundle has no {fmt} files"
-        elif backend == "tensorrt":
-            if importlib.util.find_spec("tensorrt") is None:
-                reason = "tensorrt is not installed"
-            elif dev.type != "cuda" or not _has_cuda():
-                reason = "needs a CUDA device"
-        elif backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-            reason = "onnxruntime is not installed"
-        elif backend == "aoti":
-            devices = {
-                e.info.get("device") for m in bundle.manifest.models for e in m.engines if e.format == fmt
-            }
-            if devices != {dev.type}:
-                reason = (
-                    f"the AOTInductor package was compiled for {sorted(map(str, devices))}, not {dev.type}"
-                )
-        out[backend] = reason
-    return out
-
-
-AUTO_ORDER = ("tensorrt", "aoti", "onnxruntime", "torch")
-
-
-def pick_backend(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
-    """(backend, note): the requested backend if usable, or for "auto" the fastest usable one in
-    :data:`AUTO_ORDER` (AOTInductor only on CUDA); ConfigError naming why otherwise."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    usable = available_backends(bundle, device)
-    if backend != "auto":
-        if usable[backend] is not None:
-            raise ConfigError(f"backend {backend} cannot run bundle {bundle.path}: {usable[backend]}")
-        return backend, "requested"
-    import torch
-
-    skipped = []
-    for name in AUTO_ORDER:
-        if name == "aoti" and torch.device(device).type != "cuda":
-            usable[name] = usable[name] or "auto uses it on CUDA only"
-        if usable[name] is None:
-            note = "auto: " + "; ".join([*skipped, f"picked {name}"])
-            return name, note
-        skipped.append(f"{name} skipped ({usable[name]})")
-    raise ConfigError(f"no backend can run bundle {bundle.path} on {device}: " + "; ".join(skipped))
-
-
-def make_backend(bundle: Bundle, model: ModelEntry, backend: str, device: str, precision: str) -> Any:
-    """Build the Backend of one model entry for a concrete (already picked) backend name."""
-    root = bundle.path
-    fmt = _BACKEND_FORMAT[backend]
-    files = model.files(fmt)
-    if backend == "torch":
-        return bundle.family.torch_backend(root / files["model"].file, device, precision)
-    if backend == "aoti":
-        from samsem.runtime.backends.aoti import AotiBackend
-
-        return AotiBackend(root / files["model"].file, model.io["model"], device)
-    graphs = [(model.io[g], root / files[g].file) for g in bundle.family.graphs]
-    if backend == "onnxruntime":
-        from samsem.runtime.backends.ort import OnnxBackend
-
-        return OnnxBackend(model.io["model"], graphs, device)
-    from samsem.runtime.backends.trt import TensorRTBackend
-
-    return TensorRTBackend(model.io["model"], graphs, device)
-
-
-def engine_precision(model: ModelEntry, backend: str, requested: str) -> str:
-    """Precision a backend runs at: the torch backend's is the requested one, engines' is fixed at export."""
-    if backend == "torch":
-        return requested
-    return next(iter(model.files(_BACKEND_FORMAT[backend]).values())).precision
-
-
-def load_bundle(
-    path: str | Path, *, backend: str = "auto", device: str = "cpu", precision: str = "fp32"
-) -> tuple[list[tuple[Any, tuple[int, ...]]], dict[str, Any], Bundle]:
-    """Open and verify a bundle and build its segmenters.
-
-    Returns ([(segmenter, scales) per model], description, bundle). ``precision`` applies to the torch
-    backend; engine backends run at the precision they were built with (reported in the description).
-    """
-    bundle = open_bundle(path)
-    name, note = pick_backend(bundle, backend, device)
-    segs = []
-    for model in bundle.manifest.models:
-        be = make_backend(bundle, model, name, device, precision)
-        segs.append((bundle.family.segmenter(be, model.input_size), model.scales))
-    first = bundle.manifest.models[0]
-    description: dict[str, Any] = {
-        "family": bundle.manifest.family,
-        "backend": name,
-        "backend_choice": note,
-        "device": device,
-        "precision": engine_precision(first, name, precision),
-        "source": str(bundle.path),
-        "bundle_format_version": bundle.manifest.format_version,
-        "input_size": [m.input_size for m in bundle.manifest.models]
-        if len(bundle.manifest.models) > 1
-        else first.input_size,
-        "checkpoint_sha256": [m.source.get("sha256") for m in bundle.manifest.models],
-    }
-    if bundle.manifest.family == "sam2":
-        configs = [m.spec.get("config") for m in bundle.manifest.models]
-        description["config"] = configs[0] if len(configs) == 1 else configs
-    return segs, description, bundle

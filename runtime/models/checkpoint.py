@@ -6,9 +6,9 @@ A samsem checkpoint is a ``torch.save`` dict::
      "model": state_dict (CPU tensors), **extra}
 
 Plain ``{"model": state_dict}`` files (official SAM2 weights) are read too; they carry no family and
-no spec. :func:`read_checkpoint` reads and validates either kind once, :func:`expect_family` checks
-the family a loader needs, :func:`load_state_strict` loads weights naming every missing, unexpected or
-misshaped key, and :func:`write_checkpoint` writes atomically.
+no spec. :func:`read_checkpoint` reads and validates either kind once, :func:`load_state_strict` loads weights
+naming every missing, unexpected or misshaped key, and :func:`write_checkpoint` writes atomically. The
+family-generic loading on top is :func:`samsem.runtime.models.registry.load_model`.
 """
 
 from __future__ import annotations
@@ -104,25 +104,6 @@ def read_checkpoint(path: str | Path, expected: str = "a samsem checkpoint") -> 
         keys = ", ".join(sorted(map(str, obj))[:MAX_LISTED_KEYS])
         raise InputError(path, f"no 'model' state dict in checkpoint (top-level keys: {keys})", expected)
     return Checkpoint(path, state, family, spec)
-
-
-def expect_family(ckpt: Checkpoint, family: str, label: str, allow_plain: bool = False) -> None:
-    """InputError unless ``ckpt`` is a samsem checkpoint of ``family`` (or a plain file, if allowed).
-
-    label: the family's display name in messages (e.g. "SAM2").
-    """
-    if ckpt.family is None:
-        if allow_plain:
-            return
-        raise InputError(
-            ckpt.path,
-            'is a plain {"model": state_dict} file, not a samsem checkpoint',
-            f"a samsem {label} checkpoint (family {family!r})",
-        )
-    if ckpt.family != family:
-        raise InputError(
-            ckpt.path, f"is a samsem {ckpt.family!r} checkpoint, not a {label} one", f"family {family!r}"
-        )
 
 
 def _listed(names: list[str]) -> str:

@@ -20,13 +20,13 @@ All tensors are float32 (point labels too: 1 positive, 0 negative, -1 padding).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from samsem.errors import InputError
+from samsem.errors import EngineError
 
 BATCH = "batch"
 POINTS = "points"
@@ -48,6 +48,19 @@ class TensorSpec:
             if isinstance(d, str) and d not in SYMBOLS:
                 raise ValueError(f"{self.name}: unknown symbolic dim {d!r} (expected one of {SYMBOLS})")
         np.dtype(self.dtype)  # raises TypeError for an unknown dtype
+
+    def fits(self, shape: Sequence[int | str | None], named_dynamic: bool = False) -> bool:
+        """True when an engine's declared ``shape`` implements this tensor: the same rank, every fixed
+        size equal, any value (-1, None, a name) for "batch"/"points"; with ``named_dynamic`` those must
+        be non-empty names (an ONNX dim_param), i.e. really dynamic."""
+        if len(shape) != len(self.dims):
+            return False
+        return all(
+            (not named_dynamic or (isinstance(got, str) and bool(got)))
+            if isinstance(want, str)
+            else got == want
+            for got, want in zip(shape, self.dims, strict=True)
+        )
 
     def shape(self, sizes: Mapping[str, int]) -> Shape:
         """Concrete shape for the symbolic sizes, e.g. {"batch": 4, "points": 2}."""
@@ -102,13 +115,12 @@ class EngineSpec:
         return {t.name: (t.shape(lo), t.shape(mid), t.shape(hi)) for t in self.inputs}
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
-        """Validate named arrays against the inputs; returns the symbolic sizes, InputError otherwise."""
+        """Validate named arrays against the inputs; returns the symbolic sizes, EngineError otherwise."""
         names = set(inputs)
         if names != set(self.input_names):
             missing = sorted(set(self.input_names) - names)
             extra = sorted(names - set(self.input_names))
-            raise InputError(
-                None,
+            raise _fault(
                 f"{self.name} engine inputs: missing {missing}, unexpected {extra}",
                 f"exactly {list(self.input_names)}",
             )
@@ -118,13 +130,11 @@ class EngineSpec:
         """Validate an engine's outputs against the outputs spec and the input's symbolic sizes."""
         missing = sorted(set(self.output_names) - set(outputs))
         if missing:
-            raise InputError(None, f"{self.name} engine returned no {missing}")
+            raise _fault(f"{self.name} engine returned no {missing}")
         found = _check(self, self.outputs, {n: outputs[n] for n in self.output_names}, "output")
         for sym, value in found.items():
             if sizes.get(sym, value) != value:
-                raise InputError(
-                    None, f"{self.name} engine output {sym} size {value} != input's {sizes[sym]}"
-                )
+                raise _fault(f"{self.name} engine output {sym} size {value} != input's {sizes[sym]}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,24 +160,28 @@ def _check(
         arr = arrays[spec.name]
         where = f"{engine.name} {kind} {spec.name!r}"
         if not isinstance(arr, np.ndarray):
-            raise InputError(None, f"{where} is a {type(arr).__name__}", "a numpy array")
+            raise _fault(f"{where} is a {type(arr).__name__}", "a numpy array")
         if arr.dtype != np.dtype(spec.dtype):
-            raise InputError(None, f"{where} has dtype {arr.dtype}", spec.dtype)
+            raise _fault(f"{where} has dtype {arr.dtype}", spec.dtype)
         if arr.ndim != len(spec.dims):
-            raise InputError(None, f"{where} has shape {arr.shape}", f"dims {_fmt(spec.dims)}")
+            raise _fault(f"{where} has shape {arr.shape}", f"dims {_fmt(spec.dims)}")
         for axis, (want, got) in enumerate(zip(spec.dims, arr.shape, strict=True)):
             if isinstance(want, str):
                 if sizes.setdefault(want, got) != got:
-                    raise InputError(
-                        None,
+                    raise _fault(
                         f"{where} axis {axis} ({want}) is {got} but another tensor has {sizes[want]}",
                         f"the same {want} size for all tensors",
                     )
                 if got < 1:
-                    raise InputError(None, f"{where} has an empty {want} axis", f"{want} >= 1")
+                    raise _fault(f"{where} has an empty {want} axis", f"{want} >= 1")
             elif want != got:
-                raise InputError(None, f"{where} has shape {arr.shape}", f"dims {_fmt(spec.dims)}")
+                raise _fault(f"{where} has shape {arr.shape}", f"dims {_fmt(spec.dims)}")
     return sizes
+
+
+def _fault(reason: str, expected: str | None = None) -> EngineError:
+    """An engine fed or answering outside its io-spec: a fault of the runtime, not of the user's input."""
+    return EngineError(f"{reason} (expected {expected})" if expected else reason)
 
 
 def _fmt(dims: tuple[int | str, ...]) -> str:

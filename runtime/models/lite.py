@@ -17,13 +17,14 @@
 There is no input normalisation step: the image goes straight into the stem conv whose BatchNorm
 normalises it. The forward pass has no data-dependent control flow and uses ONNX-exportable ops only
 (conv, batch norm, matmul, softmax, bilinear resize, depth-to-space and back). Checkpoints use the
-samsem format of :mod:`samsem.runtime.models.checkpoint` with family ``"lite"``.
+samsem format of :mod:`samsem.runtime.models.checkpoint` with family ``"lite"``; :class:`LiteSegmenter`
+is what the pipeline calls, and ``FAMILY`` registers the family
+(:mod:`~samsem.runtime.models.registry`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,19 +34,9 @@ from torch import nn
 
 from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
-from samsem.runtime.models.checkpoint import (
-    Checkpoint,
-    SpecDict,
-    expect_family,
-    load_state_strict,
-    read_checkpoint,
-    torch_device,
-    write_checkpoint,
-)
+from samsem.runtime.models.checkpoint import SpecDict
+from samsem.runtime.models.registry import ModelFamily
 from samsem.runtime.models.segmenter import Backend, sigmoid
-
-FAMILY = "lite"
-_EXPECTED = "a samsem lite checkpoint (samsem.runtime.models.lite.save_lite_checkpoint)"
 
 
 @dataclass(frozen=True)
@@ -311,68 +302,13 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# ------------------------------------------------------------------------------------------- checkpoints
-
-
-def _instantiate(spec: LiteSpec, seed: int | None) -> LiteNet:
+def build(spec: LiteSpec, seed: int | None = None) -> LiteNet:
+    """A :class:`LiteNet` of ``spec`` with random weights (CPU, eval mode); seed None uses the global RNG,
+    otherwise the global RNG is left untouched."""
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        return LiteNet(spec)
-
-
-def load_lite(
-    checkpoint: str | Path | Checkpoint, device: str | torch.device = "cpu"
-) -> tuple[LiteNet, LiteSpec]:
-    """Read a samsem lite checkpoint (or take one already read): (LiteNet in eval mode, spec).
-
-    InputError for foreign files, other families (e.g. SAM2) and weights that do not fit the stored
-    spec (missing, unexpected and misshaped keys are named).
-    """
-    dev = torch_device(device)
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint, _EXPECTED)
-    expect_family(ckpt, FAMILY, "lite")
-    try:
-        spec = LiteSpec.from_dict(ckpt.spec)
-    except (ConfigError, TypeError) as exc:
-        raise InputError(ckpt.path, f"invalid lite spec in checkpoint: {exc}") from exc
-    model = _instantiate(spec, seed=None)
-    load_state_strict(model, ckpt.state, ckpt.path, f"lite spec {spec}", "a checkpoint saved from this spec")
-    return model.to(dev).eval(), spec
-
-
-def build_lite_model(
-    spec: LiteSpec,
-    checkpoint: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    seed: int | None = None,
-) -> LiteNet:
-    """Build a :class:`LiteNet` (eval mode) for ``spec``; weights from ``checkpoint`` (strict) or random.
-
-    A checkpoint's stored spec must equal ``spec`` (ConfigError otherwise). seed: RNG seed for random
-    initialisation (the global RNG is left untouched); ignored with a checkpoint.
-    """
-    if checkpoint is not None:
-        model, stored = load_lite(checkpoint, device)
-        if stored != spec:
-            raise ConfigError(f"{checkpoint} was saved with {stored}, not the requested {spec}")
-        return model
-    dev = torch_device(device)
-    return _instantiate(spec, seed).to(dev).eval()
-
-
-def save_lite_checkpoint(
-    path: str | Path, model: LiteNet, spec: LiteSpec, extra: dict[str, Any] | None = None
-) -> None:
-    """Write a samsem checkpoint atomically: {"format": "samsem-checkpoint", "version": 1,
-    "family": "lite", "spec": spec.to_dict(), "model": state_dict on CPU, **extra}.
-
-    ``extra`` (training state) must only hold tensors and plain Python values and may not reuse the
-    reserved keys (ConfigError); ``spec`` must be the model's (ConfigError otherwise).
-    """
-    if model.spec != spec:
-        raise ConfigError(f"model was built with {model.spec}, not {spec}")
-    write_checkpoint(path, FAMILY, spec.to_dict(), model, extra)
+        return LiteNet(spec).eval()
 
 
 # ------------------------------------------------------------------------------------------- segmenter
@@ -407,3 +343,45 @@ class LiteSegmenter:
         image = np.ascontiguousarray(images[:, None], dtype=np.float32)
         probs = sigmoid(self.backend.run({"image": image})["logits"][:, 0])
         return probs, confidence(probs)
+
+
+# ---------------------------------------------------------------------------------------------- family
+
+
+def _same(model: nn.Module) -> nn.Module:
+    """The lite network is its own io-spec "model" module (and is what checkpoints store)."""
+    return model
+
+
+def _io(spec: LiteSpec) -> dict[str, iospec.EngineSpec]:
+    return spec.engines()
+
+
+def _input_size(spec: LiteSpec) -> int:
+    return spec.input_size
+
+
+def _no_name(spec: LiteSpec) -> None:
+    return None  # lite specs have no config name
+
+
+def _export_modules(model: nn.Module) -> dict[str, nn.Module]:
+    return {"model": model}
+
+
+FAMILY = ModelFamily(
+    name="lite",
+    label="lite",
+    spec_type=LiteSpec,
+    build=build,
+    wrap=_same,
+    unwrap=_same,
+    io=_io,
+    input_size=_input_size,
+    spec_name=_no_name,
+    graphs=("model",),
+    preprocessing={"channels": "gray (1 channel)", "mean": None, "std": None},
+    segmenter=LiteSegmenter,
+    export_modules=_export_modules,
+    task="samsem.train.task:LiteTask",
+)

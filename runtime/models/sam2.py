@@ -1,16 +1,19 @@
-"""SAM2 model access: build from the official configs, strict checkpoint loading, an image-only module.
+"""The SAM2 family: build from the official configs, an image-only module, its segmenter and export graphs.
 
 * :class:`SAM2Spec` names a model: an official config (``"sam2.1_hiera_t"``, ``"sam2_hiera_l"``, ... or a
   YAML path), the input size and optional size overrides used for tiny random-weight test models
   (:func:`tiny_spec`).
-* :func:`build_sam2_model` instantiates ``SAM2Base`` from the config (hydra ``instantiate``, like
-  ``sam2.build_sam``) and loads weights strictly from an official ``{"model": state_dict}`` file or a
-  samsem checkpoint (:func:`save_checkpoint` writes that format; training uses it).
+* :func:`build` instantiates ``SAM2Base`` from the config (like ``sam2.build_sam``); weights are loaded
+  by the family-generic :func:`~samsem.runtime.models.registry.load_model`, strictly, from an official
+  ``{"model": state_dict}`` file (with its config) or a samsem checkpoint.
 * :class:`SAM2ImageModel` is the single-image path of ``SAM2ImagePredictor`` batched over images, each
-  with its own point prompts, split into ``encode`` and ``decode`` so that export can make two graphs.
+  with its own point prompts, split into ``encode`` and ``decode`` so that export can make two graphs
+  (:class:`SAM2Encoder`, :class:`SAM2Decoder`).
+* :class:`SAM2Segmenter` is what the pipeline calls: gray inputs + positive point prompts -> the
+  probability of the best of SAM2's three masks.
 
 Feature sizes are derived from the config and the input size (:func:`geometry`), never assumed to be
-the 1024-px ones.
+the 1024-px ones. ``FAMILY`` registers all of it (:mod:`~samsem.runtime.models.registry`).
 """
 
 from __future__ import annotations
@@ -23,28 +26,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
-from samsem.runtime.models.checkpoint import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported
-from samsem.runtime.models.checkpoint import CHECKPOINT_VERSION as CHECKPOINT_VERSION  # re-exported
-from samsem.runtime.models.checkpoint import MAX_LISTED_KEYS as MAX_LISTED_KEYS  # re-exported
-from samsem.runtime.models.checkpoint import (
-    Checkpoint,
-    SpecDict,
-    expect_family,
-    load_state_strict,
-    read_checkpoint,
-    torch_device,
-    write_checkpoint,
-)
+from samsem.runtime.models.checkpoint import SpecDict
+from samsem.runtime.models.registry import ModelFamily
 from samsem.runtime.models.segmenter import Backend, sigmoid
 from samsem.runtime.stages.multimask import select_best
 
-FAMILY = "sam2"
 NUM_MASKS = 3  # SAM2's multimask output
-_EXPECTED = 'an official SAM2 checkpoint {"model": state_dict} or a samsem SAM2 checkpoint'
 
 # ImageNet statistics SAM2 normalises with (sam2.utils.transforms.SAM2Transforms)
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -247,22 +239,12 @@ def geometry(spec: SAM2Spec) -> SAM2Geometry:
     return SAM2Geometry(spec.image_size, int(model.image_encoder.neck.d_model), stride)
 
 
-# ------------------------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------------------------- build
 
 
-def _read_checkpoint(checkpoint: str | Path | Checkpoint) -> tuple[Checkpoint, SAM2Spec | None]:
-    """Read (or take) a checkpoint: (it, spec) for samsem files, (it, None) for official ones."""
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint, _EXPECTED)
-    expect_family(ckpt, FAMILY, "SAM2", allow_plain=True)
-    if ckpt.family is None:
-        return ckpt, None
-    try:
-        return ckpt, SAM2Spec.from_dict(ckpt.spec)
-    except (ConfigError, TypeError) as exc:
-        raise InputError(ckpt.path, f"invalid SAM2 spec in checkpoint: {exc}") from exc
-
-
-def _instantiate(spec: SAM2Spec, seed: int | None) -> nn.Module:
+def build(spec: SAM2Spec, seed: int | None = None) -> nn.Module:
+    """``SAM2Base`` of ``spec`` with random weights (CPU, eval mode), instantiated from its config like
+    ``sam2.build_sam``; seed None uses the global RNG, otherwise the global RNG is left untouched."""
     from hydra.utils import instantiate
 
     geometry(spec)  # validates the input size before building
@@ -270,78 +252,7 @@ def _instantiate(spec: SAM2Spec, seed: int | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        return instantiate(cfg.model, _recursive_=True)
-
-
-def load_sam2(
-    checkpoint: str | Path | Checkpoint, spec: SAM2Spec | None = None, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, SAM2Spec]:
-    """Read a checkpoint once (or take one already read) and build its model: (SAM2Base in eval mode, spec).
-
-    ``spec`` is required for official checkpoints; a samsem checkpoint carries its own, and a given one
-    must equal it.
-    """
-    dev = torch_device(device)
-    ckpt, stored = _read_checkpoint(checkpoint)
-    path = ckpt.path
-    if spec is None:
-        if stored is None:
-            raise InputError(
-                path,
-                "official SAM2 checkpoints do not name their config",
-                f'the config given as "CONFIG:PATH", e.g. "sam2.1_hiera_t:{path}"',
-            )
-        spec = stored
-    elif stored is not None and stored != spec:
-        raise ConfigError(f"{path} was saved with {stored}, not the requested {spec}")
-    model = _instantiate(spec, seed=None)
-    load_state_strict(
-        model, ckpt.state, path, f"SAM2 config {spec.config!r}", "a checkpoint of the same SAM2 variant"
-    )
-    return model.to(dev).eval(), spec
-
-
-def build_sam2_model(
-    spec: SAM2Spec,
-    checkpoint: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    seed: int | None = None,
-) -> nn.Module:
-    """Build ``SAM2Base`` (eval mode) for ``spec``; weights from ``checkpoint`` (strict) or random.
-
-    seed: RNG seed for random initialisation (the global RNG is left untouched); ignored with a
-    checkpoint.
-    """
-    if checkpoint is not None:
-        return load_sam2(checkpoint, spec, device)[0]
-    dev = torch_device(device)
-    return _instantiate(spec, seed).to(dev).eval()
-
-
-def load_checkpoint_spec(path: str | Path) -> SAM2Spec:
-    """The spec stored in a samsem checkpoint; InputError for official checkpoints (they carry none)."""
-    _, spec = _read_checkpoint(path)
-    if spec is None:
-        raise InputError(
-            path,
-            "official SAM2 checkpoints do not name their config",
-            'a samsem checkpoint, or give the config as "CONFIG:PATH"',
-        )
-    return spec
-
-
-def save_checkpoint(
-    path: str | Path, model: nn.Module, spec: SAM2Spec, extra: dict[str, Any] | None = None
-) -> None:
-    """Write a samsem checkpoint atomically (:func:`samsem.runtime.models.checkpoint.write_checkpoint`).
-
-    Format: {"format": "samsem-checkpoint", "version": 1, "family": "sam2", "spec": spec.to_dict(),
-    "model": SAM2Base state_dict on CPU, **extra}. ``model`` is a SAM2Base or a SAM2ImageModel;
-    ``extra`` (training state) must only hold tensors and plain Python values and may not reuse the
-    reserved keys.
-    """
-    sam = model.sam if isinstance(model, SAM2ImageModel) else model
-    write_checkpoint(path, FAMILY, spec.to_dict(), sam, extra)
+        return instantiate(cfg.model, _recursive_=True).eval()
 
 
 # ------------------------------------------------------------------------------------------ image model
@@ -475,3 +386,122 @@ class SAM2Segmenter:
         )
         best, scores = select_best(out["masks"], out["iou_scores"])
         return sigmoid(best), scores.astype(np.float32, copy=False)
+
+
+# -------------------------------------------------------------------------------------------- export
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over dim 1 of (B, C, H, W), sharing the weight/bias of the module it replaces."""
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter, eps: float) -> None:
+        super().__init__()
+        self.weight = weight
+        self.bias = bias
+        self.eps = eps
+        self.channels = int(weight.shape[0])  # a Python int: tracing keeps it constant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, H, W), each pixel's channels normalised."""
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+def swap_layernorm2d(module: nn.Module) -> int:
+    """Replace every sam2 ``LayerNorm2d`` inside ``module`` by :class:`ChannelLayerNorm` (in place).
+
+    Returns the number replaced.
+    """
+    from sam2.modeling.sam2_utils import LayerNorm2d
+
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LayerNorm2d):
+                setattr(parent, name, ChannelLayerNorm(child.weight, child.bias, child.eps))
+                count += 1
+    return count
+
+
+class SAM2Encoder(nn.Module):
+    """image (B, 3, S, S) -> feat_s0, feat_s1, image_embed (io-spec "encoder")."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.encode(image)
+
+
+class SAM2Decoder(nn.Module):
+    """feat_s0, feat_s1, image_embed, point_coords (B, P, 2), point_labels (B, P) -> masks, iou_scores."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        image_embed: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.decode(feat_s0, feat_s1, image_embed, point_coords, point_labels)
+
+
+# ---------------------------------------------------------------------------------------------- family
+
+
+def _export_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Graph name -> module to export: the "encoder" and "decoder" halves and the whole "model".
+
+    SAM2's LayerNorm2d modules are swapped for :class:`ChannelLayerNorm` first (in place).
+    """
+    swap_layernorm2d(model)
+    return {"encoder": SAM2Encoder(model), "decoder": SAM2Decoder(model), "model": model}
+
+
+def _io(spec: SAM2Spec) -> dict[str, iospec.EngineSpec]:
+    return geometry(spec).engines()
+
+
+def _input_size(spec: SAM2Spec) -> int:
+    return spec.image_size
+
+
+def _config_name(spec: SAM2Spec) -> str:
+    return spec.config
+
+
+def _named_spec(config: str, image_size: int | None) -> SAM2Spec:
+    """The spec of official weights named by a config name or alias (ConfigError when unknown) or a YAML
+    path (read when the model is built), at ``image_size`` (default 1024)."""
+    if not config.endswith((".yaml", ".yml")):
+        config_path(config)
+    return SAM2Spec(config=config, image_size=image_size or SAM2Spec.image_size)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.sam if isinstance(model, SAM2ImageModel) else model
+
+
+FAMILY = ModelFamily(
+    name="sam2",
+    label="SAM2",
+    spec_type=SAM2Spec,
+    build=build,
+    wrap=SAM2ImageModel,
+    unwrap=_unwrap,
+    io=_io,
+    input_size=_input_size,
+    spec_name=_config_name,
+    graphs=("encoder", "decoder"),
+    preprocessing={"channels": "gray replicated to 3", "mean": list(PIXEL_MEAN), "std": list(PIXEL_STD)},
+    segmenter=SAM2Segmenter,
+    export_modules=_export_modules,
+    task="samsem.train.task:SAM2Task",
+    named_spec=_named_spec,
+)

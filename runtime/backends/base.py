@@ -1,0 +1,109 @@
+"""The backend protocol, the backend registry and the graph chain every multi-graph engine runs.
+
+A backend module (:mod:`.pytorch`, :mod:`.ort`, :mod:`.trt`, :mod:`.aoti`) declares ``BACKEND`` =
+:class:`BackendEntry`: its name, the bundle file format it runs, whether its precision is fixed when the
+engine is built, whether ``--backend auto`` may pick it on a CPU, an availability check (library
+installed, device, files built for this device) and a factory. Registration order is the order in which
+``auto`` tries them (fastest first). Each backend imports its library inside its own module only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from samsem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from samsem.runtime.models.iospec import EngineSpec
+    from samsem.runtime.models.registry import ModelFamily
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An inference engine for one model: named numpy arrays in, named numpy arrays out, with the tensor
+    names and shapes of the model's io-spec "model" graph (:mod:`samsem.runtime.models.iospec`)."""
+
+    name: str
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch; inputs and outputs are keyed by the io-spec tensor names."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineFiles:
+    """What a factory gets: the model's family and io-specs, its engine files of the backend's format
+    (graph name -> path) and their device/precision as recorded at export (None for torch weights)."""
+
+    family: ModelFamily
+    io: Mapping[str, EngineSpec]
+    files: Mapping[str, Path]
+    built_for: frozenset[str]
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One registered backend.
+
+    name: what ``--backend`` takes; format: the bundle engine format it runs; fixed_precision: engines
+    run at the precision they were built with (else the requested one applies); auto_on_cpu: ``auto``
+    may pick it for a CPU device; unavailable(device, files) -> None when usable, else the reason;
+    create(files, device, precision) -> Backend.
+    """
+
+    name: str
+    format: str
+    fixed_precision: bool
+    auto_on_cpu: bool
+    unavailable: Callable[[str, EngineFiles], str | None]
+    create: Callable[[EngineFiles, str, str], Backend]
+
+
+_MODULES: dict[str, str] = {}
+
+
+def register_backend(name: str, module: str) -> None:
+    """Register the backend ``name`` defined as ``BACKEND`` in ``module`` (after the ones registered so
+    far in ``auto``'s order); duplicate names are refused."""
+    if name in _MODULES:
+        raise ConfigError(f"backend {name!r} is already registered ({_MODULES[name]})")
+    _MODULES[name] = module
+
+
+register_backend("tensorrt", "samsem.runtime.backends.trt")
+register_backend("aoti", "samsem.runtime.backends.aoti")
+register_backend("onnxruntime", "samsem.runtime.backends.ort")
+register_backend("torch", "samsem.runtime.backends.pytorch")
+
+
+def backend_names() -> tuple[str, ...]:
+    """Registered backend names in ``auto``'s order of preference (no backend module is imported)."""
+    return tuple(_MODULES)
+
+
+def get_backend(name: str) -> BackendEntry:
+    """The backend registered as ``name``; ConfigError listing the valid names otherwise."""
+    if name not in _MODULES:
+        raise ConfigError(f"unknown backend {name!r}; expected auto or one of {', '.join(backend_names())}")
+    return importlib.import_module(_MODULES[name]).BACKEND
+
+
+def chain(
+    graphs: Sequence[tuple[EngineSpec, Callable[[dict[str, Any]], Sequence[Any]]]], pool: dict[str, Any]
+) -> dict[str, Any]:
+    """Run graphs in order over a pool of named tensors (numpy arrays or device tensors).
+
+    graphs: (io-spec, run) pairs; ``run`` takes the graph's inputs by name and returns its outputs in
+    io-spec order. Each graph's inputs come from the pool (model inputs or earlier graphs' outputs) and
+    its outputs are added to it. Returns the pool.
+    """
+    for spec, run in graphs:
+        outs = run({n: pool[n] for n in spec.input_names})
+        pool.update(zip(spec.output_names, outs, strict=True))
+    return pool
