@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from samsem.export.bundle_writer import ExportOptions, write_bundle
-from samsem.runtime.bundle.manifest import available_backends, open_bundle
+from samsem.runtime.bundle.open import available_backends, open_bundle
 from samsem.runtime.load import load_models
 from samsem.runtime.models import sam2 as sm
 from samsem.runtime.models.registry import save_model

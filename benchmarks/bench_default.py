@@ -20,9 +20,9 @@ from pathlib import Path
 from samsem.evaluation.esd import ESDConfig, ESDResult, esd
 from samsem.evaluation.metrics import pixel_metrics
 from samsem.io import list_images, read_image, read_mask
-from samsem.runtime.config import PipelineConfig
-from samsem.runtime.load import load_pipeline
-from samsem.runtime.pipeline import Pipeline, classical_pipeline
+from samsem.runtime.config import RunOptions
+from samsem.runtime.load import classical_pipeline, load_pipeline
+from samsem.runtime.pipeline import Pipeline
 
 
 def _pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -64,13 +64,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    base = PipelineConfig(batch_size=args.batch_size)
+    base = RunOptions(batch_size=args.batch_size)
     methods = {
-        "model two-scale": load_pipeline(args.model, config=base),
-        "model scale 1 only": load_pipeline(args.model, config=replace(base, single_scale=1)),
-        "model scale 2 only": load_pipeline(args.model, config=replace(base, single_scale=2)),
-        "classical sauvola": classical_pipeline(base, "sauvola"),
-        "classical otsu": classical_pipeline(base, "otsu"),
+        "model two-scale": load_pipeline(args.model, options=base),
+        "model scale 1 only": load_pipeline(args.model, options=replace(base, single_scale=1)),
+        "model scale 2 only": load_pipeline(args.model, options=replace(base, single_scale=2)),
+        "classical sauvola": classical_pipeline("sauvola", options=base),
+        "classical otsu": classical_pipeline("otsu", options=base),
     }
     for pipe in methods.values():  # warm up JIT kernels and engines outside the timings
         pipe.segment(read_image(_pairs(args.tests[0])[0][0]))

@@ -65,7 +65,7 @@ def export_onnx(
         raise ConfigError(f"ONNX opset must be >= {MIN_OPSET}, got {opset}")
     path = Path(path)
     args = example_inputs(spec)
-    names = {"input_names": list(spec.input_names), "output_names": list(spec.output_names)}
+    input_names, output_names = list(spec.input_names), list(spec.output_names)
     module = module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings about code we do not own
@@ -77,7 +77,8 @@ def export_onnx(
                 opset_version=opset,
                 dynamic_axes=_dynamic_axes(spec),
                 dynamo=False,
-                **names,
+                input_names=input_names,
+                output_names=output_names,
             )
         else:
             limits = dict(max_sizes or {})
@@ -86,8 +87,17 @@ def export_onnx(
                 {i: dims[d] for i, d in enumerate(t.dims) if isinstance(d, str)} for t in spec.inputs
             )
             program = torch.onnx.export(
-                module, args, dynamic_shapes=shapes, opset_version=opset, dynamo=True, verbose=False, **names
+                module,
+                args,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+                input_names=input_names,
+                output_names=output_names,
             )
+            if program is None:
+                raise InputError(path, "the dynamo exporter returned no program")
             program.save(str(path))
     stamp_io_shapes(path, spec)
     return {"opset": check_onnx(path, spec), "exporter": exporter, "torch": torch.__version__}

@@ -201,7 +201,8 @@ def load_pipeline(
     """The pipeline for a model argument (see the module docstring) with the caller's run options.
 
     config: the model's pipeline configuration for checkpoints and the classical segmenters (a bundle
-    carries its own; giving one for a bundle is a ConfigError). options: batch size, scales, seed, fallback (default RunOptions()).
+    carries its own; giving one for a bundle is a ConfigError). options: batch size, scales, seed and
+    fallback (default RunOptions()).
     """
     options = options or RunOptions()
     if model is None:

@@ -71,6 +71,13 @@ class _Job:
     patches: list[PatchRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def model1_prob(self) -> np.ndarray:
+        """Model 1's probabilities (h, w); the pipeline orders batches so they come before any use."""
+        if self.prob1 is None:
+            raise RuntimeError(f"{self.name}: model 1's output is used before it arrived")
+        return self.prob1
+
     def add_time(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
@@ -248,7 +255,9 @@ class Pipeline:
     def _fill_from_model1(self, job: _Job) -> None:
         t0 = time.perf_counter()
         for index, (box, owned) in enumerate(zip(job.tiling.boxes, job.tiling.owned, strict=True)):
-            m1 = (resize_region(job.prob1, job.out.shape, owned) >= self.config.threshold).astype(np.uint8)
+            m1 = (resize_region(job.model1_prob, job.out.shape, owned) >= self.config.threshold).astype(
+                np.uint8
+            )
             job.out[owned[0] : owned[2], owned[1] : owned[3]] = m1
             job.patches.append(PatchRecord(index, _box(box), "model1", score=job.score1))
         job.add_time("stitch", time.perf_counter() - t0)
@@ -267,7 +276,7 @@ class Pipeline:
             valid[k, :bh, :bw] = True
             m2[k] = cv2.resize(prob, (p, p), interpolation=cv2.INTER_LINEAR) >= cfg.threshold
             if cfg.single_scale is None:
-                m1[k, :bh, :bw] = resize_region(job.prob1, job.out.shape, box) >= cfg.threshold
+                m1[k, :bh, :bw] = resize_region(job.model1_prob, job.out.shape, box) >= cfg.threshold
         if cfg.single_scale is None:
             dec = decide(m1, m2, cfg.decision, valid)
         t1 = time.perf_counter()

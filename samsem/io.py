@@ -308,7 +308,7 @@ def _tiff_region(page: tifffile.TiffPage, y: int, x: int, h: int, w: int) -> np.
             raise InputError(page.parent.filehandle.path, "truncated TIFF file (image data incomplete)")
         mm = np.memmap(
             page.parent.filehandle.path,
-            dtype=page.dtype.newbyteorder(page.parent.byteorder),
+            dtype=np.dtype(page.dtype).newbyteorder(page.parent.byteorder),
             mode="r",
             offset=offset,
             shape=(sep, height, width, contig),
@@ -333,10 +333,12 @@ def _tiff_region(page: tifffile.TiffPage, y: int, x: int, h: int, w: int) -> np.
                     continue  # sparse segment: nodata
                 fh.seek(page.dataoffsets[index])
                 data = fh.read(count)
-                seg, (_, _, sy, sx, _), _ = page.decode(
+                decoded, (_, _, sy, sx, _), _ = page.decode(
                     data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader
                 )
-                seg = seg[0]  # (seg rows, seg cols, contig samples)
+                if decoded is None:
+                    continue  # nothing decoded: nodata
+                seg = decoded[0]  # (seg rows, seg cols, contig samples)
                 y0, y1 = max(y, sy), min(y + h, sy + seg.shape[0])
                 x0, x1 = max(x, sx), min(x + w, sx + seg.shape[1])
                 out[y0 - y : y1 - y, x0 - x : x1 - x, s * contig : (s + 1) * contig] = seg[

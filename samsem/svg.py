@@ -200,8 +200,9 @@ def _viewbox(path: Path, root: ET.Element, width: int, height: int) -> tuple[np.
     text = root.get("viewBox")
     if text is None:
         return np.zeros(2), 1.0
-    vals = [_to_float(t) for t in re.split(r"[\s,]+", text.strip())]
-    if len(vals) != 4 or any(v is None for v in vals) or vals[2] <= 0 or vals[3] <= 0:
+    parsed = [_to_float(t) for t in re.split(r"[\s,]+", text.strip())]
+    vals = [v for v in parsed if v is not None]
+    if len(parsed) != 4 or len(vals) != 4 or vals[2] <= 0 or vals[3] <= 0:
         raise InputError(path, f"invalid viewBox {text!r}", "four numbers 'min-x min-y width height'")
     minx, miny, vw, vh = vals
     fx, fy = width / vw, height / vh

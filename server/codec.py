@@ -24,7 +24,7 @@ import numpy as np
 
 from samsem.errors import InputError
 
-DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2")}
+DTYPES: dict[str, np.dtype] = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2")}
 FORMATS = {"png": ".png", "tiff": ".tif"}
 _MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")}
 ZLIB_LEVEL = 1  # masks are mostly runs; level 1 already compresses them ~20-50x
@@ -106,7 +106,7 @@ class RawAssembler:
             raise InputError(
                 None,
                 f"header/bytes mismatch: received {end} bytes so far, but the header declares "
-                f"{self.spec.height}x{self.spec.width} {self.spec.dtype.name} = {self.spec.nbytes} bytes",
+                f"{self.spec.height}x{self.spec.width} {self.image.dtype.name} = {self.spec.nbytes} bytes",
             )
         self._bytes[self.received : end] = np.frombuffer(chunk, np.uint8)
         self.received = end

@@ -79,7 +79,7 @@ class _Job:
     started: float = 0.0
     finished: float = 0.0
     error: str = ""
-    changed: asyncio.Event | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class JobManager:
@@ -326,11 +326,11 @@ class JobManager:
     def _snapshot(job: _Job) -> pb.Job:
         return pb.Job(
             job_id=job.id,
-            state=job.state,
+            state=pb.JobState.Name(job.state),
             files=[
                 pb.FileStatus(
                     input=str(f.input),
-                    state=f.state,
+                    state=pb.FileState.Name(f.state),
                     mask_path=str(f.outputs.mask) if f.outputs and f.state in _HAS_OUTPUTS else "",
                     report_path=str(f.outputs.report) if f.outputs and f.state in _HAS_OUTPUTS else "",
                     error=f.error,

@@ -54,7 +54,7 @@ class Metrics:
         )
         self.active = Gauge("samsem_active_requests", "Requests computing now", registry=r)
         self.jobs = Gauge("samsem_jobs", "Jobs by state", ["state"], registry=r)
-        self._http = None
+        self._http: Any = None
 
     def on_batch(self, stats: BatchStats) -> None:
         """Record one coalesced model call (called from the batcher thread)."""

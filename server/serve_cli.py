@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from samsem.server.security import load_tokens
 
     configure_logging(args.log_level)
-    tokens = ()
+    tokens: tuple[str, ...] = ()
     if args.token_file is not None or args.token_env is not None:
         tokens = load_tokens(args.token_file, args.token_env)
     config = ServerConfig(

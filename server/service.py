@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 import numpy as np
@@ -139,17 +140,18 @@ class _Call:
             **self.fields,
         )
 
-    async def fail(self, exc: BaseException) -> None:
+    async def fail(self, exc: BaseException) -> NoReturn:
         """End the call for ``exc`` (aborting it with the mapped status)."""
         status = _status(exc)
         if status is None:
             log(logging.ERROR, "internal error", request_id=self.request_id, method=self.method, exc_info=exc)
             status = _Abort(grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})")
         self.finish(status.code, status.details)
-        trailing = ()
+        trailing: tuple[tuple[str, str], ...] = ()
         if status.retry_after_s is not None:
             trailing = (("retry-after-ms", str(int(status.retry_after_s * 1000))),)
         await self.context.abort(status.code, status.details, trailing_metadata=trailing)
+        raise RuntimeError("context.abort returned")  # it raises; this tells the type checker
 
 
 class SegmentationService(pb_grpc.SegmentationServicer):
@@ -253,9 +255,11 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         yield pb.SegmentResponse(progress=pb.Progress(tiles_done=0, tiles_total=total))
         updates: asyncio.Queue[int | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        future = self._compute(
-            call, pipeline, name, image, slot, lambda n: loop.call_soon_threadsafe(updates.put_nowait, n)
-        )
+
+        def progress(n: int) -> None:
+            loop.call_soon_threadsafe(updates.put_nowait, n)
+
+        future = self._compute(call, pipeline, name, image, slot, progress)
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
         done = 0
         while (n := await updates.get()) is not None:
@@ -299,7 +303,12 @@ class SegmentationService(pb_grpc.SegmentationServicer):
 
         slot.hold()
         future = asyncio.get_running_loop().run_in_executor(self.executor, work)
-        future.add_done_callback(lambda _: (slot.release(), self._gauge()))
+
+        def done(_: asyncio.Future) -> None:
+            slot.release()
+            self._gauge()
+
+        future.add_done_callback(done)
         return future
 
     def _report(

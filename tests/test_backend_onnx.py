@@ -83,7 +83,9 @@ def test_pipeline_masks_equal(models) -> None:
     for a, b in zip(results["onnxruntime"], results["torch"], strict=True):
         assert 0.0 < b.mask.mean() < 1.0  # a non-trivial mask
         np.testing.assert_array_equal(a.mask, b.mask)
-        assert [p["source"] for p in a.report.to_json()["patches"]] == [p["source"] for p in b.report.to_json()["patches"]]
+        assert [p["source"] for p in a.report.to_json()["patches"]] == [
+            p["source"] for p in b.report.to_json()["patches"]
+        ]
         assert a.report.to_json()["model"]["backend"] == "onnxruntime"
 
 

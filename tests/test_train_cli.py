@@ -6,11 +6,9 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from samsem.cli import main
-from samsem.io import write_image, write_mask
 
 TINY = [
     "--config", "tiny", "--input-size", "64", "--patch-size", "64", "--target", "model1", "--batch-size", "2",
@@ -19,19 +17,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def dataset(lines_dataset) -> Path:
     """One IC with five 96-px line images (3 train, 1 val, 1 test)."""
-    root = tmp_path_factory.mktemp("ic")
-    rng = np.random.default_rng(1)
-    for k in range(5):
-        mask = np.zeros((96, 96), np.uint8)
-        for x in range(6, 90, 22):
-            x0 = x + int(rng.integers(0, 5))
-            mask[8:88, x0 : x0 + 8] = 1
-        image = (mask * 150 + 40 + rng.normal(0, 8, mask.shape)).clip(0, 255).astype(np.uint8)
-        write_image(root / "images" / f"a{k}.png", image)
-        write_mask(root / "masks" / f"a{k}.png", mask)
-    return root
+    return lines_dataset(5, 96, seed=1, vertical=True, prefix="a")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -115,7 +103,7 @@ def test_interrupted_trials_are_retried_with_their_parameters(tmp_path):
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from samsem.train.tune import _retry_interrupted
+    from samsem.train.tune import retry_interrupted
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     dist = {"lr": FloatDistribution(1e-6, 1e-3, log=True)}
@@ -125,7 +113,7 @@ def test_interrupted_trials_are_retried_with_their_parameters(tmp_path):
                                               distributions=dist))  # fmt: skip
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"lr": 1e-4},
                                               distributions=dist))  # fmt: skip
-    assert _retry_interrupted(study) == 1  # the 1e-4 run finished since; only 2e-4 is retried
+    assert retry_interrupted(study) == 1  # the 1e-4 run finished since; only 2e-4 is retried
     waiting = [t for t in study.trials if t.state.name == "WAITING"]
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == {"lr": 2e-4}
-    assert _retry_interrupted(study) == 0
+    assert retry_interrupted(study) == 0

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from samsem.cli import main
 from samsem.errors import ConfigError
-from samsem.io import write_image, write_mask
 from samsem.runtime.stages.tiling import TilingConfig
 from samsem.train.augment import AugmentConfig
 from samsem.train.config import family_config
@@ -20,19 +18,9 @@ from samsem.train.task import make_task
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def dataset(lines_dataset) -> Path:
     """One IC with four 128-px images of horizontal lines."""
-    root = tmp_path_factory.mktemp("lite_lines")
-    rng = np.random.default_rng(1)
-    for k in range(4):
-        mask = np.zeros((128, 128), np.uint8)
-        for y in range(6, 120, 18):
-            y0 = y + int(rng.integers(0, 4))
-            mask[y0 : y0 + 6, 6:122] = 1
-        image = (mask * 140 + 50 + rng.normal(0, 10, mask.shape)).clip(0, 255).astype(np.uint8)
-        write_image(root / "images" / f"im{k}.png", image)
-        write_mask(root / "masks" / f"im{k}.png", mask)
-    return root
+    return lines_dataset(4, 128, seed=1)
 
 
 def test_lite_defaults_differ_from_sam2() -> None:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from samsem.errors import ConfigError
-from samsem.io import write_image, write_mask
 from samsem.runtime.stages.tiling import TilingConfig
 from samsem.train.augment import AugmentConfig
 from samsem.train.config import TrainConfig
@@ -21,19 +20,9 @@ from samsem.train.task import make_task
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def dataset(lines_dataset) -> Path:
     """One IC with four 96-px images of horizontal metal lines (split 2 train, 1 val, 1 test)."""
-    root = tmp_path_factory.mktemp("lines")
-    rng = np.random.default_rng(0)
-    for k in range(4):
-        mask = np.zeros((96, 96), np.uint8)
-        for y in range(6, 90, 20):
-            y0 = y + int(rng.integers(0, 5))
-            mask[y0 : y0 + 7, 8:88] = 1
-        image = (mask * 140 + 50 + rng.normal(0, 10, mask.shape)).clip(0, 255).astype(np.uint8)
-        write_image(root / "images" / f"im{k}.png", image)
-        write_mask(root / "masks" / f"im{k}.png", mask)
-    return root
+    return lines_dataset(4, 96)
 
 
 def _cfg(dataset: Path, out: Path, **kw) -> TrainConfig:

@@ -226,8 +226,8 @@ class TrainConfig:
             if "__" in key:
                 outer, inner = key.split("__", 1)
                 nested.setdefault(outer, {})[inner] = value
-        for outer, inner in nested.items():
-            top[outer] = replace(getattr(self, outer), **inner)
+        for outer, fields_changed in nested.items():
+            top[outer] = replace(getattr(self, outer), **fields_changed)
         return replace(self, **top)
 
     def differences(self, other: TrainConfig) -> list[str]:

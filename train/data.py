@@ -221,7 +221,10 @@ def make_items(sizes: Sequence[tuple[int, int]], target: str, tiling: TilingConf
         if target in ("model1", "single"):
             items.append(Item(k, 1, (0, 0, h, w)))
         if target in ("model2", "single"):
-            items += [Item(k, 2, tuple(int(v) for v in b)) for b in make_tiling(h, w, tiling).boxes]
+            items += [
+                Item(k, 2, (int(b[0]), int(b[1]), int(b[2]), int(b[3])))
+                for b in make_tiling(h, w, tiling).boxes
+            ]
     return items
 
 

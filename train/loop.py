@@ -238,8 +238,8 @@ def train(
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
         best_epoch, best_key = state["best_epoch"], tuple(state["best_key"])
         if on_epoch is not None:
-            for row in history:
-                on_epoch(row)
+            for past in history:
+                on_epoch(past)
     write_json(out / "config.json", cfg.to_dict())  # only once the config is known to fit the run
     write_json(out / "splits.json", {k: [s.name for s in v] for k, v in splits.items()})
 

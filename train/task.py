@@ -73,6 +73,7 @@ class SAM2Task:
             self.spec = tiny_spec(cfg.input_size)
         else:
             self.spec = SAM2Spec(config=cfg.model_config, image_size=cfg.input_size)
+        self.model: Any  # SAM2ImageModel
         if cfg.init_checkpoint:
             self.model = load_model(cfg.init_checkpoint, self.spec, device=str(device), family="sam2").module
         else:

@@ -71,7 +71,7 @@ def trial_dir(out: Path, step: int, cfg: TrainConfig) -> Path:
     return out / f"step{step}" / f"trial-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
-def _retry_interrupted(study: Any) -> int:
+def retry_interrupted(study: Any) -> int:
     """Enqueue the parameters of failed or abandoned (RUNNING at start-up) trials that were not
     finished since; returns how many were enqueued."""
     from optuna.trial import TrialState
@@ -115,7 +115,7 @@ def run_step(
         pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg0.epochs),
         load_if_exists=True,
     )
-    _retry_interrupted(study)
+    retry_interrupted(study)
 
     def objective(trial: optuna.Trial) -> float:
         cfg = cfg0.with_overrides(**suggest(trial, step))

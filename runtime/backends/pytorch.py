@@ -11,6 +11,7 @@ GPU, though it is not faster on most CPUs); "fp16" on CPU is a ConfigError. Outp
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from samsem.errors import ConfigError
 from samsem.runtime.backends.base import BackendEntry, EngineFiles
 from samsem.runtime.models.checkpoint import torch_device
+from samsem.runtime.models.iospec import EngineSpec
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,7 +43,7 @@ class TorchBackend:
             raise ConfigError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
         self.precision = precision
         self.model = model.to(self.device).eval()
-        self.spec = model.engines()["model"]
+        self.spec: EngineSpec = cast(Any, model).engines()["model"]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs keyed by the spec's input names (float32, validated) -> float32 outputs keyed by its

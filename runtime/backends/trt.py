@@ -117,9 +117,10 @@ class TrtEngine:
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).name
             shape = tuple(self.engine.get_tensor_shape(name))
-            profile = (
-                tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0)) if is_input else None
-            )
+            profile = None
+            if is_input:
+                smallest, optimal, largest = (tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
+                profile = (smallest, optimal, largest)
             tensors[name] = TensorInfo(is_input, dtype, shape, profile)
         self.max_batch = check_engine_io(path, spec, tensors)
         self.max_points = points_limit(spec, tensors)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from samsem.errors import InputError
-from samsem.runtime.models.iospec import BATCH, POINTS, EngineSpec
+from samsem.runtime.models.iospec import BATCH, POINTS, EngineSpec, Shape
 
 if TYPE_CHECKING:
     from samsem.runtime.models.registry import ModelFamily
@@ -100,7 +100,7 @@ class Limits:
     batch: tuple[int, int, int]
     points: tuple[int, int, int]
 
-    def profile(self, engine: EngineSpec) -> dict[str, tuple[tuple[int, ...], ...]]:
+    def profile(self, engine: EngineSpec) -> dict[str, tuple[Shape, Shape, Shape]]:
         """Input name -> (min, opt, max) shapes of ``engine`` (see EngineSpec.profile)."""
         b, p = self.batch, self.points
         return engine.profile(b[0], b[1], b[2], p[2], points_min=p[0], points_opt=p[1])

@@ -128,7 +128,7 @@ def pick_backend(bundle: Bundle, backend: str, device: str) -> tuple[str, str]:
         return backend, "requested"
     import torch
 
-    skipped = []
+    skipped: list[str] = []
     for name, reason in usable.items():
         if reason is None and not get_backend(name).auto_on_cpu and torch.device(device).type != "cuda":
             reason = "auto uses it on CUDA only"

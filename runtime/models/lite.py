@@ -261,7 +261,7 @@ class LiteNet(nn.Module):
         self.stem = conv_bn(4, w[0], 3)
         self.stages = nn.ModuleList()
         for i, (width, depth) in enumerate(zip(w, spec.depths, strict=True)):
-            blocks = [] if i == 0 else [separable(w[i - 1], width, stride=2)]
+            blocks: list[nn.Module] = [] if i == 0 else [separable(w[i - 1], width, stride=2)]
             blocks += [InvertedResidual(width, spec.expansion) for _ in range(depth)]
             self.stages.append(nn.Sequential(*blocks))
         self.context = nn.Sequential(

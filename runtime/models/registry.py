@@ -24,7 +24,7 @@ from samsem.errors import ConfigError, InputError
 if TYPE_CHECKING:
     from torch import nn
 
-    from samsem.runtime.models.checkpoint import Checkpoint
+    from samsem.runtime.models.checkpoint import Checkpoint, SpecDict
     from samsem.runtime.models.iospec import EngineSpec
     from samsem.runtime.models.segmenter import Backend, Segmenter
 
@@ -52,7 +52,7 @@ class ModelFamily:
 
     name: str
     label: str
-    spec_type: type
+    spec_type: type[SpecDict]
     build: Callable[[Any, int | None], nn.Module]
     wrap: Callable[[nn.Module], nn.Module]
     unwrap: Callable[[nn.Module], nn.Module]

@@ -268,12 +268,13 @@ class SAM2ImageModel(nn.Module):
     float32 logits, iou_scores (B, 3) float32.
     """
 
-    def __init__(self, sam: nn.Module) -> None:
+    def __init__(self, sam: Any) -> None:
+        """sam: a ``SAM2Base`` (typed Any: its submodules are reached by attribute)."""
         super().__init__()
         if not sam.use_high_res_features_in_sam:
             raise ConfigError("SAM2ImageModel needs a SAM2 built with use_high_res_features_in_sam=true")
-        self.sam = sam
-        self.geometry = SAM2Geometry(sam.image_size, sam.hidden_dim, sam.backbone_stride)
+        self.sam: Any = sam
+        self.geometry = SAM2Geometry(int(sam.image_size), int(sam.hidden_dim), int(sam.backbone_stride))
 
     @property
     def image_size(self) -> int:
@@ -426,7 +427,7 @@ def swap_layernorm2d(module: nn.Module) -> int:
 class SAM2Encoder(nn.Module):
     """image (B, 3, S, S) -> feat_s0, feat_s1, image_embed (io-spec "encoder")."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2ImageModel) -> None:
         super().__init__()
         self.model = model
 
@@ -437,7 +438,7 @@ class SAM2Encoder(nn.Module):
 class SAM2Decoder(nn.Module):
     """feat_s0, feat_s1, image_embed, point_coords (B, P, 2), point_labels (B, P) -> masks, iou_scores."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2ImageModel) -> None:
         super().__init__()
         self.model = model
 
@@ -460,6 +461,8 @@ def _export_modules(model: nn.Module) -> dict[str, nn.Module]:
 
     SAM2's LayerNorm2d modules are swapped for :class:`ChannelLayerNorm` first (in place).
     """
+    if not isinstance(model, SAM2ImageModel):
+        raise TypeError(f"expected a SAM2ImageModel, got {type(model).__name__}")
     swap_layernorm2d(model)
     return {"encoder": SAM2Encoder(model), "decoder": SAM2Decoder(model), "model": model}
 

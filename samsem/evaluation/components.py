@@ -260,7 +260,9 @@ def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 
 @nb.njit(cache=True)
-def _paint(labels: np.ndarray, run_row, run_start, run_end, run_label, n_runs: int) -> None:
+def paint_runs(labels: np.ndarray, run_row, run_start, run_end, run_label, n_runs: int) -> None:
+    """Write each run's label into ``labels`` (H, W) in place: the first ``n_runs`` runs (row, [start,
+    end) columns, label)."""
     for i in range(n_runs):
         y = run_row[i]
         lab = run_label[i]
@@ -289,7 +291,7 @@ def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """
     row, start, end, label, n = mask_runs(mask)
     labels = np.zeros(mask.shape, np.int32)
-    _paint(labels, row, start, end, label, row.shape[0])
+    paint_runs(labels, row, start, end, label, row.shape[0])
     return labels, n
 
 

@@ -34,7 +34,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.evaluation.components import _paint, mask_runs
+from samsem.evaluation.components import mask_runs, paint_runs
 
 
 class PredClass(IntEnum):
@@ -303,7 +303,9 @@ def _as_mask(a: np.ndarray, name: str) -> np.ndarray:
     return a.view(np.uint8) if a.dtype == np.bool_ else a
 
 
-def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks as contiguous (H, W) arrays (bool viewed as uint8); ValueError when one is not 2-D or
+    their sizes differ."""
     p = _as_mask(pred, "pred")
     g = _as_mask(gt, "gt")
     if p.shape != g.shape:
@@ -312,7 +314,7 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _run_esd(pred: np.ndarray, gt: np.ndarray, cfg: ESDConfig):
-    p, g = _check_pair(pred, gt)
+    p, g = check_pair(pred, gt)
     h, w = p.shape
     pr = mask_runs(p)
     gr = mask_runs(g)
@@ -344,7 +346,7 @@ def esd(pred: np.ndarray, gt: np.ndarray, cfg: ESDConfig = ESDConfig()) -> ESDRe
 def _paint_labels(shape: tuple[int, int], runs) -> np.ndarray:
     row, start, end, label, _ = runs
     labels = np.zeros(shape, np.int32)
-    _paint(labels, row, start, end, label, row.shape[0])
+    paint_runs(labels, row, start, end, label, row.shape[0])
     return labels
 
 

@@ -12,7 +12,7 @@ import numba as nb
 import numpy as np
 
 from samsem.evaluation.components import mask_runs
-from samsem.evaluation.esd import _check_pair, overlap_pairs, run_sizes
+from samsem.evaluation.esd import check_pair, overlap_pairs, run_sizes
 
 PIXEL_METRICS = ("accuracy", "dice", "iou", "precision", "recall", "f1", "miou", "mean_pixel_accuracy")
 
@@ -33,8 +33,9 @@ def _confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, int]:
 
 def confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, int]:
     """Pixel counts ``(tp, fp, fn, tn)`` of pred against gt, (H, W) masks of equal size."""
-    p, g = _check_pair(pred, gt)
-    return tuple(int(v) for v in _confusion(p.reshape(-1), g.reshape(-1)))
+    p, g = check_pair(pred, gt)
+    tp, fp, fn, tn = (int(v) for v in _confusion(p.reshape(-1), g.reshape(-1)))
+    return tp, fp, fn, tn
 
 
 def _ratio(num: float, den: float) -> float:
@@ -79,7 +80,7 @@ def aji_parts(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
     no gt instance (Kumar et al., 2017). A predicted instance paired with several gt instances enters the
     union once per pairing, as in the original definition.
     """
-    p, g = _check_pair(pred, gt)
+    p, g = check_pair(pred, gt)
     pr = mask_runs(p)
     gr = mask_runs(g)
     g_size = run_sizes(gr[1], gr[2], gr[3], gr[4])
