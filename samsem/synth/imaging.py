@@ -16,16 +16,17 @@ Signal model, per pixel (secondary-electron yield, 1.0 = full scale), in this or
 4. show-through: + ghost_contrast * a blurred second random layout (the layer below), visible through
    the dielectric only, amplified by (1 + ghost_charge_gain * charge region) under charging;
 5. charging: + charging * local metal density (Gaussian radius charging_radius): large metal glows;
-   + charge_regions * smooth random bright regions (size charge_scale); + shading * a smooth additive
-   gradient and vignette;
+   + charge_regions * smooth random bright regions (size charge_scale); + a smooth additive shading
+   field (ramp, vignette, bump) spanning +-shading;
 6. surface: polishing streaks (polish, across-width polish_width, one random direction), scratches
    (scratches per megapixel, width scratch_width, bright or dark), residue film (residue: darkening by
    up to this fraction in smooth patches of size residue_scale); dust particles (dust_density per
    megapixel, radius ~dust_size, a fraction dust_dark of them dark) composited on top;
 7. beam blur (Gaussian PSF, blur_sigma), detector lag along the scan (scan_lag px exponential tail),
    scan-line jitter (per-row horizontal shift, jitter px std), low-frequency drift (multiplicative field
-   of relative amplitude drift, correlation length drift_scale), per-row gain and offset noise
-   (row_noise, row_offset);
+   of relative amplitude drift, correlation length drift_scale; on images much smaller than drift_scale
+   it mostly changes the overall gain), a smooth multiplicative shading field spanning +-shading_gain,
+   per-row gain and offset noise (row_noise, row_offset);
 8. shot noise: Poisson counts at `dose` electrons per pixel for full-scale signal (dose <= 0: off), plus
    Gaussian detector noise (read_noise);
 9. output: clip(offset + gain * signal, 0, 1) scaled to the 8- or 16-bit range.
@@ -85,7 +86,15 @@ _LENGTHS = (
     "scan_lag",
 )
 _SIGNED = ("offset", "dose", "via_contrast", "charging", "edge_gain", "ghost_contrast")
-_UNIT = ("delayer_prob", "patchy_prob", "ghost_parallel", "dust_dark", "edge_profile", "residue")
+_UNIT = (
+    "delayer_prob",
+    "patchy_prob",
+    "ghost_parallel",
+    "dust_dark",
+    "edge_profile",
+    "residue",
+    "shading_gain",
+)
 _PATCH_LEVELS = 84  # per-line gain codes per kind when patchy lines exist (three kinds in a uint8)
 # purposes of the independent random streams (entries of the SeedSequence spawn key)
 _S_LINES, _S_GRAIN, _S_SHOT, _S_READ, _S_GHOST, _S_DRIFT, _S_DUST, _S_ROWS = range(8)
@@ -137,6 +146,7 @@ class ImagingConfig:
     charge_regions: float = 0.0
     charge_scale: float = 200.0
     shading: float = 0.0
+    shading_gain: float = 0.0
     polish: float = 0.0
     polish_width: float = 1.0
     scratches: float = 0.0
@@ -337,6 +347,14 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return noise
 
 
+def _stationary_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Like _smooth_noise, but drawn on a grid padded by 4 sigma and cropped, so that the values keep
+    unit variance even where sigma is large against the field (no border reflection): float32."""
+    pad = math.ceil(4 * sigma)
+    noise = _smooth_noise(rng, (shape[0] + 2 * pad, shape[1] + 2 * pad), sigma)
+    return np.ascontiguousarray(noise[pad : pad + shape[0], pad : pad + shape[1]])
+
+
 def _smooth_noise_1d(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
     """Gaussian-correlated 1-D noise, each value standard normal (correlation length sigma): (n,) float32."""
     noise = rng.standard_normal(n).astype(np.float32)
@@ -351,7 +369,7 @@ def _noise_field(seed: int, stream: int, height: int, width: int, scale: float) 
     clipped to 3..64 px per cell): float16 (ceil(H / ds), ceil(W / ds)); upsample rows with _rows_of."""
     ds = int(np.clip(round(scale / 4), 3, 64))
     shape = (-(-height // ds), -(-width // ds))
-    return _smooth_noise(_rng(seed, stream), shape, scale / ds).astype(np.float16)
+    return _stationary_noise(_rng(seed, stream), shape, scale / ds).astype(np.float16)
 
 
 def _region(noise: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -360,35 +378,46 @@ def _region(noise: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _shade_pattern(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A smooth field of peak-to-peak 1 around 0: a random mix of a ramp, an off-centre vignette and a
+    broad bump. (h, w) float32."""
+    fh, fw = shape
+    yy, xx = np.mgrid[0:fh, 0:fw].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * xx / max(fw, 1) + np.sin(angle) * yy / max(fh, 1)
+    cy, cx = rng.uniform(0.2, 0.8) * fh, rng.uniform(0.2, 0.8) * fw
+    vignette = -(((yy - cy) / max(fh, 1)) ** 2 + ((xx - cx) / max(fw, 1)) ** 2)
+    coarse = _stationary_noise(rng, (16, 16), 4.8)  # correlation 0.3 x the field, drawn on a 16 x 16 grid
+    bump = cv2.resize(coarse, (fw, fh), interpolation=cv2.INTER_LINEAR)
+    weights = rng.dirichlet((1.0, 1.0, 1.0))
+    mix = sum(
+        w * (f - f.mean()) / max(float(np.ptp(f)), 1e-6)
+        for w, f in zip(weights, (ramp, vignette, bump), strict=True)
+    )
+    return (mix / max(float(np.ptp(mix)), 1e-6)).astype(np.float32)
+
+
 def _fields(mask: np.ndarray, cfg: ImagingConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Low-resolution additive (charging, shading) and multiplicative (drift) fields: 1/8-size float32."""
+    """Low-resolution additive (charging, shading) and multiplicative (drift, shading_gain) fields:
+    1/8-size float32 each."""
     density = _density(mask, _FIELD_DS)
     add = np.zeros_like(density)
     if cfg.charging != 0:
         sigma = cfg.charging_radius / _FIELD_DS
         add = cfg.charging * cv2.GaussianBlur(density, (0, 0), max(sigma, 0.3), borderType=cv2.BORDER_REFLECT)
-    fh, fw = density.shape
-    yy, xx = np.mgrid[0:fh, 0:fw].astype(np.float32)
-    if cfg.shading != 0:  # a ramp, an off-centre vignette and a broad bump: about +-shading
-        rng = _rng(seed, _S_SHADE)
-        angle = rng.uniform(0, 2 * np.pi)
-        ramp = np.cos(angle) * (xx / max(fw, 1) - 0.5) + np.sin(angle) * (yy / max(fh, 1) - 0.5)
-        cy, cx = rng.uniform(0.2, 0.8) * fh, rng.uniform(0.2, 0.8) * fw
-        vignette = -(((yy - cy) / max(fh, 1)) ** 2 + ((xx - cx) / max(fw, 1)) ** 2)
-        bump = _smooth_noise(rng, density.shape, 0.3 * max(fh, fw))
-        weights = rng.dirichlet((1.0, 1.0, 1.0))
-        shade = (
-            2 * weights[0] * ramp + 2 * weights[1] * (vignette - vignette.mean()) + weights[2] * 0.5 * bump
-        )
-        add = add + np.float32(cfg.shading) * shade.astype(np.float32)
     mul = np.ones_like(density)
     if cfg.drift > 0:
         rng = _rng(seed, _S_DRIFT)
         noise = _smooth_noise(rng, density.shape, cfg.drift_scale / _FIELD_DS)
+        yy, xx = np.mgrid[0 : density.shape[0], 0 : density.shape[1]].astype(np.float32)
         angle = rng.uniform(0, 2 * np.pi)
-        ramp = np.cos(angle) * xx / max(fw, 1) + np.sin(angle) * yy / max(fh, 1)
+        ramp = np.cos(angle) * xx / max(density.shape[1], 1) + np.sin(angle) * yy / max(density.shape[0], 1)
         mul = 1.0 + cfg.drift * (0.7 * noise + 0.6 * (ramp - ramp.mean()))
         mul = np.maximum(mul, 0.05).astype(np.float32)
+    if cfg.shading != 0 or cfg.shading_gain != 0:
+        rng = _rng(seed, _S_SHADE)
+        add = add + np.float32(2 * cfg.shading) * _shade_pattern(rng, density.shape)
+        mul = mul * (1 + np.float32(2 * cfg.shading_gain) * _shade_pattern(rng, density.shape))
     return add, mul
 
 
@@ -489,7 +518,7 @@ def _polish(height: int, width: int, cfg: ImagingConfig, seed: int) -> _Polish |
     t0, t1 = min(corners) - 2, max(corners) + 2
     n = math.ceil(t1 - t0) + 2
     fine = _smooth_noise_1d(rng, n, cfg.polish_width)
-    strength = np.exp(0.8 * _smooth_noise_1d(rng, n, 20.0 * max(cfg.polish_width, 1.0)) - 0.32)  # mean 1
+    strength = np.exp(0.5 * _smooth_noise_1d(rng, n, 20.0 * max(cfg.polish_width, 1.0)) - 0.125)  # mean 1
     profile = (fine * strength).astype(np.float32)
     envelope = 0.6 + 0.4 * np.tanh(_noise_field(seed, _S_POLISH, height, width, 300.0).astype(np.float32))
     return _Polish(c, s, t0, profile, envelope.astype(np.float32))
