@@ -242,7 +242,10 @@ def _charging(v: Values, rng: np.random.Generator) -> None:
     v["charge_regions"] = _u(rng, 0.2, 1.0) * _contrast(v)
     v["charge_scale"] = _log_u(rng, 60.0, 400.0)
     v["charging"] = _u(rng, 0.0, 0.1)
-    v["ghost_charge_gain"] = _u(rng, 2.0, 8.0)  # under charging the layer below shows through strongly
+    # under charging the layer below (if shown) peaks at 0.5-0.95x the metal contrast: nearly metal-bright
+    peak = _u(rng, 0.5, 0.95) * _contrast(v)
+    ghost = abs(v["ghost_contrast"])
+    v["ghost_charge_gain"] = max(peak / ghost - 1.0, 0.0) if ghost > 0 else 0.0
 
 
 def _no_charging(v: Values) -> None:
@@ -398,7 +401,7 @@ for _effect in (
     Effect(
         "charging",
         "bright low-frequency charge regions (+0.2-1x the contrast) and glow around large metal; "
-        "show-through grows up to nearly metal-bright inside them",
+        "show-through grows to 0.5-0.95x the metal contrast inside them",
         0.3,
         _charging,
         _no_charging,

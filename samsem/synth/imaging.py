@@ -589,23 +589,39 @@ def _unit_grain(seed: int, stream: int, a: int, b: int, width: int, size: float)
 
 
 def _draw_scratches(sig: np.ndarray, scratches: tuple[_Scratch, ...], a: int) -> None:
-    """Add the scratches to rows a.. of `sig` (in place): each segment a filled quad with round joints."""
-    canvas = np.zeros_like(sig)
+    """Add the scratches to `sig`, rows a.. of the image (in place). Each segment (a filled quad with
+    round ends) is drawn whole on its own canvas anchored at integer image coordinates, so the pixels do
+    not depend on the strip; bright scratches combine by maximum, dark ones by minimum."""
+    height, width = sig.shape
+    bright = np.zeros_like(sig)
+    dark = np.zeros_like(sig)
     for sc in scratches:
-        pts = sc.points - np.array([0.0, a])
-        if pts[:, 1].max() < -sc.width - 2 or pts[:, 1].min() > sig.shape[0] + sc.width + 2:
-            continue
         half = sc.width / 2
-        for p, q in itertools.pairwise(pts):
+        pad = math.ceil(half) + 2
+        target = bright if sc.level > 0 else dark
+        for p, q in itertools.pairwise(sc.points):
+            y0, y1 = math.floor(min(p[1], q[1])) - pad, math.ceil(max(p[1], q[1])) + pad + 1
+            x0, x1 = math.floor(min(p[0], q[0])) - pad, math.ceil(max(p[0], q[0])) + pad + 1
+            if y1 <= a or y0 >= a + height or x1 <= 0 or x0 >= width:
+                continue
+            local = np.zeros((y1 - y0, x1 - x0), np.float32)
             d = q - p
             n = np.array([-d[1], d[0]]) * (half / max(float(np.hypot(*d)), 1e-9))
-            quad = np.rint(np.array([p + n, q + n, q - n, p - n]) * 16).astype(np.int32)
-            cv2.fillConvexPoly(canvas, quad, sc.level, cv2.LINE_8, 4)
-        for p in pts[1:-1]:
-            cv2.circle(
-                canvas, (round(p[0] * 16), round(p[1] * 16)), max(round(half * 16), 8), sc.level, -1, 8, 4
-            )
-    sig += canvas
+            quad = np.rint((np.array([p + n, q + n, q - n, p - n]) - (x0, y0)) * 16).astype(np.int32)
+            cv2.fillConvexPoly(local, quad, 1.0, cv2.LINE_8, 4)
+            for end in (p, q):
+                centre = (round((end[0] - x0) * 16), round((end[1] - y0) * 16))
+                cv2.circle(local, centre, max(round(half * 16), 8), 1.0, -1, cv2.LINE_8, 4)
+            ly0, ly1 = max(a - y0, 0), min(a + height - y0, y1 - y0)
+            lx0, lx1 = max(-x0, 0), min(width - x0, x1 - x0)
+            window = target[y0 + ly0 - a : y0 + ly1 - a, x0 + lx0 : x0 + lx1]
+            piece = local[ly0:ly1, lx0:lx1] * np.float32(sc.level)
+            if sc.level > 0:
+                np.maximum(window, piece, out=window)
+            else:
+                np.minimum(window, piece, out=window)
+    sig += bright
+    sig += dark
 
 
 def _signal_window(
