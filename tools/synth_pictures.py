@@ -22,14 +22,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from samsem.io import write_image
 from samsem.synth.effects import EffectSelection, effect_names
 from samsem.synth.generate import generate_sample
 from samsem.synth.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUTS = REPO.parent / "shared" / "data" / "hy5syn-layouts"
-TILE = 256
+TILE = 192
+
+
+def _save(path: Path, image: np.ndarray) -> None:
+    """Write a (H, W) uint8 picture as a maximally compressed PNG (docs pictures stay small)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise SystemExit(f"cannot write {path}")
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
@@ -52,15 +58,17 @@ def _sheet(tiles: list[np.ndarray], cols: int) -> np.ndarray:
 
 
 def _most_changed(plain: np.ndarray, image: np.ndarray) -> tuple[int, int]:
-    """Top-left corner of the TILE x TILE window where `image` differs most from `plain`."""
-    diff = cv2.absdiff(image, plain).astype(np.float32)
+    """Top-left corner of the TILE x TILE window where `image` differs most from `plain` (compared
+    after a blur, so that differences of the shot-noise draw do not count)."""
+    smooth = [cv2.GaussianBlur(im.astype(np.float32), (0, 0), 3.0) for im in (image, plain)]
+    diff = cv2.absdiff(*smooth)
     box = cv2.boxFilter(diff, -1, (TILE, TILE), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_CONSTANT)
     box = box[: diff.shape[0] - TILE + 1, : diff.shape[1] - TILE + 1]
     y, x = np.unravel_index(int(np.argmax(box)), box.shape)
     return int(y), int(x)
 
 
-def effects_sheet(seed: int = 3, size: int = 640) -> np.ndarray:
+def effects_sheet(seed: int = 4, size: int = 1024) -> np.ndarray:
     """The ground truth, a plain image of the randomized preset and the same image with each named effect
     alone: per effect the TILE-px window where it changes the image most."""
     base = get_preset("random")
@@ -86,9 +94,9 @@ def effects_sheet(seed: int = 3, size: int = 640) -> np.ndarray:
     return _sheet(tiles, 5)
 
 
-def random_sheet(count: int = 10, seed0: int = 100) -> np.ndarray:
+def random_sheet(count: int = 8, seed0: int = 100) -> np.ndarray:
     """Images of the randomized mode (each with its own effects)."""
-    return _sheet([generate_sample("random", TILE, TILE, seed0 + k).image for k in range(count)], 5)
+    return _sheet([generate_sample("random", TILE, TILE, seed0 + k).image for k in range(count)], 4)
 
 
 def real_like(height: int, width: int, seed: int, layout: Path | None) -> np.ndarray:
@@ -110,22 +118,28 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, help="where to write the real crop beside a rendering")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    write_image(args.out / "effects.png", effects_sheet())
-    write_image(args.out / "random.png", random_sheet())
+    _save(args.out / "effects.png", effects_sheet())
+    _save(args.out / "random.png", random_sheet())
     layouts = sorted(LAYOUTS.glob("*.svg")) if LAYOUTS.is_dir() else []
     if not layouts:
         print(f"{LAYOUTS} is absent: real-like pictures from procedural layouts")
-    tiles = [real_like(320, 320, 7 + k, layouts[k % len(layouts)] if layouts else None) for k in range(3)]
-    write_image(args.out / "real_like.png", _sheet(tiles, 3))
+    tiles = [real_like(288, 288, 7 + k, layouts[k % len(layouts)] if layouts else None) for k in range(3)]
+    _save(args.out / "real_like.png", _sheet(tiles, 3))
     if args.real and args.compare:
         real = cv2.imread(str(args.real), cv2.IMREAD_GRAYSCALE)
         if real is None:
             raise SystemExit(f"cannot read {args.real}")
         h, w = real.shape
-        renders = [real_like(h, w, 20 + k, layouts[-1] if layouts else None) for k in range(2)]
-        side = _sheet([_label(real, "real SEM crop"), *(_label(r, "samsem real-like") for r in renders)], 3)
+        svg = layouts[-1] if layouts else None  # label0004, held out from training
+        tiles = [
+            _label(real, "real SEM crop"),
+            _label(real_like(h, w, 20, svg), "samsem real-like, " + (svg.stem if svg else "procedural")),
+            _label(real_like(h, w, 21, svg), "samsem real-like, " + (svg.stem if svg else "procedural")),
+            _label(real_like(h, w, 22, None), "samsem real-like, procedural"),
+        ]
+        side = _sheet(tiles, 4)
         args.compare.parent.mkdir(parents=True, exist_ok=True)
-        write_image(args.compare, side)
+        _save(args.compare, side)
         print(f"wrote {args.compare}")
     print(f"wrote {args.out}/effects.png, random.png, real_like.png")
 

@@ -275,7 +275,7 @@ def _no_grain(v: Values) -> None:
 
 
 def _polish(v: Values, rng: np.random.Generator) -> None:
-    v["polish"] = _u(rng, 0.05, 0.2) * _contrast(v)
+    v["polish"] = _u(rng, 0.04, 0.15) * _contrast(v)
     v["polish_width"] = _u(rng, 0.6, 2.0)
 
 
@@ -426,7 +426,7 @@ for _effect in (
     ),
     Effect(
         "polish",
-        "parallel polishing streaks in one direction, std 0.05-0.2x the contrast",
+        "parallel polishing streaks in one direction, std 0.04-0.15x the contrast",
         0.25,
         _polish,
         _zero("polish"),

@@ -518,7 +518,7 @@ def _polish(height: int, width: int, cfg: ImagingConfig, seed: int) -> _Polish |
     t0, t1 = min(corners) - 2, max(corners) + 2
     n = math.ceil(t1 - t0) + 2
     fine = _smooth_noise_1d(rng, n, cfg.polish_width)
-    strength = np.exp(0.5 * _smooth_noise_1d(rng, n, 20.0 * max(cfg.polish_width, 1.0)) - 0.125)  # mean 1
+    strength = np.exp(0.3 * _smooth_noise_1d(rng, n, 20.0 * max(cfg.polish_width, 1.0)) - 0.045)  # mean 1
     profile = (fine * strength).astype(np.float32)
     envelope = 0.6 + 0.4 * np.tanh(_noise_field(seed, _S_POLISH, height, width, 300.0).astype(np.float32))
     return _Polish(c, s, t0, profile, envelope.astype(np.float32))

@@ -307,9 +307,9 @@ register_preset(
     SynthConfig(
         "real-like",
         LayoutConfig(
-            pitch=(40, 60),
-            width=(20, 30),
-            min_space=14,
+            pitch=(44, 64),
+            width=(24, 32),
+            min_space=16,
             density=0.7,
             segment_length=(60, 1200),
             stub_prob=0.4,
