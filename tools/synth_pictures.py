@@ -94,9 +94,15 @@ def effects_sheet(seed: int = 4, size: int = 1024) -> np.ndarray:
     return _sheet(tiles, 5)
 
 
-def random_sheet(count: int = 8, seed0: int = 100) -> np.ndarray:
-    """Images of the randomized mode (each with its own effects)."""
-    return _sheet([generate_sample("random", TILE, TILE, seed0 + k).image for k in range(count)], 4)
+def random_sheet(count: int = 8, seed0: int = 216, size: int = 256) -> np.ndarray:
+    """Images of the randomized mode (each with its own effects), labelled with their magnification."""
+    tiles = []
+    for k in range(count):
+        s = generate_sample("random", size, size, seed0 + k)
+        tiles.append(
+            _label(s.image, f"seed {seed0 + k}, magnification {s.meta['imaging']['magnification']:.1f}")
+        )
+    return _sheet(tiles, 4)
 
 
 def real_like(height: int, width: int, seed: int, layout: Path | None) -> np.ndarray:

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate the data set described by `args`; return the exit code."""
     from samsem.errors import ConfigError
-    from samsem.synth.effects import EffectSelection, effect_names, get_effect
+    from samsem.synth.effects import EffectSelection, effect_names, get_effect, parse_effects
     from samsem.synth.generate import generate_dataset
     from samsem.synth.presets import get_preset, preset_names
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             effect = get_effect(name)
             print(f"{name:17s} p={effect.prob:.2f}  {effect.description}")
         return 0
-    effects = EffectSelection(force=args.effects or "", exclude=args.exclude_effects or "")
+    effects = EffectSelection(force=parse_effects(args.effects), exclude=parse_effects(args.exclude_effects))
     if args.out is None:
         raise ConfigError("--out DIR is required")
     height = args.height if args.height is not None else args.size

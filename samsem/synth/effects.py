@@ -105,7 +105,7 @@ def effect_rng(seed: int, name: str) -> np.random.Generator:
 
 
 def select_effects(
-    imaging: ImagingConfig, seed: int, *, randomized: bool, selection: EffectSelection = EffectSelection()
+    imaging: ImagingConfig, seed: int, *, randomized: bool, selection: EffectSelection | None = None
 ) -> tuple[ImagingConfig, tuple[str, ...]]:
     """Apply the effects to one image's drawn parameters; return the config and its active effects.
 
@@ -113,6 +113,7 @@ def select_effects(
     excluded, so the other images' choices do not move), else off; without it the preset's draw is kept
     except for the forced (applied) and excluded (removed) effects.
     """
+    selection = selection or EffectSelection()
     if not randomized and not selection:
         return imaging, active_effects(imaging)
     values = imaging.to_dict()
@@ -158,14 +159,14 @@ def _ratio(cfg: ImagingConfig) -> float:
     return math.inf if lo <= 0 else hi / lo
 
 
-def _set_ratio(v: Values, ratio: float) -> None:
-    """Set the brighter level to ratio x the darker one (<= 0.95), scaling the contrast-relative
-    strengths (edge rim, vias, show-through) with the contrast."""
+def _set_ratio(v: Values, ratio: float, dark_level: float | None = None) -> None:
+    """Set the brighter level to ratio x the darker one (<= 0.95; the darker one to dark_level when
+    given), scaling the contrast-relative strengths (edge rim, vias, show-through) with the contrast."""
     old = _contrast(v)
     bright, dark = ("metal_level", "dielectric_level")
     if v["metal_level"] < v["dielectric_level"]:
         bright, dark = dark, bright
-    v[dark] = min(max(v[dark], 0.05), 0.95 / ratio)
+    v[dark] = min(max(v[dark] if dark_level is None else dark_level, 0.05), 0.95 / ratio)
     v[bright] = v[dark] * ratio
     scale = _contrast(v) / old
     for name in ("edge_gain", "via_contrast", "ghost_contrast", "polish", "bg_grain"):
@@ -180,7 +181,7 @@ def _clamp(v: Values, name: str, limit: float) -> None:
 
 
 def _low_contrast(v: Values, rng: np.random.Generator) -> None:
-    _set_ratio(v, _u(rng, 1.3, 1.7))
+    _set_ratio(v, _u(rng, 1.3, 1.7), dark_level=_u(rng, 0.15, 0.45))  # grey on grey
 
 
 def _no_low_contrast(v: Values) -> None:
@@ -320,9 +321,11 @@ def _no_scan(v: Values) -> None:
 
 
 def _noise(v: Values, rng: np.random.Generator) -> None:
-    # at least a per-pixel SNR of 0.5 between metal and dielectric, so that low contrast stays visible
-    snr_dose = 0.25 * max(v["metal_level"], v["dielectric_level"]) / _contrast(v) ** 2
-    v["dose"] = max(_log_u(rng, 3.0, 20.0), min(snr_dose, 25.0))
+    # about a per-pixel SNR of 1 between metal and dielectric at least, so that low contrast stays
+    # visible, and a higher floor under a strong blur (which lowers the contrast of narrow lines)
+    snr_dose = max(v["metal_level"], v["dielectric_level"]) / _contrast(v) ** 2
+    floor = min(3.0 * max(1.0, v["blur_sigma"] / 1.5) ** 2, 15.0)
+    v["dose"] = max(_log_u(rng, floor, 20.0), min(snr_dose, 25.0))
     v["read_noise"] = _u(rng, 0.005, 0.03) * min(1.0, _contrast(v) / 0.2)
 
 
@@ -343,7 +346,8 @@ def _zero(*names: str) -> Callable[[Values], None]:
 for _effect in (
     Effect(
         "low-contrast",
-        "metal/background contrast ratio 1.3-1.7 (otherwise >= 1.8); rim, vias and textures scale along",
+        "grey on grey: metal/background ratio 1.3-1.7 (otherwise >= 1.8), darker level 0.15-0.45; rim, "
+        "vias and textures scale along",
         0.3,
         _low_contrast,
         _no_low_contrast,
@@ -474,7 +478,8 @@ for _effect in (
     ),
     Effect(
         "noise",
-        f"low dose: 3-20 electrons per pixel at full scale (otherwise >= {_MILD_DOSE:g}), more read noise",
+        f"low dose: 3-20 electrons per pixel at full scale (otherwise >= {_MILD_DOSE:g}; higher floors under "
+        "strong blur or very low contrast), more read noise",
         0.35,
         _noise,
         _no_noise,
