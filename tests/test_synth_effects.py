@@ -380,3 +380,71 @@ def test_active_effects_of_the_existing_presets() -> None:
     assert active_effects(replace(CLEAN, dose=50.0)) == ()
     hard = get_preset("hard").sample_imaging(np.random.default_rng(0))
     assert {"show-through", "charging", "delayered", "dust"} <= set(active_effects(hard))
+
+
+# ------------------------------------------------------------------------------------------ held-out sets
+
+
+def _heldout_tool():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "make_heldout_sets" not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "tools" / "make_heldout_sets.py"
+        spec = importlib.util.spec_from_file_location("make_heldout_sets", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["make_heldout_sets"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["make_heldout_sets"]
+
+
+def test_make_heldout_sets(tmp_path, capsys) -> None:
+    tool = _heldout_tool()
+    out = tmp_path / "heldout"
+    argv = [
+        str(out),
+        "--count",
+        "1",
+        "--size",
+        "64",
+        "--conditions",
+        "clean,charging",
+        "--layouts",
+        str(tmp_path),
+    ]
+    assert tool.main([*argv, "--leave-one-out", "dust"]) == 0
+    assert "label0004.svg is absent" in capsys.readouterr().out
+    index = json.loads((out / "heldout.json").read_text())
+    assert [s["folder"] for s in index["sets"]] == [
+        "charging-procedural",
+        "clean-procedural",
+        "loo-dust-procedural",
+    ]
+    seeds = [s["base_seed"] for s in index["sets"]]
+    assert len(set(seeds)) == 3 and min(seeds) >= tool.HELDOUT_SEED  # disjoint from training seeds
+    entry = next(
+        iter(json.loads((out / "charging-procedural" / "manifest.json").read_text())["images"].values())
+    )
+    assert set(entry["effects"]) == {"charging", "show-through"}
+    entry = next(
+        iter(json.loads((out / "clean-procedural" / "manifest.json").read_text())["images"].values())
+    )
+    assert entry["effects"] == []
+    image = (out / "clean-procedural" / "images").iterdir().__next__().read_bytes()
+    assert tool.main(argv) == 0  # rerun: resumes, same bytes
+    assert "wrote 0, kept 1" in capsys.readouterr().out
+    assert (out / "clean-procedural" / "images").iterdir().__next__().read_bytes() == image
+    assert tool.main([*argv[:-4], "--conditions", "nope"]) == 2
+    assert "unknown condition(s) nope" in capsys.readouterr().err
+
+
+def test_make_heldout_sets_uses_the_held_out_layout(tmp_path, shared_layouts: list, capsys) -> None:
+    tool = _heldout_tool()
+    out = tmp_path / "heldout"
+    argv = [str(out), "--count", "1", "--size", "64", "--conditions", "real-like"]
+    assert tool.main([*argv, "--layouts", str(shared_layouts[0].parent)]) == 0
+    entry = next(
+        iter(json.loads((out / "real-like-label0004" / "manifest.json").read_text())["images"].values())
+    )
+    assert entry["source"]["file"] == "label0004.svg"
