@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from samsem.errors import ConfigError, InputError
+from samsem.synth.effects import EffectSelection, select_effects
 from samsem.synth.imaging import count_lines, render_sem
 from samsem.synth.layout import generate_layout
 from samsem.synth.presets import SynthConfig, get_preset
@@ -27,7 +28,8 @@ MAX_SIZE = 16384  # largest supported image side (px)
 PNG_MAX_SIDE = 8192  # larger images (and their masks) are written as TIFF
 MANIFEST = "manifest.json"
 MANIFEST_INTERVAL_S = 1.0  # the manifest is rewritten at most this often while generating
-_K_PARAMS, _K_LAYOUT, _K_CROP, _K_RENDER = range(4)  # SeedSequence spawn keys of one sample's streams
+# SeedSequence spawn keys of one sample's streams (the effects use (16, crc32(name)), see effects.py)
+_K_PARAMS, _K_LAYOUT, _K_CROP, _K_RENDER, _K_VARIANT, _K_GHOST = range(6)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,13 @@ def _svg_mask(
     return mask, vias[inside], mag, (y0, x0)
 
 
+def _preferred_vertical(mask: np.ndarray) -> bool:
+    """True when the metal of a (H, W) uint8 mask runs mostly vertically (more vertical edge length)."""
+    horizontal_edges = np.count_nonzero(mask[1:] != mask[:-1])
+    vertical_edges = np.count_nonzero(mask[:, 1:] != mask[:, :-1])
+    return vertical_edges > horizontal_edges
+
+
 def generate_sample(
     preset: str | SynthConfig,
     height: int,
@@ -95,15 +104,19 @@ def generate_sample(
     *,
     source: Any = None,
     source_name: str | None = None,
+    effects: EffectSelection | None = None,
 ) -> SynthSample:
     """Generate one synthetic SEM image with its exact metal mask.
 
     preset: a registered preset name or a SynthConfig. source: optional samsem.svg.Layout used as the
-    mask source instead of a procedural layout: a random crop at the drawn magnification (raised to the
-    smallest that covers height x width); its circles are the vias. source_name is recorded in meta.
+    mask source instead of a procedural layout: a random crop at the drawn magnification x the preset's
+    svg_scale (raised to the smallest that covers height x width); its circles are the vias. source_name
+    is recorded in meta. effects: named effects forced on / excluded (samsem.synth.effects); a randomized
+    preset draws the others per image. meta["effects"] lists the effects the image shows.
     The result depends only on the arguments (same seed -> same arrays).
     """
     cfg = get_preset(preset)
+    selection = effects or EffectSelection()
     check_size(height, width)
     if bit_depth not in (8, 16):
         raise ConfigError(f"bit depth must be 8 or 16, got {bit_depth}")
@@ -111,10 +124,14 @@ def generate_sample(
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     imaging = cfg.sample_imaging(_stream(seed, _K_PARAMS))
+    imaging, active = select_effects(imaging, seed, randomized=cfg.randomized, selection=selection)
+    geometry = cfg.layout
+    if cfg.layout_variants:
+        geometry = cfg.layout_variants[int(_stream(seed, _K_VARIANT).integers(len(cfg.layout_variants)))]
     meta: dict[str, Any] = {"preset": cfg.name, "seed": seed, "height": height, "width": width}
     meta["bit_depth"] = bit_depth
     if source is None:
-        layout_cfg = cfg.layout.scaled(imaging.magnification)
+        layout_cfg = geometry.scaled(imaging.magnification)
         lay = generate_layout(height, width, layout_cfg, _stream(seed, _K_LAYOUT))
         mask, vias, n_lines = lay.mask, lay.vias, len(lay.lines)
         kinds = [line.kind for line in lay.lines]
@@ -122,16 +139,25 @@ def generate_sample(
         meta["layout"] = layout_cfg.to_dict()
         meta["line_kinds"] = {k: kinds.count(k) for k in sorted(set(kinds))}
         meta["near_miss_count"] = len(lay.near_misses)
-        ghost_vertical: bool | None = not lay.vertical  # the lower layer runs perpendicular
+        vertical: bool | None = lay.vertical
     else:
         mask, vias, mag, (y0, x0) = _svg_mask(
-            source, height, width, imaging.magnification, _stream(seed, _K_CROP)
+            source, height, width, imaging.magnification * cfg.svg_scale, _stream(seed, _K_CROP)
         )
-        imaging = replace(imaging, magnification=mag)
+        imaging = replace(imaging, magnification=mag / cfg.svg_scale)
         n_lines = count_lines(mask)
         meta["source"] = {"kind": "svg", "file": source_name, "crop_yx": [y0, x0], "scale": mag}
         meta["layout"] = None
-        ghost_vertical = None
+        # the direction of an SVG crop is only estimated where show-through may run parallel to it
+        vertical = _preferred_vertical(mask) if imaging.ghost_parallel > 0 else None
+    ghost_vertical = None if vertical is None else not vertical  # the layer below runs perpendicular
+    if (
+        vertical is not None
+        and imaging.ghost_contrast != 0
+        and imaging.ghost_parallel > 0
+        and _stream(seed, _K_GHOST).random() < imaging.ghost_parallel
+    ):
+        ghost_vertical = vertical
     render_seed = _derived_seed(seed, _K_RENDER)
     image = render_sem(
         mask,
@@ -139,10 +165,16 @@ def generate_sample(
         render_seed,
         vias=vias,
         bit_depth=bit_depth,
-        ghost_layout=cfg.layout,
+        ghost_layout=geometry,
         ghost_vertical=ghost_vertical,
     )
     meta["imaging"] = imaging.to_dict()
+    meta["effects"] = list(active)
+    if selection:
+        meta["effects_forced"] = list(selection.force)
+        meta["effects_excluded"] = list(selection.exclude)
+    if ghost_vertical is not None and imaging.ghost_contrast != 0:
+        meta["show_through"] = "parallel" if ghost_vertical == vertical else "perpendicular"
     meta["line_count"] = int(n_lines)
     meta["via_count"] = len(vias)
     meta["metal_fraction"] = round(float(np.count_nonzero(mask)) / mask.size, 6)
@@ -213,14 +245,16 @@ def generate_dataset(
     bit_depth: int = 8,
     layouts: Sequence[str | Path] = (),
     progress: bool = True,
+    effects: EffectSelection | None = None,
 ) -> DatasetSummary:
     """Write `count` samples to out/images, out/masks and out/manifest.json.
 
     Image i is named '{preset}_s{seed}_{i:05d}', uses seed image_seed(seed, i) and, with layouts, the SVG
     layouts[i % len(layouts)]. Images whose files exist and whose manifest request matches are skipped
-    (resume). The manifest is rewritten atomically after an image when MANIFEST_INTERVAL_S have passed
-    since the last write, after the last image and on interruption; an image written without its entry is
-    simply regenerated (identically) on resume. Sides > PNG_MAX_SIDE use .tif instead of .png.
+    (resume); forced and excluded effects are part of the request. The manifest is rewritten atomically
+    after an image when MANIFEST_INTERVAL_S have passed since the last write, after the last image and on
+    interruption; an image written without its entry is simply regenerated (identically) on resume.
+    Sides > PNG_MAX_SIDE use .tif instead of .png.
     """
     from tqdm import tqdm
 
@@ -228,6 +262,7 @@ def generate_dataset(
     from samsem.svg import read_layout
 
     cfg = get_preset(preset)
+    selection = effects or EffectSelection()
     check_size(height, width)
     if bit_depth not in (8, 16):
         raise ConfigError(f"bit depth must be 8 or 16, got {bit_depth}")
@@ -263,6 +298,9 @@ def generate_dataset(
                 "bit_depth": bit_depth,
                 "layout_file": None if layout_file is None else str(layout_file.resolve()),
             }
+            if selection:  # absent otherwise, so that older data sets still resume
+                request["effects"] = list(selection.force)
+                request["exclude_effects"] = list(selection.exclude)
             image_rel, mask_rel = f"images/{name}{suffix}", f"masks/{name}{suffix}"
             entry = manifest["images"].get(name)
             if (
@@ -281,6 +319,7 @@ def generate_dataset(
                 bit_depth,
                 source=None if layout_file is None else parsed[layout_file],
                 source_name=None if layout_file is None else layout_file.name,
+                effects=selection,
             )
             write_image(out / image_rel, sample.image)
             write_mask(out / mask_rel, sample.mask)

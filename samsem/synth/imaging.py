@@ -3,38 +3,55 @@
 Signal model, per pixel (secondary-electron yield, 1.0 = full scale), in this order:
 
 1. base levels: dielectric_level, metal at metal_level times a per-line gain exp(voltage_contrast * N)
-   (voltage contrast, one draw per 8-connected line); a line drawn outline-only (probability delayer_prob,
-   partly delayered) has its interior at dielectric + delayer_level * (metal - dielectric), but stays metal
-   in the ground truth; metal grain texture (grain, grain_size);
-2. edge brightening: + edge_gain * a rim of width edge_width along every metal edge (the SE edge effect;
+   (voltage contrast, one draw per 8-connected line; metal_level < dielectric_level gives an inverted,
+   backscatter-like image); partly delayered lines stay metal in the ground truth: a line drawn
+   outline-only (probability delayer_prob) has its interior at dielectric + delayer_level * (metal -
+   dielectric), a patchy line (probability patchy_prob) keeps metal in smooth patches (size patch_scale)
+   and falls to that level between them; a dome profile (edge_profile, profile_width) darkens the metal
+   towards its edges; metal grain (grain, grain_size) and dielectric grain (bg_grain, bg_grain_size);
+2. edge rim: + edge_gain * a rim of width edge_width along every metal edge (the SE edge effect;
    mostly on the metal side, a weaker tail on the dielectric; narrow lines get brighter as both rims
-   overlap);
+   overlap; a negative edge_gain darkens the edges);
 3. vias: + via_contrast * a soft glow of radius via_halo around each via;
-4. lower-layer ghosts: + ghost_contrast * a blurred second random layout, visible through the dielectric;
+4. show-through: + ghost_contrast * a blurred second random layout (the layer below), visible through
+   the dielectric only, amplified by (1 + ghost_charge_gain * charge region) under charging;
 5. charging: + charging * local metal density (Gaussian radius charging_radius): large metal glows;
-6. dust: particles (dust_density per megapixel, radius ~dust_size) composited on top;
-7. beam blur (Gaussian PSF, blur_sigma), scan-line jitter (per-row horizontal shift, jitter px std),
-   low-frequency drift (multiplicative field of relative amplitude drift, correlation length drift_scale)
-   and per-row gain noise (row_noise);
+   + charge_regions * smooth random bright regions (size charge_scale); + a smooth additive shading
+   field (ramp, vignette, bump) spanning +-shading;
+6. surface: polishing streaks (polish, across-width polish_width, one random direction), scratches
+   (scratches per megapixel, width scratch_width, bright or dark), residue film (residue: darkening by
+   up to this fraction in smooth patches of size residue_scale); dust particles (dust_density per
+   megapixel, radius ~dust_size, a fraction dust_dark of them dark) composited on top;
+7. beam blur (Gaussian PSF, blur_sigma), detector lag along the scan (scan_lag px exponential tail),
+   scan-line jitter (per-row horizontal shift, jitter px std), low-frequency drift (multiplicative field
+   of relative amplitude drift, correlation length drift_scale; on images much smaller than drift_scale
+   it mostly changes the overall gain), a smooth multiplicative shading field spanning +-shading_gain,
+   per-row gain and offset noise (row_noise, row_offset);
 8. shot noise: Poisson counts at `dose` electrons per pixel for full-scale signal (dose <= 0: off), plus
    Gaussian detector noise (read_noise);
 9. output: clip(offset + gain * signal, 0, 1) scaled to the 8- or 16-bit range.
+
+None of these changes the ground truth: show-through, charging, dust, scratches and residue are not
+metal, delayered lines are. Every effect is off at its default value and an effect that is off draws no
+random numbers, so adding effects leaves images made without them unchanged.
 
 Lengths are in pixels at magnification 1 and are multiplied by `magnification` (a physical beam spot or
 SE escape range covers more pixels at higher magnification). The image is rendered in horizontal strips
 (with halo rows for the filters); noise is drawn per fixed 64-row block and per-line values come from a
 hash of each line's first pixel, so the result does not depend on the strip size. Memory: the output, one
-uint8 per-pixel line code array and O(strip) float32 work arrays (plus a 1/4-size ghost and 1/64-size
-low-frequency fields).
+uint8 per-pixel line code array and O(strip) float32 work arrays (plus a 1/4-size ghost, 1/64-size
+low-frequency fields and <= 1/9-size float16 noise fields).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 from scipy.signal import lfilter
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -46,7 +63,7 @@ BLOCK_ROWS = 64  # noise is drawn per block of this many rows (strip boundaries 
 DEFAULT_STRIP_PIXELS = 1 << 22  # work arrays cover about this many pixels (plus halo rows)
 _FIELD_DS = 8  # low-frequency fields (drift, charging) are computed at 1/8 resolution
 _GHOST_DS = 2  # the lower-layer ghost layout is generated at 1/2 resolution
-_Q_LEVELS = 127  # per-line gain codes 1..127 (code bit 7 = outline-only)
+_Q_LEVELS = 127  # per-line gain codes 1..127 (code bit 7 = outline-only) without patchy lines
 _Q_RANGE = 3.0  # gain codes cover N in [-3, 3] standard deviations
 _OUTER_RIM = 0.35  # the edge rim's strength on the dielectric side (the SE edge effect is mostly inside)
 _LENGTHS = (
@@ -59,9 +76,29 @@ _LENGTHS = (
     "dust_size",
     "blur_sigma",
     "jitter",
+    "profile_width",
+    "patch_scale",
+    "bg_grain_size",
+    "charge_scale",
+    "polish_width",
+    "scratch_width",
+    "residue_scale",
+    "scan_lag",
 )
+_SIGNED = ("offset", "dose", "via_contrast", "charging", "edge_gain", "ghost_contrast")
+_UNIT = (
+    "delayer_prob",
+    "patchy_prob",
+    "ghost_parallel",
+    "dust_dark",
+    "edge_profile",
+    "residue",
+    "shading_gain",
+)
+_PATCH_LEVELS = 84  # per-line gain codes per kind when patchy lines exist (three kinds in a uint8)
 # purposes of the independent random streams (entries of the SeedSequence spawn key)
 _S_LINES, _S_GRAIN, _S_SHOT, _S_READ, _S_GHOST, _S_DRIFT, _S_DUST, _S_ROWS = range(8)
+_S_PATCH, _S_BGGRAIN, _S_CHARGE, _S_SHADE, _S_POLISH, _S_SCRATCH, _S_RESIDUE = range(8, 15)
 
 
 @dataclass(frozen=True)
@@ -97,6 +134,29 @@ class ImagingConfig:
     offset: float = 0.0
     gain: float = 1.0
 
+    # appended effects (all off by default; see the module docstring)
+    edge_profile: float = 0.0
+    profile_width: float = 3.0
+    patchy_prob: float = 0.0
+    patch_scale: float = 6.0
+    bg_grain: float = 0.0
+    bg_grain_size: float = 1.0
+    ghost_parallel: float = 0.0
+    ghost_charge_gain: float = 0.0
+    charge_regions: float = 0.0
+    charge_scale: float = 200.0
+    shading: float = 0.0
+    shading_gain: float = 0.0
+    polish: float = 0.0
+    polish_width: float = 1.0
+    scratches: float = 0.0
+    scratch_width: float = 1.5
+    residue: float = 0.0
+    residue_scale: float = 30.0
+    dust_dark: float = 0.0
+    scan_lag: float = 0.0
+    row_offset: float = 0.0
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
@@ -106,13 +166,10 @@ class ImagingConfig:
             raise ConfigError(f"imaging magnification={self.magnification} must be positive")
         if self.gain <= 0:
             raise ConfigError(f"imaging gain={self.gain} must be positive")
-        if not 0.0 <= self.delayer_prob <= 1.0:
-            raise ConfigError(f"imaging delayer_prob={self.delayer_prob} must be a probability in [0, 1]")
-        negative = [
-            f.name
-            for f in fields(self)
-            if f.name not in ("offset", "dose", "via_contrast", "charging") and getattr(self, f.name) < 0
-        ]
+        for name in _UNIT:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"imaging {name}={getattr(self, name)} must lie in [0, 1]")
+        negative = [f.name for f in fields(self) if f.name not in _SIGNED and getattr(self, f.name) < 0]
         if negative:
             raise ConfigError(f"imaging parameter(s) {negative} must be >= 0")
 
@@ -181,14 +238,21 @@ def _pieces(mask: np.ndarray, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]
     return lab, first + r0 * mask.shape[1]
 
 
+def _code_levels(cfg: ImagingConfig) -> int:
+    """Voltage-contrast levels per line kind in the uint8 line codes (see line_codes)."""
+    return _PATCH_LEVELS if cfg.patchy_prob > 0 else _Q_LEVELS
+
+
 def line_codes(
     mask: np.ndarray, cfg: ImagingConfig, seed: int, max_strip_pixels: int = DEFAULT_STRIP_PIXELS
 ) -> tuple[np.ndarray, int]:
     """Per-pixel line codes and the number of 8-connected lines of `mask` ((H, W) uint8 {0,1}).
 
-    Returns codes: (H, W) uint8, 0 = dielectric, else bits 0-6 = quantised voltage-contrast draw (1..127)
-    and bit 7 = outline-only; and the line count. Labelled in strips (pieces joined across strip
-    boundaries), so memory is O(strip); each line's random draw depends only on its first pixel.
+    Returns codes: (H, W) uint8, 0 = dielectric, else kind * (L + 1) + q with q = quantised
+    voltage-contrast draw (1..L) and kind 0 = intact, 1 = outline-only, 2 = patchy (L = _code_levels:
+    127, so bit 7 = outline-only, or 84 when patchy lines are possible); and the line count. Labelled
+    in strips (pieces joined across strip boundaries), so memory is O(strip); each line's random draws
+    depend only on its first pixel.
     """
     height, width = mask.shape
     strips = _strips(height, width, max_strip_pixels)
@@ -221,8 +285,12 @@ def line_codes(
     np.minimum.at(key, comp, all_first)
     u1, u2, u3 = (_hash_uniform(key, seed, s) for s in range(3))
     normal = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
-    q = np.clip(np.rint(normal * (_Q_LEVELS // 2) / _Q_RANGE) + _Q_LEVELS // 2 + 1, 1, _Q_LEVELS)
-    code = q.astype(np.uint8) | np.where(u3 < cfg.delayer_prob, 128, 0).astype(np.uint8)
+    levels = _code_levels(cfg)
+    q = np.clip(np.rint(normal * (levels // 2) / _Q_RANGE) + levels // 2 + 1, 1, levels)
+    kind = np.where(u3 < cfg.delayer_prob, 1, 0)
+    if cfg.patchy_prob > 0:
+        kind[(kind == 0) & (_hash_uniform(key, seed, 3) < cfg.patchy_prob)] = 2
+    code = (kind * (levels + 1) + q).astype(np.uint8)
     piece_code = code[comp]
     codes = np.zeros((height, width), np.uint8)
     for (r0, r1), b, first in zip(strips, bases, firsts, strict=True):
@@ -279,8 +347,59 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return noise
 
 
+def _stationary_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Like _smooth_noise, but drawn on a grid padded by 4 sigma and cropped, so that the values keep
+    unit variance even where sigma is large against the field (no border reflection): float32."""
+    pad = math.ceil(4 * sigma)
+    noise = _smooth_noise(rng, (shape[0] + 2 * pad, shape[1] + 2 * pad), sigma)
+    return np.ascontiguousarray(noise[pad : pad + shape[0], pad : pad + shape[1]])
+
+
+def _smooth_noise_1d(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """Gaussian-correlated 1-D noise, each value standard normal (correlation length sigma): (n,) float32."""
+    noise = rng.standard_normal(n).astype(np.float32)
+    if sigma > 0.3:
+        noise = gaussian_filter1d(noise, sigma, mode="reflect", truncate=4.0)
+        noise *= np.float32(math.sqrt(2.0 * math.sqrt(math.pi) * sigma))
+    return noise
+
+
+def _noise_field(seed: int, stream: int, height: int, width: int, scale: float) -> np.ndarray:
+    """Smooth standard-normal noise of correlation length `scale` px on a coarse grid (ds = scale / 4
+    clipped to 3..64 px per cell): float16 (ceil(H / ds), ceil(W / ds)); upsample rows with _rows_of."""
+    ds = int(np.clip(round(scale / 4), 3, 64))
+    shape = (-(-height // ds), -(-width // ds))
+    return _stationary_noise(_rng(seed, stream), shape, scale / ds).astype(np.float16)
+
+
+def _region(noise: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Smooth step of `noise` from 0 (<= lo) to 1 (>= hi): same shape, float32."""
+    t = np.clip((noise - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _shade_pattern(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A smooth field of peak-to-peak 1 around 0: a random mix of a ramp, an off-centre vignette and a
+    broad bump. (h, w) float32."""
+    fh, fw = shape
+    yy, xx = np.mgrid[0:fh, 0:fw].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * xx / max(fw, 1) + np.sin(angle) * yy / max(fh, 1)
+    cy, cx = rng.uniform(0.2, 0.8) * fh, rng.uniform(0.2, 0.8) * fw
+    vignette = -(((yy - cy) / max(fh, 1)) ** 2 + ((xx - cx) / max(fw, 1)) ** 2)
+    coarse = _stationary_noise(rng, (16, 16), 4.8)  # correlation 0.3 x the field, drawn on a 16 x 16 grid
+    bump = cv2.resize(coarse, (fw, fh), interpolation=cv2.INTER_LINEAR)
+    weights = rng.dirichlet((1.0, 1.0, 1.0))
+    mix = sum(
+        w * (f - f.mean()) / max(float(np.ptp(f)), 1e-6)
+        for w, f in zip(weights, (ramp, vignette, bump), strict=True)
+    )
+    return (mix / max(float(np.ptp(mix)), 1e-6)).astype(np.float32)
+
+
 def _fields(mask: np.ndarray, cfg: ImagingConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Low-resolution additive (charging) and multiplicative (drift) fields: 1/8-size float32 each."""
+    """Low-resolution additive (charging, shading) and multiplicative (drift, shading_gain) fields:
+    1/8-size float32 each."""
     density = _density(mask, _FIELD_DS)
     add = np.zeros_like(density)
     if cfg.charging != 0:
@@ -295,6 +414,10 @@ def _fields(mask: np.ndarray, cfg: ImagingConfig, seed: int) -> tuple[np.ndarray
         ramp = np.cos(angle) * xx / max(density.shape[1], 1) + np.sin(angle) * yy / max(density.shape[0], 1)
         mul = 1.0 + cfg.drift * (0.7 * noise + 0.6 * (ramp - ramp.mean()))
         mul = np.maximum(mul, 0.05).astype(np.float32)
+    if cfg.shading != 0 or cfg.shading_gain != 0:
+        rng = _rng(seed, _S_SHADE)
+        add = add + np.float32(2 * cfg.shading) * _shade_pattern(rng, density.shape)
+        mul = mul * (1 + np.float32(2 * cfg.shading_gain) * _shade_pattern(rng, density.shape))
     return add, mul
 
 
@@ -335,11 +458,74 @@ def _dust(height: int, width: int, cfg: ImagingConfig, seed: int) -> np.ndarray:
         ],
         axis=1,
     )
+    if cfg.dust_dark > 0:  # dark particles (organic residue, shadowed flakes)
+        dark = rng.random(n) < cfg.dust_dark
+        parts[dark, 5] = rng.uniform(0.0, 0.1, int(dark.sum()))
     return parts[np.argsort(parts[:, 0])]
 
 
-def _row_effects(height: int, cfg: ImagingConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row horizontal jitter shift (px) and gain: (H,) float32 each."""
+@dataclass(frozen=True)
+class _Scratch:
+    """One scratch: polyline vertices (K, 2) float64 (x, y), width px, additive level."""
+
+    points: np.ndarray
+    width: float
+    level: float
+
+
+def _scratches(height: int, width: int, cfg: ImagingConfig, seed: int) -> tuple[_Scratch, ...]:
+    """Long, gently curved scratches: a Poisson number (scratches per megapixel), bright or dark."""
+    if cfg.scratches <= 0:
+        return ()
+    rng = _rng(seed, _S_SCRATCH)
+    n = int(rng.poisson(cfg.scratches * height * width / 1e6))
+    diag = math.hypot(height, width)
+    out = []
+    for _ in range(n):
+        length = min(diag * rng.lognormal(-1.2, 0.6), 2 * diag)
+        steps = 8
+        angle = rng.uniform(0, np.pi) + np.cumsum(rng.normal(0, 0.03, steps))
+        seg = length / steps
+        xy = np.cumsum(np.stack([seg * np.cos(angle), seg * np.sin(angle)], axis=1), axis=0)
+        start = np.array([rng.uniform(0, width), rng.uniform(0, height)]) - xy[steps // 2]
+        pts = np.vstack([start, start + xy])
+        w = max(0.7, cfg.scratch_width * rng.lognormal(0.0, 0.3))
+        level = rng.uniform(0.06, 0.3) * (1.0 if rng.random() < 0.6 else -1.0)
+        out.append(_Scratch(pts, float(w), float(level)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Polish:
+    """Polishing streaks: direction (cos, sin), a 1-D streak profile along the normal coordinate
+    t = x cos + y sin - t0 (float32, unit step) and a coarse envelope field (float32)."""
+
+    cos: float
+    sin: float
+    t0: float
+    profile: np.ndarray
+    envelope: np.ndarray
+
+
+def _polish(height: int, width: int, cfg: ImagingConfig, seed: int) -> _Polish | None:
+    """Parallel polishing streaks in one random direction, fading in and out along the field."""
+    if cfg.polish <= 0:
+        return None
+    rng = _rng(seed, _S_POLISH)
+    angle = rng.uniform(0, np.pi)
+    c, s = math.cos(angle), math.sin(angle)
+    corners = [x * c + y * s for x in (0, width) for y in (0, height)]
+    t0, t1 = min(corners) - 2, max(corners) + 2
+    n = math.ceil(t1 - t0) + 2
+    fine = _smooth_noise_1d(rng, n, cfg.polish_width)
+    strength = np.exp(0.3 * _smooth_noise_1d(rng, n, 20.0 * max(cfg.polish_width, 1.0)) - 0.045)  # mean 1
+    profile = (fine * strength).astype(np.float32)
+    envelope = 0.6 + 0.4 * np.tanh(_noise_field(seed, _S_POLISH, height, width, 300.0).astype(np.float32))
+    return _Polish(c, s, t0, profile, envelope.astype(np.float32))
+
+
+def _row_effects(height: int, cfg: ImagingConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row horizontal jitter shift (px), gain and additive offset: (H,) float32 each."""
     rng = _rng(seed, _S_ROWS)
     shift = np.zeros(height, np.float32)
     if cfg.jitter > 0:
@@ -350,16 +536,42 @@ def _row_effects(height: int, cfg: ImagingConfig, seed: int) -> tuple[np.ndarray
     gain = np.ones(height, np.float32)
     if cfg.row_noise > 0:
         gain = (1.0 + cfg.row_noise * rng.standard_normal(height)).astype(np.float32)
-    return shift, gain
+    offset = np.zeros(height, np.float32)
+    if cfg.row_offset > 0:  # correlated row offsets plus a few bright or dark streak rows
+        base = lfilter([0.87], [1.0, -0.5], rng.standard_normal(height))
+        spikes = (rng.random(height) < 0.003) * rng.normal(0.0, 4.0, height)
+        offset = (cfg.row_offset * (base + spikes)).astype(np.float32)
+    return shift, gain, offset
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """Image-wide data drawn once per image; strips read the rows they need (see render_sem)."""
+
+    vias: np.ndarray
+    dust: np.ndarray
+    ghost: np.ndarray | None
+    add_field: np.ndarray
+    mul_field: np.ndarray
+    patch: np.ndarray | None
+    charge: np.ndarray | None
+    residue: np.ndarray | None
+    polish: _Polish | None
+    scratches: tuple[_Scratch, ...]
 
 
 # ------------------------------------------------------------------------------------------- rendering
 
 
 def _halo(cfg: ImagingConfig) -> int:
-    """Rows of context a strip needs on each side: the supports (4 sigma) of the erosion, rim and grain
-    filters followed by the beam blur. Vias, dust, ghost and fields are drawn from global data."""
-    return math.ceil(max(1 + 4 * cfg.edge_width, 4 * cfg.grain_size) + 4 * cfg.blur_sigma) + 2
+    """Rows of context a strip needs on each side: the supports (4 sigma) of the erosion, rim, profile
+    and grain filters followed by the beam blur. Vias, dust, ghost and fields are drawn from global data."""
+    local = max(1 + 4 * cfg.edge_width, 4 * cfg.grain_size)
+    if cfg.edge_profile > 0:
+        local = max(local, 4 * cfg.profile_width)
+    if cfg.bg_grain > 0:
+        local = max(local, 4 * cfg.bg_grain_size)
+    return math.ceil(local + 4 * cfg.blur_sigma) + 2
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -368,34 +580,86 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 
+def _unit_grain(seed: int, stream: int, a: int, b: int, width: int, size: float) -> np.ndarray:
+    """Correlated standard-normal grain of rows a..b: (b - a, W) float32."""
+    g = _block_normal(seed, stream, a, b, width)
+    if size > 0.3:
+        g = _blur(g, size) * (2.0 * math.sqrt(math.pi) * size)  # unit std again
+    return g
+
+
+def _draw_scratches(sig: np.ndarray, scratches: tuple[_Scratch, ...], a: int) -> None:
+    """Add the scratches to `sig`, rows a.. of the image (in place). Each segment (a filled quad with
+    round ends) is drawn whole on its own canvas anchored at integer image coordinates, so the pixels do
+    not depend on the strip; bright scratches combine by maximum, dark ones by minimum."""
+    height, width = sig.shape
+    bright = np.zeros_like(sig)
+    dark = np.zeros_like(sig)
+    for sc in scratches:
+        half = sc.width / 2
+        pad = math.ceil(half) + 2
+        target = bright if sc.level > 0 else dark
+        for p, q in itertools.pairwise(sc.points):
+            y0, y1 = math.floor(min(p[1], q[1])) - pad, math.ceil(max(p[1], q[1])) + pad + 1
+            x0, x1 = math.floor(min(p[0], q[0])) - pad, math.ceil(max(p[0], q[0])) + pad + 1
+            if y1 <= a or y0 >= a + height or x1 <= 0 or x0 >= width:
+                continue
+            local = np.zeros((y1 - y0, x1 - x0), np.float32)
+            d = q - p
+            n = np.array([-d[1], d[0]]) * (half / max(float(np.hypot(*d)), 1e-9))
+            quad = np.rint((np.array([p + n, q + n, q - n, p - n]) - (x0, y0)) * 16).astype(np.int32)
+            cv2.fillConvexPoly(local, quad, 1.0, cv2.LINE_8, 4)
+            for end in (p, q):
+                centre = (round((end[0] - x0) * 16), round((end[1] - y0) * 16))
+                cv2.circle(local, centre, max(round(half * 16), 8), 1.0, -1, cv2.LINE_8, 4)
+            ly0, ly1 = max(a - y0, 0), min(a + height - y0, y1 - y0)
+            lx0, lx1 = max(-x0, 0), min(width - x0, x1 - x0)
+            window = target[y0 + ly0 - a : y0 + ly1 - a, x0 + lx0 : x0 + lx1]
+            piece = local[ly0:ly1, lx0:lx1] * np.float32(sc.level)
+            if sc.level > 0:
+                np.maximum(window, piece, out=window)
+            else:
+                np.minimum(window, piece, out=window)
+    sig += bright
+    sig += dark
+
+
 def _signal_window(
-    codes: np.ndarray,
-    cfg: ImagingConfig,
-    seed: int,
-    a: int,
-    b: int,
-    vias: np.ndarray,
-    dust: np.ndarray,
-    ghost: np.ndarray | None,
-    add_field: np.ndarray,
+    codes: np.ndarray, cfg: ImagingConfig, seed: int, a: int, b: int, scene: _Scene
 ) -> np.ndarray:
     """Noise-free SE yield of rows a..b before the beam blur: (b - a, W) float32."""
     height, width = codes.shape
     code = codes[a:b]
     metal = code > 0
-    q = (np.arange(256) & 127).astype(np.float32)
-    normal = (q - (_Q_LEVELS // 2 + 1)) * (_Q_RANGE / (_Q_LEVELS // 2))
+    levels = _code_levels(cfg)
+    c = np.arange(256)
+    kind = c // (levels + 1)
+    q = (c % (levels + 1)).astype(np.float32)
+    normal = (q - (levels // 2 + 1)) * (_Q_RANGE / (levels // 2))
     contrast = cfg.metal_level - cfg.dielectric_level
     lut = contrast * np.exp(cfg.voltage_contrast * normal)
-    lut[128:] *= cfg.delayer_level
-    lut[0] = lut[128] = 0.0
-    sig = cfg.dielectric_level + lut.astype(np.float32)[code]
+    lut[kind == 1] *= cfg.delayer_level
+    lut[q == 0] = 0.0
+    excess = lut.astype(np.float32)[code]  # metal signal above the dielectric
+    if scene.patch is not None:
+        patchy = kind[code] == 2
+        if patchy.any():
+            keep = _region(_rows_of(scene.patch, height, width, a, b), -0.3, 0.5)
+            mix = cfg.delayer_level + (1 - cfg.delayer_level) * keep
+            excess[patchy] *= mix[patchy]
+    if cfg.edge_profile > 0:  # dome: full level from profile_width inside the edge, lower at the edge
+        depth = np.clip(2 * _blur(metal.astype(np.float32), cfg.profile_width) - 1, 0.0, 1.0)
+        excess *= 1 - np.float32(cfg.edge_profile) * (1 - depth)
+    sig = cfg.dielectric_level + excess
     if cfg.grain > 0:
-        g = _block_normal(seed, _S_GRAIN, a, b, width)
-        if cfg.grain_size > 0.3:
-            g = _blur(g, cfg.grain_size) * (2.0 * math.sqrt(math.pi) * cfg.grain_size)  # unit std again
+        g = _unit_grain(seed, _S_GRAIN, a, b, width, cfg.grain_size)
         g *= np.float32(cfg.grain * cfg.metal_level)
         g *= metal
+        sig += g
+    if cfg.bg_grain > 0:
+        g = _unit_grain(seed, _S_BGGRAIN, a, b, width, cfg.bg_grain_size)
+        g *= np.float32(cfg.bg_grain)
+        g[metal] = 0.0
         sig += g
     if cfg.edge_gain != 0:
         m8 = metal.view(np.uint8)
@@ -408,6 +672,7 @@ def _signal_window(
         rim[~metal] *= np.float32(_OUTER_RIM)
         rim *= np.float32(cfg.edge_gain)
         sig += rim
+    vias = scene.vias
     if len(vias) and cfg.via_contrast != 0:
         plug = np.zeros_like(sig)
         reach = float(vias[:, 2].max()) + 4 * cfg.via_halo + 2
@@ -418,13 +683,34 @@ def _signal_window(
             )
         glow = _blur(plug, cfg.via_halo)
         sig += cfg.via_contrast * np.maximum(plug, glow)
-    if ghost is not None:
-        lower = _rows_of(ghost, height, width, a, b)
+    charge = None if scene.charge is None else _region(_rows_of(scene.charge, height, width, a, b), 0.3, 1.3)
+    if scene.ghost is not None:
+        lower = _rows_of(scene.ghost, height, width, a, b)
         lower *= np.float32(cfg.ghost_contrast / 255.0)
+        if charge is not None and cfg.ghost_charge_gain > 0:
+            lower *= 1 + np.float32(cfg.ghost_charge_gain) * charge
         lower[metal] = 0.0
         sig += lower
-    if cfg.charging != 0:
-        sig += _rows_of(add_field, height, width, a, b)
+    if cfg.charging != 0 or cfg.shading != 0:
+        sig += _rows_of(scene.add_field, height, width, a, b)
+    if charge is not None:
+        sig += np.float32(cfg.charge_regions) * charge
+    if scene.polish is not None:
+        pol = scene.polish
+        t = (np.arange(width, dtype=np.float32)[None, :] * np.float32(pol.cos)) + (
+            np.arange(a, b, dtype=np.float32)[:, None] * np.float32(pol.sin) - np.float32(pol.t0)
+        )
+        i = np.floor(t).astype(np.intp)
+        f = t - i
+        streak = pol.profile[i] * (1 - f) + pol.profile[i + 1] * f
+        streak *= _rows_of(pol.envelope, height, width, a, b)
+        sig += np.float32(cfg.polish) * streak
+    if scene.residue is not None:
+        film = _region(_rows_of(scene.residue, height, width, a, b), -0.2, 1.2)
+        sig *= 1 - np.float32(cfg.residue) * film
+    if scene.scratches:
+        _draw_scratches(sig, scene.scratches, a)
+    dust = scene.dust
     if len(dust):
         alpha = np.zeros_like(sig)
         level = np.zeros_like(sig)
@@ -474,24 +760,45 @@ def render_sem(
     codes, _ = line_codes(mask, phys, seed, max_strip_pixels)
     add_field, mul_field = _fields(mask, phys, seed)
     lower = ghost_layout or LayoutConfig()
-    ghost = _ghost(height, width, phys, seed, lower, cfg.magnification, ghost_vertical)
-    dust = _dust(height, width, phys, seed)
-    shift, row_gain = _row_effects(height, phys, seed)
+    scene = _Scene(
+        vias=via_arr,
+        dust=_dust(height, width, phys, seed),
+        ghost=_ghost(height, width, phys, seed, lower, cfg.magnification, ghost_vertical),
+        add_field=add_field,
+        mul_field=mul_field,
+        patch=None
+        if phys.patchy_prob <= 0
+        else _noise_field(seed, _S_PATCH, height, width, phys.patch_scale),
+        charge=None
+        if phys.charge_regions == 0 and phys.ghost_charge_gain == 0
+        else _noise_field(seed, _S_CHARGE, height, width, phys.charge_scale),
+        residue=None
+        if phys.residue <= 0
+        else _noise_field(seed, _S_RESIDUE, height, width, phys.residue_scale),
+        polish=_polish(height, width, phys, seed),
+        scratches=_scratches(height, width, phys, seed),
+    )
+    shift, row_gain, row_offset = _row_effects(height, phys, seed)
     halo = _halo(phys)
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     top = float(np.iinfo(dtype).max)
     out = np.empty((height, width), dtype)
     xs = np.arange(width, dtype=np.float32)
+    lag = math.exp(-1.0 / phys.scan_lag) if phys.scan_lag > 0.05 else 0.0
     for r0, r1 in _strips(height, width, max_strip_pixels):
         a, b = max(r0 - halo, 0), min(r1 + halo, height)
-        sig = _signal_window(codes, phys, seed, a, b, via_arr, dust, ghost, add_field)
+        sig = _signal_window(codes, phys, seed, a, b, scene)
         sig = _blur(sig, phys.blur_sigma)[r0 - a : r1 - a]
+        if lag > 0:  # detector lag: an exponential tail along each scan line, starting settled
+            sig = lfilter([1 - lag], [1.0, -lag], sig, axis=1, zi=lag * sig[:, :1])[0].astype(np.float32)
         if phys.jitter > 0:
             map_x = xs[None, :] - shift[r0:r1, None]
             map_y = np.broadcast_to(np.arange(r1 - r0, dtype=np.float32)[:, None], map_x.shape)
             sig = cv2.remap(sig, map_x, np.ascontiguousarray(map_y), cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
         sig *= _rows_of(mul_field, height, width, r0, r1)
         sig *= row_gain[r0:r1, None]
+        if phys.row_offset > 0:
+            sig += row_offset[r0:r1, None]
         if phys.dose > 0:
             lam = np.maximum(sig, 0.0).astype(np.float64) * phys.dose
             for k0 in range(r0, r1, BLOCK_ROWS):

@@ -35,6 +35,7 @@ _PROB_FIELDS = (
     "rail_prob",
     "near_miss_prob",
     "via_prob",
+    "via_pair_prob",
     "vertical_prob",
 )
 
@@ -52,7 +53,9 @@ class LayoutConfig:
     power rails of rail_width. pad_size: pad side lengths. near_miss_prob: probability that a line end,
     stub or route leg is extended on purpose to stop near_miss_gap px short of another line. via_prob:
     probability of vias on a segment or leg; via_size: via diameter (a landing pad is drawn where it
-    exceeds the line). vertical_prob: probability that the whole layout is transposed.
+    exceeds the line). vertical_prob: probability that the whole layout is transposed. via_pair_prob:
+    probability that a via on a segment comes as a pair of vias side by side along the line (as at the
+    line ends of real layouts; 0 draws no random numbers, so layouts made without it do not change).
     """
 
     pitch: tuple[int, int] = (12, 20)
@@ -71,6 +74,7 @@ class LayoutConfig:
     via_prob: float = 0.25
     via_size: tuple[int, int] = (5, 10)
     vertical_prob: float = 0.25
+    via_pair_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _RANGE_FIELDS:
@@ -292,7 +296,8 @@ def _clearance(rng: np.random.Generator, cfg: LayoutConfig) -> tuple[int, bool]:
 
 
 def _add_vias(band: _Band, rect: tuple[int, int, int, int], label: int, cfg: LayoutConfig) -> None:
-    """With probability via_prob, put 1-2 vias along a horizontal segment (ends preferred)."""
+    """With probability via_prob, put 1-2 vias (or pairs, via_pair_prob) along a horizontal segment
+    (ends preferred)."""
     rng = band.rng
     if rng.random() >= cfg.via_prob:
         return
@@ -305,6 +310,11 @@ def _add_vias(band: _Band, rect: tuple[int, int, int, int], label: int, cfg: Lay
             cx = x0 + size / 2.0 if rng.random() < 0.5 else x1 - size / 2.0
         else:
             cx = x0 + size / 2.0 + rng.random() * max(span - size, 0)
+        if cfg.via_pair_prob > 0 and rng.random() < cfg.via_pair_prob:
+            step = size * rng.uniform(1.2, 1.6)  # the partner sits inwards, towards the segment's middle
+            partner = cx + step if cx - x0 < x1 - cx else cx - step
+            if x0 + size / 2.0 <= partner <= x1 - size / 2.0:
+                band.via(cy, partner, size, label, cfg.min_space)
         band.via(cy, cx, size, label, cfg.min_space)
 
 

@@ -3,6 +3,12 @@
 A preset is a SynthConfig: one LayoutConfig and two ImagingConfigs bounding the per-image parameter draw
 (each field uniform between them; dose and magnification log-uniform). Presets are held in a registry
 that refuses duplicate names; unknown names raise ConfigError listing the valid ones.
+
+`random` is the randomized mode: its ranges are the mild base appearance, every named effect
+(samsem.synth.effects) is switched on per image with its own probability, the layout geometry is drawn
+from four variants and magnification spans 0.45-6.5 (line widths about 2-60 px). `real-like` imitates
+the real HY5SYN SEM crop (grey-on-grey, saturated via pairs, soft edges, smooth shading); its lengths are
+in pixels of the full-resolution HY5SYN layouts, rendered at about 1/2.4 like that crop.
 """
 
 from __future__ import annotations
@@ -22,17 +28,28 @@ _LOG_UNIFORM = ("dose", "magnification")
 @dataclass(frozen=True)
 class SynthConfig:
     """A synthesis recipe: layout geometry and the range [imaging, imaging_high] of imaging parameters
-    (imaging_high None = fixed parameters)."""
+    (imaging_high None = fixed parameters).
+
+    randomized: switch every named effect on per image with its probability (samsem.synth.effects).
+    layout_variants: when given, each image draws its layout geometry (and that of the layer below)
+    from these instead of `layout`. svg_scale: an SVG layout is scaled by magnification x svg_scale (its
+    pixels are svg_scale layout units), so that imaging lengths mean the same for both sources.
+    """
 
     name: str
     layout: LayoutConfig
     imaging: ImagingConfig
     imaging_high: ImagingConfig | None = None
     description: str = ""
+    randomized: bool = False
+    layout_variants: tuple[LayoutConfig, ...] = ()
+    svg_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"preset name {self.name!r} must be non-empty letters, digits, '-' or '_'")
+        if not self.svg_scale > 0:
+            raise ConfigError(f"preset svg_scale={self.svg_scale} must be positive")
 
     def sample_imaging(self, rng: np.random.Generator) -> ImagingConfig:
         """Draw one image's imaging parameters from the preset's ranges."""
@@ -57,6 +74,9 @@ class SynthConfig:
             "layout": self.layout.to_dict(),
             "imaging": self.imaging.to_dict(),
             "imaging_high": None if self.imaging_high is None else self.imaging_high.to_dict(),
+            "randomized": self.randomized,
+            "layout_variants": [v.to_dict() for v in self.layout_variants],
+            "svg_scale": self.svg_scale,
         }
 
 
@@ -228,5 +248,105 @@ register_preset(
             gain=(0.85, 1.15),
         ),
         description="tight pitch (8-13 px) standard-cell rows at medium imaging quality",
+    )
+)
+
+_SPARSE = LayoutConfig(
+    pitch=(16, 28),
+    width=(5, 9),
+    min_space=6,
+    density=0.45,
+    segment_length=(30, 600),
+    stub_prob=0.35,
+    route_prob=0.45,
+    pad_prob=0.02,
+    rail_prob=0.15,
+    near_miss_prob=0.03,
+    via_prob=0.6,
+    via_size=(5, 9),
+    via_pair_prob=0.7,
+)
+register_preset(
+    SynthConfig(
+        "random",
+        LayoutConfig(),
+        *_range(
+            magnification=(0.45, 6.5),
+            dielectric_level=(0.08, 0.28),
+            metal_level=(0.45, 0.75),
+            edge_gain=(0.0, 0.04),
+            edge_width=(0.8, 2.0),
+            voltage_contrast=(0.0, 0.05),
+            grain=(0.0, 0.03),
+            grain_size=(1.0, 2.0),
+            via_contrast=(0.0, 0.15),
+            via_halo=(1.0, 3.0),
+            blur_sigma=(0.5, 1.5),
+            jitter=(0.0, 0.1),
+            drift=(0.0, 0.02),
+            drift_scale=(200.0, 600.0),
+            row_noise=(0.0, 0.003),
+            dose=(30.0, 400.0),
+            read_noise=(0.002, 0.01),
+            offset=(-0.02, 0.03),
+            gain=(0.9, 1.1),
+        ),
+        description="randomized: every named effect on with its own probability per image, 4 layout "
+        "styles, line widths ~2-60 px",
+        randomized=True,
+        layout_variants=(
+            LayoutConfig(),
+            LayoutConfig(pitch=(14, 22), width=(5, 10), min_space=5, stub_prob=0.2),
+            get_preset("dense").layout,
+            _SPARSE,
+        ),
+        svg_scale=0.3,
+    )
+)
+register_preset(
+    SynthConfig(
+        "real-like",
+        LayoutConfig(
+            pitch=(44, 64),
+            width=(24, 32),
+            min_space=16,
+            density=0.7,
+            segment_length=(60, 1200),
+            stub_prob=0.4,
+            route_prob=0.5,
+            pad_prob=0.0,
+            rail_prob=0.1,
+            rail_width=(30, 50),
+            near_miss_prob=0.02,
+            via_prob=0.6,
+            via_size=(16, 22),
+            via_pair_prob=0.75,
+            vertical_prob=0.1,
+        ),
+        *_range(
+            magnification=(0.38, 0.46),
+            dielectric_level=(0.16, 0.19),
+            metal_level=(0.34, 0.4),
+            edge_gain=(0.0, 0.02),
+            edge_width=(2.0, 3.0),
+            edge_profile=(0.0, 0.15),
+            profile_width=(5.0, 8.0),
+            voltage_contrast=(0.03, 0.08),
+            grain=(0.01, 0.03),
+            grain_size=(2.0, 3.0),
+            bg_grain=(0.002, 0.006),
+            bg_grain_size=(3.0, 5.0),
+            via_contrast=(0.6, 0.85),
+            via_halo=(3.0, 6.0),
+            blur_sigma=(3.2, 4.2),
+            shading=(0.02, 0.05),
+            shading_gain=(0.03, 0.08),
+            drift=(0.0, 0.02),
+            drift_scale=(300.0, 800.0),
+            dose=(1500.0, 5000.0),
+            read_noise=(0.002, 0.004),
+        ),
+        description="like the real HY5SYN crop at 1/2.4: grey on grey, saturated via pairs, soft edges, "
+        "shading (full-resolution HY5SYN units; use with --layouts or procedural)",
     )
 )
