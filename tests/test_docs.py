@@ -18,6 +18,8 @@ def test_readme_python_api_example_runs() -> None:
     blocks = _python_blocks()
     assert blocks, "README has no Python example"
     for code in blocks:
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr
         assert "(1024, 1024) uint8" in out.stdout

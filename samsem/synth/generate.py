@@ -92,7 +92,7 @@ def _preferred_vertical(mask: np.ndarray) -> bool:
     """True when the metal of a (H, W) uint8 mask runs mostly vertically (more vertical edge length)."""
     horizontal_edges = np.count_nonzero(mask[1:] != mask[:-1])
     vertical_edges = np.count_nonzero(mask[:, 1:] != mask[:, :-1])
-    return vertical_edges > horizontal_edges
+    return bool(vertical_edges > horizontal_edges)
 
 
 def generate_sample(

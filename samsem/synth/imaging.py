@@ -234,7 +234,7 @@ def _pieces(mask: np.ndarray, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]
     flat = lab.ravel()
     nz = np.flatnonzero(flat)
     first = np.full(n - 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first, flat[nz] - 1, nz)
+    np.minimum.at(first, (flat[nz] - 1).astype(np.intp), nz)
     return lab, first + r0 * mask.shape[1]
 
 
@@ -293,10 +293,10 @@ def line_codes(
     code = (kind * (levels + 1) + q).astype(np.uint8)
     piece_code = code[comp]
     codes = np.zeros((height, width), np.uint8)
-    for (r0, r1), b, first in zip(strips, bases, firsts, strict=True):
+    for (r0, r1), base, first in zip(strips, bases, firsts, strict=True):
         lab, again = _pieces(mask, r0, r1)  # relabel; match pieces by first pixel (label order may vary)
         order = np.searchsorted(first, again, sorter=np.argsort(first))
-        ids = np.argsort(first)[order] + b
+        ids = np.argsort(first)[order] + base
         lut = np.concatenate([[0], piece_code[ids]]).astype(np.uint8)
         codes[r0:r1] = lut[lab]
     return codes, n_lines
@@ -717,12 +717,12 @@ def _signal_window(
         reach = float(dust[:, 2].max()) + 2
         lo, hi = np.searchsorted(dust[:, 0], [a - reach, b + reach])
         for cy, cx, ra, rb, ang, lev in dust[lo:hi]:
-            centre = (round(cx * 16), round((cy - a) * 16))
+            at = (round(cx * 16), round((cy - a) * 16))
             axes = (max(round(ra * 16), 8), max(round(rb * 16), 8))
-            cv2.ellipse(alpha, centre, axes, ang, 0, 360, 1.0, -1, cv2.LINE_8, 4)
-            cv2.ellipse(level, centre, axes, ang, 0, 360, float(lev), -1, cv2.LINE_8, 4)
-            rim = (max(round(ra * 13), 4), max(round(rb * 13), 4))
-            cv2.ellipse(level, centre, rim, ang, 0, 360, float(lev) * 0.8, -1, cv2.LINE_8, 4)
+            cv2.ellipse(alpha, at, axes, float(ang), 0, 360, 1.0, -1, cv2.LINE_8, 4)
+            cv2.ellipse(level, at, axes, float(ang), 0, 360, float(lev), -1, cv2.LINE_8, 4)
+            rim_axes = (max(round(ra * 13), 4), max(round(rb * 13), 4))
+            cv2.ellipse(level, at, rim_axes, float(ang), 0, 360, float(lev) * 0.8, -1, cv2.LINE_8, 4)
         sig = sig * (1.0 - alpha) + level
     return sig
 
@@ -794,7 +794,9 @@ def render_sem(
         if phys.jitter > 0:
             map_x = xs[None, :] - shift[r0:r1, None]
             map_y = np.broadcast_to(np.arange(r1 - r0, dtype=np.float32)[:, None], map_x.shape)
-            sig = cv2.remap(sig, map_x, np.ascontiguousarray(map_y), cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
+            sig = cv2.remap(
+                sig, map_x, np.ascontiguousarray(map_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
         sig *= _rows_of(mul_field, height, width, r0, r1)
         sig *= row_gain[r0:r1, None]
         if phys.row_offset > 0:

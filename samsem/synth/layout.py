@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,8 @@ class LayoutConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown layout parameter(s) {unknown}; valid: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ class _Band:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.lab.shape  # type: ignore[return-value]
+        return self.lab.shape
 
     def fits(self, y0: int, y1: int, x0: int, x1: int, label: int, clearance: int) -> bool:
         """True if the rectangle, grown by `clearance` on every side, holds no pixel of another line."""
