@@ -4,7 +4,8 @@ Coordinates (see samsem.vector.extract for the corner coordinates of the polygon
 
 * SVG: samsem.svg's pixel-centre convention (integer = pixel centre), so vertices sit at half-integers;
   ``<svg width=W height=H viewBox="0 0 W H">``, one ``<path d="M x,y L ... Z" fill-rule="evenodd">`` per
-  polygon with its holes as further subpaths (HY5SYN label syntax), ``data-line`` = line id.
+  polygon with its holes as further subpaths (HY5SYN label syntax), ``data-line`` = line id. SVG and
+  GeoJSON leave out the collinear keyhole bridge vertices (GDSII needs them).
 * GeoJSON: pixel corner coordinates (x right, y down, origin at the image's top-left corner; pixel (r, c)
   covers [c, c+1] x [r, r+1], as in GDAL/rasterio pixel space). A FeatureCollection with one Feature per
   line (id, properties ``id`` and ``area`` in square pixels; a Polygon or MultiPolygon), rings closed,
@@ -48,6 +49,31 @@ def _ring_sign(ring: np.ndarray) -> float:
     return float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
+def _without_bridge_points(polys: Polygons) -> Polygons:
+    """The polygons without the collinear vertices inserted as keyhole bridge targets (SVG, GeoJSON)."""
+    targets = np.unique(polys.bridge[polys.bridge >= 0])
+    if not len(targets):
+        return polys
+    ring = np.searchsorted(polys.rings, targets, side="right") - 1
+    lo, hi = polys.rings[ring], polys.rings[ring + 1]
+    prev = np.where(targets > lo, targets - 1, hi - 1)
+    nxt = np.where(targets + 1 < hi, targets + 1, lo)
+    xy = polys.xy.astype(np.int64)
+    a, b = xy[targets] - xy[prev], xy[nxt] - xy[targets]
+    keep = np.ones(len(xy), bool)
+    keep[targets[a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0] == 0]] = False
+    counts = np.concatenate([[0], np.cumsum(keep)])
+    return Polygons(
+        height=polys.height,
+        width=polys.width,
+        xy=polys.xy[keep],
+        rings=counts[polys.rings],
+        polygons=polys.polygons,
+        lines=polys.lines,
+        bridge=np.full(polys.n_rings, -1, np.int64),
+    )
+
+
 # ------------------------------------------------------------------------------------------------- SVG
 
 
@@ -59,6 +85,7 @@ def _svg_num(v: int) -> str:
 def write_svg(polys: Polygons, path: Path, nm_per_px: float = 1.0) -> Path:
     """SVG label of the polygons (pixel-centre coordinates, one even-odd path per polygon)."""
     del nm_per_px
+    polys = _without_bridge_points(polys)
     w, h = polys.width, polys.height
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
@@ -83,6 +110,7 @@ def write_svg(polys: Polygons, path: Path, nm_per_px: float = 1.0) -> Path:
 def write_geojson(polys: Polygons, path: Path, nm_per_px: float = 1.0) -> Path:
     """GeoJSON FeatureCollection of the polygons, one Feature per line (pixel corner coordinates)."""
     del nm_per_px
+    polys = _without_bridge_points(polys)
     areas = polys.line_areas()
     features = []
     for i in range(polys.n_lines):
