@@ -66,20 +66,18 @@ def _noisy(mask: np.ndarray, seed: int) -> np.ndarray:
     return (soft > 0.5).astype(np.uint8)
 
 
-def _outline_distance(mask: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """Exact distance from the centres of `pixels` ((K, 2) rows, cols) to the mask's pixel-edge outline."""
-    pad = np.pad(mask, 1)
-    r, c = np.nonzero(pad[1:-1, 1:] != pad[1:-1, :-1])  # vertical cracks x = c, y in [r, r + 1]
-    r2, c2 = np.nonzero(pad[1:, 1:-1] != pad[:-1, 1:-1])  # horizontal cracks y = r, x in [c, c + 1]
-    ax = np.r_[c, c2].astype(float)
-    ay = np.r_[r, r2].astype(float)
-    bx = np.r_[c, c2 + 1].astype(float)
-    by = np.r_[r + 1, r2].astype(float)
-    px = pixels[:, 1:2] + 0.5
-    py = pixels[:, 0:1] + 0.5
-    dx, dy = bx - ax, by - ay
-    t = np.clip(((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy), 0, 1)
-    return np.hypot(px - ax - t * dx, py - ay - t * dy).min(axis=1)
+def _outline_distance(mask: np.ndarray, pixels: np.ndarray, reach: int) -> np.ndarray:
+    """Exact distance from the centres of `pixels` ((K, 2) rows, cols) to the mask's pixel-edge outline
+    (the image border counts as outline), searched up to `reach` pixels away (inf beyond)."""
+    pad = np.pad(mask, reach)
+    own = mask[pixels[:, 0], pixels[:, 1]]
+    best = np.full(len(pixels), np.inf)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            other = pad[pixels[:, 0] + reach + dy, pixels[:, 1] + reach + dx] != own
+            d = np.hypot(max(abs(dx) - 0.5, 0), max(abs(dy) - 0.5, 0))  # centre to that pixel's square
+            best[other] = np.minimum(best[other], d)
+    return best
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -181,7 +179,7 @@ def _check_simplified(mask: np.ndarray, tol: float) -> int:
     assert esd(r, mask) == esd(mask, mask)
     changed = np.argwhere(r != mask)
     if len(changed):
-        assert _outline_distance(mask, changed).max() <= tol + 1e-9
+        assert _outline_distance(mask, changed, int(np.ceil(tol)) + 1).max() <= tol + 1e-9
     assert out.xy.dtype == np.int32 and len(out.xy) <= len(polys.xy)
     return len(polys.xy) - len(out.xy)
 
