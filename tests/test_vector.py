@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -440,3 +442,11 @@ def test_gds_cell_by_name(tmp_path: Path) -> None:
 def test_vector_options_validation(kwargs: dict, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         VectorOptions(**kwargs)
+
+
+def test_import_loads_no_gds_library() -> None:
+    code = (
+        "import sys, samsem.vector, samsem.svg; print([m for m in ('gdstk', 'klayout') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
