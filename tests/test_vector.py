@@ -353,9 +353,12 @@ def test_gds_fracture_keeps_the_raster(tmp_path: Path) -> None:
         polys = vectorize(mask, opts)
         path = write_polygons(polys, tmp_path, f"f{tol}", opts)["gds"]
         cell = gdstk.read_gds(str(path)).top_level()[0]
-        assert len(cell.polygons) > polys.n_polygons  # big polygons were split ...
-        assert max(len(p.points) for p in cell.polygons) <= 64 or tol > 0
-        np.testing.assert_array_equal(read_layout_mask(path, mask.shape), _raster(polys))  # ... exactly
+        if tol == 0:  # Manhattan polygons are split by gdstk (official GDSII) ...
+            assert len(cell.polygons) > polys.n_polygons
+            assert max(len(p.points) for p in cell.polygons) <= 64
+        else:  # ... slanted ones only when rounding the cut points changes no pixel
+            assert len(cell.polygons) >= polys.n_polygons
+        np.testing.assert_array_equal(read_layout_mask(path, mask.shape), _raster(polys))  # exact either way
 
 
 # -------------------------------------------------------------------------------------------- bad input

@@ -27,6 +27,7 @@ checked (and, at tolerance 0, the mask itself).
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import re
@@ -40,6 +41,7 @@ from samsem.errors import InputError
 from samsem.io import atomic_path
 from samsem.vector.extract import Polygons
 from samsem.vector.raster import fill, rasterize_runs
+from samsem.vector.text import geojson_text, svg_text
 
 GDS_MAX_POINTS = 8190  # GDSII limit of vertices per polygon (one XY record)
 
@@ -77,74 +79,37 @@ def _without_bridge_points(polys: Polygons) -> Polygons:
 # ------------------------------------------------------------------------------------------------- SVG
 
 
-def _svg_num(v: int) -> str:
-    """Corner coordinate -> pixel-centre coordinate text (v - 0.5)."""
-    return f"{v - 1}.5" if v >= 1 else f"-{0.5 - v:g}"
-
-
-def write_svg(polys: Polygons, path: Path, nm_per_px: float = 1.0) -> Path:
+def write_svg(polys: Polygons, path: Path) -> Path:
     """SVG label of the polygons (pixel-centre coordinates, one even-odd path per polygon)."""
-    del nm_per_px
     polys = _without_bridge_points(polys)
     w, h = polys.width, polys.height
-    parts = [
-        '<?xml version="1.0" encoding="UTF-8"?>\n',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">\n',
-    ]
-    for i in range(polys.n_lines):
-        for p in range(polys.lines[i], polys.lines[i + 1]):
-            d = []
-            for k in range(polys.polygons[p], polys.polygons[p + 1]):
-                pts = [f"{_svg_num(x)},{_svg_num(y)}" for x, y in polys.ring(k).tolist()]
-                d.append("M" + pts[0] + " L" + " L".join(pts[1:]) + " Z")
-            parts.append(f'<path d="{" ".join(d)}" fill="lime" fill-rule="evenodd" data-line="{i + 1}"/>\n')
-    parts.append("</svg>\n")
+    head = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">\n'
+    )
+    body = svg_text(polys.xy, polys.rings, polys.polygons, polys.lines)
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(parts), encoding="utf-8")
+        tmp.write_bytes(head.encode() + body + b"</svg>\n")
     return path
 
 
 # --------------------------------------------------------------------------------------------- GeoJSON
 
 
-def write_geojson(polys: Polygons, path: Path, nm_per_px: float = 1.0) -> Path:
+def write_geojson(polys: Polygons, path: Path) -> Path:
     """GeoJSON FeatureCollection of the polygons, one Feature per line (pixel corner coordinates)."""
-    del nm_per_px
     polys = _without_bridge_points(polys)
-    areas = polys.line_areas()
-    features = []
-    for i in range(polys.n_lines):
-        shapes = []
-        for p in range(polys.lines[i], polys.lines[i + 1]):
-            rings = []
-            for n, k in enumerate(range(polys.polygons[p], polys.polygons[p + 1])):
-                ring = polys.ring(k)
-                if (_ring_sign(ring) > 0) != (n == 0):  # exterior counterclockwise, holes clockwise
-                    ring = ring[::-1]
-                coords = ring.tolist()
-                rings.append([*coords, coords[0]])
-            shapes.append(rings)
-        geometry = (
-            {"type": "Polygon", "coordinates": shapes[0]}
-            if len(shapes) == 1
-            else {"type": "MultiPolygon", "coordinates": shapes}
-        )
-        area = float(areas[i])
-        features.append(
-            {
-                "type": "Feature",
-                "id": i + 1,
-                "properties": {"id": i + 1, "area": int(area) if area.is_integer() else area},
-                "geometry": geometry,
-            }
-        )
-    doc = {
-        "type": "FeatureCollection",
-        "samsem": {"width": polys.width, "height": polys.height, "units": "px"},
-        "features": features,
-    }
+    # RFC 7946: exteriors counterclockwise (positive shoelace area), holes clockwise
+    exterior = np.zeros(polys.n_rings, bool)
+    exterior[polys.polygons[:-1]] = True
+    flip = (polys.ring_areas() > 0) != exterior
+    area2 = np.round(2 * polys.line_areas()).astype(np.int64)
+    meta = json.dumps({"width": polys.width, "height": polys.height, "units": "px"}, separators=(",", ":"))
+    body = geojson_text(polys.xy, polys.rings, polys.polygons, polys.lines, flip, area2)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, separators=(",", ":")) + "\n", encoding="utf-8")
+        tmp.write_bytes(
+            f'{{"type":"FeatureCollection","samsem":{meta},"features":[\n'.encode() + body + b"\n]}\n"
+        )
     return path
 
 
@@ -301,21 +266,34 @@ def write_gds(
     lib = gdstk.Library(unit=1e-9, precision=precision)
     top = lib.new_cell(_cell_name(cell))
     scale = np.array([nm_per_px, -nm_per_px])
-    for i in range(polys.n_lines):
-        for p in range(polys.lines[i], polys.lines[i + 1]):
-            ring = _spliced(polys, p)
-            poly = gdstk.Polygon(ring * scale, layer=layer, datatype=datatype)
+    points = polys.xy * scale
+    rings = polys.rings.tolist()
+    poly_ring = polys.polygons.tolist()
+    shapes = []
+    for i, (p0, p1) in enumerate(itertools.pairwise(polys.lines.tolist())):
+        for p in range(p0, p1):
+            k = poly_ring[p]
+            holes = poly_ring[p + 1] - k > 1
+            ring = _spliced(polys, p) if holes else polys.xy[rings[k] : rings[k + 1]]
+            poly = gdstk.Polygon(ring * scale if holes else points[rings[k] : rings[k + 1]], layer, datatype)
             pieces = [poly]
-            if max_points and len(ring) > max_points:
+            if max_points and len(ring) > max_points and _manhattan(ring):
                 pieces = poly.fracture(max_points=max_points, precision=precision * 1e9)
                 if not _same_raster(polys, ring, pieces, scale, precision * 1e9):
                     pieces = [poly]
             for piece in pieces:
                 piece.set_gds_property(1, str(i + 1))
-                top.add(piece)
+            shapes.extend(pieces)
+    top.add(*shapes)
     with atomic_path(path) as tmp:
         lib.write_gds(str(tmp), max_points=0)
     return path
+
+
+def _manhattan(ring: np.ndarray) -> bool:
+    """Whether every edge of the closed ring (K, 2) is horizontal or vertical."""
+    d = np.diff(ring, axis=0, append=ring[:1])
+    return bool(np.all((d[:, 0] == 0) | (d[:, 1] == 0)))
 
 
 def _same_raster(polys: Polygons, ring: np.ndarray, pieces: list, scale: np.ndarray, dbu_nm: float) -> bool:
