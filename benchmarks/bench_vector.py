@@ -112,7 +112,8 @@ def main() -> None:
         return
     jobs = [(s, False) for s in args.sizes] + ([(16384, True)] if args.big else [])
     print(
-        f"tolerance {args.tolerance} px, edge noise {args.noise}; times in s; peak = RSS growth over the mask (MB)"
+        f"tolerance {args.tolerance} px, edge noise {args.noise}; times in s;"
+        " peak = RSS growth over the mask (MB)"
     )
     head = (
         f"{'size':>12} {'MP':>6} {'lines':>7} {'polys':>7} {'vertices':>17} {'extract':>8} {'simplify':>8}"
@@ -137,7 +138,8 @@ def main() -> None:
         )
         print(
             f"{'':>12} files: svg {r['svg_MB']:.1f} MB, geojson {r['geojson_MB']:.1f} MB,"
-            f" gds {r['gds_MB']:.1f} MB; lines at the full tolerance: {100 * r['lines_at_full_tolerance']:.0f}%"
+            f" gds {r['gds_MB']:.1f} MB;"
+            f" lines at the full tolerance: {100 * r['lines_at_full_tolerance']:.0f}%"
         )
 
 
