@@ -4,8 +4,10 @@ Workload: a segmentation-like mask (a synthetic Manhattan layout from samsem.syn
 and specks: Gaussian blur, noise, threshold) of 2048x2048 pixels, tiled to each size. Each size runs in
 its own process: the mask is built, the Numba kernels are warmed up on a small mask, then exact
 extraction, simplification (``--tolerance``) and each writer are timed once. "peak MB" is the growth
-of the process's peak RSS over its RSS with the mask in memory, so it counts what vectorizing needs on
-top of the mask. The segmentation reference is the ~3 MP/s of the default model on the 2-core dev CPU.
+of the process's peak RSS (reset just before, Linux VmHWM) over its RSS with the mask in memory, so it
+counts what vectorizing needs on top of the mask; with --big the 16384^2 mask is written to a TIFF and
+extracted band by band (samsem.vector.iter_bands), so there the mask itself is not in memory. The
+segmentation reference is the ~3 MP/s of the default model on the 2-core dev CPU.
 
     python benchmarks/bench_vector.py [--sizes 1024 4096 10000] [--big] [--tolerance 1.0]
 """
@@ -50,8 +52,18 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _reset_peak() -> None:
+    """Reset the process's peak RSS (Linux: writing 5 to /proc/self/clear_refs resets VmHWM)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_one(size: int, tolerance: float, noise: float, streamed: bool) -> dict:
@@ -72,10 +84,12 @@ def run_one(size: int, tolerance: float, noise: float, streamed: bool) -> dict:
         if streamed:  # the mask only on disk: extraction reads it band by band
             path = write_mask(Path(tmp) / "m.tif", mask)
             del mask
+            _reset_peak()
             base = _rss_mb()
             t0 = time.perf_counter()
             polys = extract_bands(iter_bands(path), size)
         else:
+            _reset_peak()
             base = _rss_mb()
             t0 = time.perf_counter()
             polys = extract(mask)
