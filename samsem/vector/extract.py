@@ -45,9 +45,8 @@ BAND_ROWS = 1024  # rows scanned per band by extract()
 class Polygons:
     """Polygons of a mask, stored flat.
 
-    height, width: mask size in pixels. xy: (V, 2) vertices (x, y) in corner coordinates, int32 when
-    exact (from :func:`extract`), float64 after simplification is not needed: simplification keeps a
-    subset of the vertices, so xy stays int32. rings: (R + 1,) int64 offsets, ring k is
+    height, width: mask size in pixels. xy: (V, 2) int32 vertices (x, y) in corner coordinates
+    (simplification keeps a subset of them). rings: (R + 1,) int64 offsets, ring k is
     ``xy[rings[k]:rings[k + 1]]`` (implicitly closed). polygons: (P + 1,) int64 offsets into rings; the
     first ring of a polygon is its exterior, the others its holes. lines: (N + 1,) int64 offsets into
     polygons; line i (0-based) is the line with id i + 1. bridge: (R,) int64, for a hole ring the index

@@ -16,8 +16,9 @@ Coordinates (see samsem.vector.extract for the corner coordinates of the polygon
   ``(x * nm_per_px, -y * nm_per_px)`` nm, i.e. the image's top-left corner is the origin and the layout
   extends to -y, so it is upright in KLayout. Holes are spliced into their polygon along the horizontal
   keyhole bridges of samsem.vector.extract (no new vertices); polygons above ``gds_max_points`` vertices
-  are fractured by gdstk when that keeps the raster exact, else written whole (multi-XY-record
-  extension, read by gdstk and KLayout). Each polygon carries GDS property 1 = its line id.
+  are fractured by gdstk when all their edges are axis-parallel and the pieces rasterize exactly like
+  the whole, else written whole (multi-XY-record extension, read by gdstk and KLayout). Each polygon
+  carries GDS property 1 = its line id.
 
 Every reader rasterizes with samsem.vector.raster (pixel centres inside or on the outline, even-odd per
 polygon, polygons united), so writing and reading back gives exactly the raster the simplification
