@@ -209,6 +209,15 @@ def test_simplify_falls_back_where_lines_would_touch() -> None:
     assert used.min() < 3.0  # at least one line needed a smaller tolerance
 
 
+def test_bundled_example_round_trips(tmp_path: Path) -> None:
+    mask = read_mask(Path(__file__).resolve().parents[1] / "examples/masks/sem_medium.png")
+    for tol in (0.0, 1.0, 3.0):
+        polys = vectorize(mask, VectorOptions(tolerance_px=tol))
+        r = _raster(polys)
+        assert esd(r, mask).errors == 0 and esd(r, mask, STRICT).errors == 0
+        assert (r == mask).all() if tol == 0 else (r != mask).sum() < 0.01 * mask.sum()
+
+
 def test_simplify_on_real_layouts(shared_layouts: list[Path]) -> None:
     for path in shared_layouts[:2]:
         mask = read_mask(path)[:1024, :1536]
