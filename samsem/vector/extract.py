@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba as nb
 import numpy as np
@@ -41,7 +42,7 @@ from samsem.runtime.components import scan_runs, word_view
 BAND_ROWS = 1024  # rows scanned per band by extract()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Polygons:
     """Polygons of a mask, stored flat.
 
@@ -474,7 +475,7 @@ def extract_bands(bands: Iterable[np.ndarray], width: int) -> Polygons:
     return _polygons_from_runs(runs)
 
 
-def iter_bands(path, band_rows: int = BAND_ROWS) -> Iterator[np.ndarray]:
+def iter_bands(path: str | Path, band_rows: int = BAND_ROWS) -> Iterator[np.ndarray]:
     """Bands of ``band_rows`` rows of a mask file (nonzero = metal), read with samsem.io.read_region."""
     from samsem.io import image_info, read_region
 

@@ -41,7 +41,7 @@ import numpy as np
 from samsem.errors import InputError
 from samsem.io import atomic_path
 from samsem.vector.extract import Polygons
-from samsem.vector.raster import fill, rasterize_runs
+from samsem.vector.raster import fill, merge_runs, rasterize_runs
 from samsem.vector.text import geojson_text, svg_text
 
 GDS_MAX_POINTS = 8190  # GDSII limit of vertices per polygon (one XY record)
@@ -299,16 +299,14 @@ def _manhattan(ring: np.ndarray) -> bool:
 
 def _same_raster(polys: Polygons, ring: np.ndarray, pieces: list, scale: np.ndarray, dbu_nm: float) -> bool:
     """Whether the fractured pieces (on the database grid) rasterize exactly like the whole ring."""
-    from samsem.vector.simplify import _merge_spans
-
     shape = (polys.height, polys.width)
     rings = [ring.astype(np.float64)] + [np.round(q.points / dbu_nm) * dbu_nm / scale for q in pieces]
     ends = np.cumsum([0, *(len(r) for r in rings)])
     xy = np.concatenate(rings)
     whole = rasterize_runs(xy, ends[:2], np.array([0, 1]), np.array([0, 1]), shape)
     parts = rasterize_runs(xy, ends, np.arange(len(rings) + 1), np.array([1, len(rings)]), shape)
-    a = _merge_spans(*whole[:3])[:3]
-    b = _merge_spans(*parts[:3])[:3]
+    a = merge_runs(*whole[:3])[:3]
+    b = merge_runs(*parts[:3])[:3]
     return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 

@@ -151,6 +151,30 @@ def _rasterize(xy, rings, polygons, groups, height, width, paint, out_row, out_s
     return n
 
 
+@nb.njit(cache=True)
+def merge_runs(row, start, end):
+    """Merge raster-ordered spans that overlap or touch in a row into maximal runs.
+
+    Returns (u_row, u_start, u_end, span_run): the runs and, per span, the index of its run.
+    """
+    n = row.shape[0]
+    u_row = np.empty(n, np.int32)
+    u_start = np.empty(n, np.int32)
+    u_end = np.empty(n, np.int32)
+    span_run = np.empty(n, np.int64)
+    m = -1
+    for i in range(n):
+        if m >= 0 and row[i] == u_row[m] and start[i] <= u_end[m]:
+            u_end[m] = max(u_end[m], end[i])
+        else:
+            m += 1
+            u_row[m] = row[i]
+            u_start[m] = start[i]
+            u_end[m] = end[i]
+        span_run[i] = m
+    return u_row[: m + 1], u_start[: m + 1], u_end[: m + 1], span_run
+
+
 _NO_PAINT = np.zeros((0, 0), np.uint8)
 
 

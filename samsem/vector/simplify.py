@@ -26,7 +26,7 @@ import numpy as np
 from samsem.runtime.components import link_runs
 from samsem.runtime.esd import overlap_pairs
 from samsem.vector.extract import Polygons
-from samsem.vector.raster import rasterize_runs
+from samsem.vector.raster import merge_runs, rasterize_runs
 
 MIN_LEVEL_PX = 0.25  # smallest non-zero tolerance tried before falling back to the exact polygon
 
@@ -116,30 +116,6 @@ def _douglas_peucker(xy, rings, pinned, ring_tol):
 
 
 @nb.njit(cache=True)
-def _merge_spans(row, start, end):
-    """Merge raster-ordered spans that overlap or touch in a row into maximal runs.
-
-    Returns (u_row, u_start, u_end, span_run): the runs and, per span, the index of its run.
-    """
-    n = row.shape[0]
-    u_row = np.empty(n, np.int32)
-    u_start = np.empty(n, np.int32)
-    u_end = np.empty(n, np.int32)
-    span_run = np.empty(n, np.int64)
-    m = -1
-    for i in range(n):
-        if m >= 0 and row[i] == u_row[m] and start[i] <= u_end[m]:
-            u_end[m] = max(u_end[m], end[i])
-        else:
-            m += 1
-            u_row[m] = row[i]
-            u_start[m] = start[i]
-            u_end[m] = end[i]
-        span_run[i] = m
-    return u_row[: m + 1], u_start[: m + 1], u_end[: m + 1], span_run
-
-
-@nb.njit(cache=True)
 def _minmax(keys, values, n_keys):
     """Per key 0..n_keys-1: min and max of values (int64; empty keys get min > max)."""
     lo = np.full(n_keys, np.iinfo(np.int64).max, np.int64)
@@ -225,7 +201,7 @@ def simplify_levels(
         keep = _douglas_peucker(xy, polys.rings, pinned, levels[level[ring_line]])
         out = _subset(polys, keep)
         row, start, end, line = rasterize_runs(out.xy, out.rings, out.polygons, out.lines, (h, w))
-        u_row, u_start, u_end, span_run = _merge_spans(row, start, end)
+        u_row, u_start, u_end, span_run = merge_runs(row, start, end)
         label = np.empty(len(u_row), np.int64)
         n_comp = link_runs(u_row, u_start, u_end, label, len(u_row))
         comp = label[span_run]
