@@ -5,7 +5,10 @@ Supported SVG subset (what labelling tools emit for metal layers):
 * ``<svg width=".." height=".." [viewBox="minx miny w h"]>``; width/height in pixels (``px`` or no unit).
   A viewBox may translate and scale uniformly.
 * ``<path d="...">`` with the commands M, L, H, V, Z in absolute and relative (m, l, h, v, z) form, any
-  number of subpaths, implicit repeated coordinates; every subpath is one metal polygon (closed implicitly).
+  number of subpaths, implicit repeated coordinates; every subpath is one metal polygon (closed implicitly),
+  except in a path with ``fill-rule="evenodd"`` (attribute or ``style`` property, inherited from enclosing
+  ``<g>``/``<svg>``): its subpaths are filled together by the even-odd rule, so inner subpaths cut holes
+  (the form samsem.vector writes).
 * ``<polygon points="...">`` and ``<rect x y width height>`` (corner radii ignored) as further polygons.
 * ``<circle cx cy r>``: vias (radius r >= 0; r = 0 draws nothing).
 * ``<g>`` groups are walked; ``<defs>``, ``<clipPath>``, ``<mask>``, ``<symbol>``, ``<pattern>`` and
@@ -22,6 +25,8 @@ rounded vertices, so along slanted edges pixels up to half a pixel outside may b
 (pixel centres within distance r of the centre), computed directly because cv2.circle with sub-pixel
 shift is visibly off-centre for the small radii (2-5 px) found in real layouts. Overlapping shapes are
 united (each polygon is filled on its own, so overlaps never cancel out; a subpath cannot cut a hole).
+Even-odd paths are filled exactly by samsem.vector.raster with the same rule (pixel centres inside or on
+the outline, no half-pixel spill), so polygons written by samsem.vector read back pixel for pixel.
 """
 
 from __future__ import annotations
@@ -51,13 +56,15 @@ class Layout:
     """Geometry of one layout file in output pixel coordinates (integer = pixel centre).
 
     width, height: image size in pixels. polygons: each (K, 2) float64 xy vertices, K >= 3.
-    circles: (M, 3) float64 rows (cx, cy, r) of vias.
+    circles: (M, 3) float64 rows (cx, cy, r) of vias. regions: even-odd filled paths, each a tuple of
+    (K, 2) float64 rings filled together (holes cut).
     """
 
     width: int
     height: int
     polygons: tuple[np.ndarray, ...]
     circles: np.ndarray
+    regions: tuple[tuple[np.ndarray, ...], ...] = ()
 
 
 def read_layout(path: str | Path) -> Layout:
@@ -79,11 +86,16 @@ def read_layout(path: str | Path) -> Layout:
     offset, factor = _viewbox(path, root, width, height)
 
     polygons: list[np.ndarray] = []
+    regions: list[list[np.ndarray]] = []
     circles: list[tuple[float, float, float]] = []
-    for n, elem in enumerate(_drawn_elements(path, root)):
+    for n, (elem, evenodd) in enumerate(_drawn_elements(path, root, _fill_rule(root) == "evenodd")):
         tag = _split_tag(elem.tag)[1]
         where = f"<{tag}> element #{n + 1}"
-        if tag == "path":
+        if tag == "path" and evenodd:
+            rings = _parse_path(path, elem.get("d", ""), where)
+            if rings:
+                regions.append(rings)
+        elif tag == "path":
             polygons.extend(_parse_path(path, elem.get("d", ""), where))
         elif tag == "polygon":
             polygons.extend(_keep_polygon(_parse_points(path, elem.get("points", ""), where)))
@@ -106,7 +118,8 @@ def read_layout(path: str | Path) -> Layout:
     circ = np.array(circles, dtype=np.float64).reshape(-1, 3)
     circ[:, :2] = _rescale(circ[:, :2] - offset, factor)
     circ[:, 2] *= factor
-    return Layout(width=width, height=height, polygons=polys, circles=circ)
+    regs = tuple(tuple(_rescale(r - offset, factor) for r in rings) for rings in regions)
+    return Layout(width=width, height=height, polygons=polys, circles=circ, regions=regs)
 
 
 def rasterize(layout: Layout, shape: tuple[int, int] | None = None, scale: float = 1.0) -> np.ndarray:
@@ -131,6 +144,13 @@ def rasterize(layout: Layout, shape: tuple[int, int] | None = None, scale: float
     centres = _rescale(layout.circles[:, :2], scale)
     for (cx, cy), r in zip(centres.tolist(), (layout.circles[:, 2] * scale).tolist(), strict=True):
         _fill_disc(mask, cx, cy, r)
+    if layout.regions:
+        from samsem.vector.raster import fill
+
+        rings = [_rescale(r, scale) + 0.5 for rings in layout.regions for r in rings]  # corner coordinates
+        ring_ends = np.cumsum([0, *(len(r) for r in rings)])
+        poly_ends = np.cumsum([0, *(len(rs) for rs in layout.regions)])
+        fill(mask, np.concatenate(rings), ring_ends, poly_ends)
     return mask
 
 
@@ -158,8 +178,19 @@ def _split_tag(tag: str) -> tuple[str, str]:
     return "", tag
 
 
-def _drawn_elements(path: Path, elem: ET.Element) -> Iterator[ET.Element]:
-    """Yield path/polygon/rect/circle elements in document order, skipping non-rendered subtrees."""
+def _fill_rule(elem: ET.Element) -> str | None:
+    """The element's own fill-rule ('evenodd', 'nonzero'), from its style or attribute; None if unset."""
+    for item in (elem.get("style") or "").split(";"):
+        key, _, value = item.partition(":")
+        if key.strip() == "fill-rule":
+            return value.strip()
+    rule = elem.get("fill-rule")
+    return rule.strip() if rule else None
+
+
+def _drawn_elements(path: Path, elem: ET.Element, evenodd: bool) -> Iterator[tuple[ET.Element, bool]]:
+    """Yield (path/polygon/rect/circle element, inherited fill-rule is evenodd) in document order,
+    skipping non-rendered subtrees."""
     for child in elem:
         if not isinstance(child.tag, str):  # comments, processing instructions
             continue
@@ -170,10 +201,12 @@ def _drawn_elements(path: Path, elem: ET.Element) -> Iterator[ET.Element]:
             raise InputError(path, f"unsupported SVG element <{tag}>", "path, polygon, rect, circle and g")
         if tag in ("g", "path", "polygon", "rect", "circle") and child.get("transform") is not None:
             raise InputError(path, f"transform attribute on <{tag}> is not supported", "untransformed shapes")
+        rule = _fill_rule(child)
+        child_evenodd = evenodd if rule is None else rule == "evenodd"
         if tag == "g":
-            yield from _drawn_elements(path, child)
+            yield from _drawn_elements(path, child, child_evenodd)
         elif tag in ("path", "polygon", "rect", "circle"):
-            yield child
+            yield child, child_evenodd
 
 
 def _to_float(text: str) -> float | None:

@@ -76,7 +76,11 @@ def _svg_mask(
     vias[:, :2] = to_crop(vias[:, :2])
     vias[:, 2] *= mag
     crop = Layout(
-        width=width, height=height, polygons=tuple(to_crop(p) for p in source.polygons), circles=vias
+        width=width,
+        height=height,
+        polygons=tuple(to_crop(p) for p in source.polygons),
+        circles=vias,
+        regions=tuple(tuple(to_crop(r) for r in rings) for rings in source.regions),
     )
     mask = rasterize(crop, shape=(height, width), scale=1.0)
     inside = (
