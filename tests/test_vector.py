@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from samsem.errors import ConfigError, InputError
+from samsem.evaluation.components import label8
+from samsem.evaluation.esd import ESDConfig, esd
 from samsem.io import read_mask, write_mask
-from samsem.runtime.components import label8
-from samsem.runtime.esd import ESDConfig, esd
 from samsem.svg import rasterize, read_layout
 from samsem.synth.layout import LayoutConfig, generate_layout
 from samsem.vector import (
@@ -30,7 +30,7 @@ from samsem.vector import (
     write_polygons,
     write_vectors,
 )
-from samsem.vector.formats import _spliced
+from samsem.vector.formats import spliced_ring
 from samsem.vector.simplify import simplify_levels
 
 STRICT = ESDConfig(border=0, min_area=0)
@@ -151,7 +151,7 @@ def test_bridges_are_horizontal_and_splice_exactly() -> None:
             assert target_ring < k and ring_poly[target_ring] == ring_poly[k]
         whole = np.zeros_like(mask)
         for p in range(polys.n_polygons):
-            ring = _spliced(polys, p)
+            ring = spliced_ring(polys, p)
             fill(whole, ring, [0, len(ring)])
         np.testing.assert_array_equal(whole, mask)
 

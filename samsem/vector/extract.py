@@ -7,7 +7,7 @@ axis-parallel and a polygon's area is its pixel count. (In samsem.svg's pixel-ce
 integer coordinates are pixel centres, the same vertices sit at half-integers: subtract 0.5.)
 
 Connectivity. A *line* is an 8-connected component of the mask (the ESD's lines, numbered 1..N in raster
-order of their first pixel, like samsem.runtime.components.label8). The squares of diagonal neighbours
+order of their first pixel, like samsem.evaluation.components.label8). The squares of diagonal neighbours
 only touch at a corner, so a line is made of one or more *pieces*, its 4-connected components: each piece
 is one polygon (an exterior ring and zero or more hole rings), and polygons of one line may touch at
 corner points. Rings are simple; a hole may touch the exterior or another hole at one corner point. The
@@ -37,7 +37,7 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
-from samsem.runtime.components import scan_runs, word_view
+from samsem.evaluation.components import scan_runs, word_view
 
 BAND_ROWS = 1024  # rows scanned per band by extract()
 

@@ -134,8 +134,8 @@ def _geojson_polygons(path: Path, doc: Any) -> list[list[np.ndarray]]:
         return []  # no area
     if kind not in ("Polygon", "MultiPolygon"):
         raise InputError(path, f"unknown GeoJSON type {kind!r}", expected)
-    coords = doc.get("coordinates")
-    polys = [coords] if kind == "Polygon" else coords
+    coords: Any = doc.get("coordinates")
+    polys: Any = [coords] if kind == "Polygon" else coords
     out = []
     try:
         for poly in polys:
@@ -181,7 +181,9 @@ def read_geojson_mask(path: str | Path, shape: tuple[int, int] | None = None) ->
         raise InputError(
             path, f"layout size {size[0]}x{size[1]} does not match image size {shape[0]}x{shape[1]}"
         )
-    return _fill_polygons(_geojson_polygons(path, doc), tuple(shape or size))
+    out_shape = shape or size
+    assert out_shape is not None  # checked above
+    return _fill_polygons(_geojson_polygons(path, doc), (int(out_shape[0]), int(out_shape[1])))
 
 
 def _fill_polygons(polygons: list[list[np.ndarray]], shape: tuple[int, int]) -> np.ndarray:
@@ -211,7 +213,7 @@ def _cell_name(stem: str) -> str:
     return name or "mask"
 
 
-def _spliced(polys: Polygons, p: int) -> np.ndarray:
+def spliced_ring(polys: Polygons, p: int) -> np.ndarray:
     """One weakly simple ring of polygon p with its holes spliced in along their bridges: (K, 2) int64.
 
     Walks the exterior; at a hole's bridge target it goes along the bridge to the hole's first vertex,
@@ -224,8 +226,8 @@ def _spliced(polys: Polygons, p: int) -> np.ndarray:
     stops: dict[int, list[int]] = {}
     for v in attached:
         stops.setdefault(int(np.searchsorted(polys.rings, v, side="right")) - 1, []).append(v)
-    for v in stops.values():
-        v.sort()
+    for vertices in stops.values():
+        vertices.sort()
     chunks: list[np.ndarray] = []
     stack = [(first, int(polys.rings[first]))]
     while stack:
@@ -275,7 +277,7 @@ def write_gds(
         for p in range(p0, p1):
             k = poly_ring[p]
             holes = poly_ring[p + 1] - k > 1
-            ring = _spliced(polys, p) if holes else polys.xy[rings[k] : rings[k + 1]]
+            ring = spliced_ring(polys, p) if holes else polys.xy[rings[k] : rings[k + 1]]
             poly = gdstk.Polygon(ring * scale if holes else points[rings[k] : rings[k + 1]], layer, datatype)
             pieces = [poly]
             if max_points and len(ring) > max_points and _manhattan(ring):
@@ -351,14 +353,16 @@ def read_gds_mask(
         top = cells[cell]
     else:
         raise InputError(path, f"no cell named {cell!r}", ", ".join(sorted(cells)))
-    polygons = top.get_polygons(apply_repetitions=True, include_paths=True, layer=layer, datatype=datatype)
+    polygons = top.get_polygons(  # type: ignore[union-attr]
+        apply_repetitions=True, include_paths=True, layer=layer, datatype=datatype
+    )
     dbu_nm = precision * 1e9
     ratio = nm_per_px / dbu_nm  # database units per pixel
     if math.isclose(ratio, round(ratio), rel_tol=1e-9):
         ratio = float(round(ratio))
     origin = np.array(offset_nm, np.float64) / dbu_nm
     rings = [[(p.points - origin) * np.array([1.0, -1.0]) / ratio] for p in polygons if len(p.points) >= 3]
-    return _fill_polygons(rings, tuple(shape))
+    return _fill_polygons(rings, (int(shape[0]), int(shape[1])))
 
 
 # ------------------------------------------------------------------------------------------- registries

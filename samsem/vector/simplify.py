@@ -23,8 +23,8 @@ import math
 import numba as nb
 import numpy as np
 
-from samsem.runtime.components import link_runs
-from samsem.runtime.esd import overlap_pairs
+from samsem.evaluation.components import link_runs
+from samsem.evaluation.esd import overlap_pairs
 from samsem.vector.extract import Polygons
 from samsem.vector.raster import merge_runs, rasterize_runs
 
@@ -168,7 +168,7 @@ def tolerance_levels(tolerance: float) -> list[float]:
 def simplify(polys: Polygons, tolerance: float, *, border: int = 35, min_area: int = 35) -> Polygons:
     """Simplify exact polygons (from samsem.vector.extract) within ``tolerance`` pixels, keeping every line.
 
-    border, min_area: the ESD rules whose per-line classes are preserved (samsem.runtime.esd.ESDConfig
+    border, min_area: the ESD rules whose per-line classes are preserved (samsem.evaluation.esd.ESDConfig
     defaults). See the module docstring for the guarantees. tolerance <= 0 returns ``polys`` unchanged.
     """
     return simplify_levels(polys, tolerance, border=border, min_area=min_area)[0]
