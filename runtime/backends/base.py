@@ -46,6 +46,10 @@ class EngineFiles:
     files: Mapping[str, Path]
     built_for: frozenset[str]
 
+    def graph_chain(self) -> list[tuple[EngineSpec, Path]]:
+        """(io-spec, file) of each exported graph in run order (what multi-graph engines load)."""
+        return [(self.io[g], self.files[g]) for g in self.family.graphs]
+
 
 @dataclass(frozen=True)
 class BackendEntry:

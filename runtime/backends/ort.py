@@ -111,8 +111,7 @@ def _unavailable(device: str, files: EngineFiles) -> str | None:
 
 
 def _create(files: EngineFiles, device: str, precision: str) -> OnnxBackend:
-    graphs = [(files.io[g], files.files[g]) for g in files.family.graphs]
-    return OnnxBackend(files.io["model"], graphs, device)
+    return OnnxBackend(files.io["model"], files.graph_chain(), device)
 
 
 BACKEND = BackendEntry(

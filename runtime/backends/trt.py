@@ -242,8 +242,7 @@ def _unavailable(device: str, files: EngineFiles) -> str | None:
 
 
 def _create(files: EngineFiles, device: str, precision: str) -> TensorRTBackend:
-    graphs = [(files.io[g], files.files[g]) for g in files.family.graphs]
-    return TensorRTBackend(files.io["model"], graphs, device)
+    return TensorRTBackend(files.io["model"], files.graph_chain(), device)
 
 
 BACKEND = BackendEntry(

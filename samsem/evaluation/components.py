@@ -40,7 +40,7 @@ def _union(parent: np.ndarray, a: int, b: int) -> None:
 
 
 @nb.njit(cache=True, inline="always")
-def _relabel(run_label: np.ndarray, n: int) -> int:
+def relabel(run_label: np.ndarray, n: int) -> int:
     """Turn union-find parent pointers into labels 1..n_comp; parents precede children, so one sweep."""
     n_comp = 0
     for i in range(n):
@@ -181,7 +181,7 @@ def link_runs(
         else:  # the next row with runs is not adjacent
             prev_first = i
             prev_last = i
-    return _relabel(run_label, n_runs)
+    return relabel(run_label, n_runs)
 
 
 @nb.njit(cache=True)
@@ -228,7 +228,7 @@ def label_runs(
             n += 1
         prev_first = row_first
         prev_last = n
-    return n, _relabel(run_label, n)
+    return n, relabel(run_label, n)
 
 
 def word_view(mask: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
-from samsem.evaluation.components import scan_runs, word_view
+from samsem.evaluation.components import relabel, scan_runs, word_view
 
 BAND_ROWS = 1024  # rows scanned per band by extract()
 
@@ -172,20 +172,6 @@ def _union(parent: np.ndarray, a: int, b: int) -> None:
 
 
 @nb.njit(cache=True)
-def _relabel(parent: np.ndarray) -> int:
-    """Parent pointers (parents precede children) -> labels 1..n in order of first run; returns n."""
-    n = 0
-    for i in range(parent.shape[0]):
-        p = parent[i]
-        if p == i:
-            n += 1
-            parent[i] = n
-        else:
-            parent[i] = parent[p]
-    return n
-
-
-@nb.njit(cache=True)
 def _label_runs(row, start, end, height):
     """4- and 8-connected labels of runs in raster order.
 
@@ -214,8 +200,8 @@ def _label_runs(row, start, end, height):
                 if end[k] > s and start[k] < e:
                     _union(p4, i, k)
                 k += 1
-    n4 = _relabel(p4)
-    n8 = _relabel(p8)
+    n4 = relabel(p4, p4.shape[0])
+    n8 = relabel(p8, p8.shape[0])
     return row_ptr, p4, n4, p8, n8
 
 
