@@ -1,20 +1,27 @@
-"""Quality and CPU throughput of a model against the classical segmenters, per test set.
+"""Quality and CPU throughput of a model against the classical segmenters, per held-out test set.
 
-For every test folder (``samsem synth`` output or images/ + masks/) it segments each image with
-  * the model through the two-scale pipeline, and with each single scale (``--single-scale 1|2``),
-  * the classical segmenters (Sauvola and Otsu, patch-wise at native resolution),
-then prints the ESD rate (errors / ground-truth lines; border 35, min area 35), the share of lines
-without error, Dice, and throughput in megapixels per second of wall time on this machine.
+For every test folder (``samsem synth`` output or images/ + masks/; e.g. the sets written by
+``tools/make_heldout_sets.py``) it segments each image with
 
-    python benchmarks/bench_default.py --model samsem/data/default --tests /data/test/* [--json out.json]
+  * the model through the two-scale pipeline with the default (robust) decision and with the SAMSEM
+    paper's rule (and its Sauvola fallback), and with each single scale alone,
+  * the classical segmenters (Otsu, Sauvola, 5x5 median + Otsu; patch-wise at native resolution),
+
+then prints per set and method the ESD rate (errors / ground-truth lines, default ESD rules), opens,
+shorts, false positives and negatives, the share of lines without error, Dice and the throughput in
+megapixels per second of wall time on this machine, and a summary: per set the best classical
+segmenter and the ratio of its ESD rate to the default two-scale one.
+
+    python benchmarks/bench_default.py --tests /data/heldout/* [--model BUNDLE] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 from samsem.evaluation.esd import ESDConfig, ESDResult, esd
@@ -23,6 +30,23 @@ from samsem.io import list_images, read_image, read_mask
 from samsem.runtime.config import RunOptions
 from samsem.runtime.load import classical_pipeline, load_pipeline
 from samsem.runtime.pipeline import Pipeline
+
+CLASSICAL = ("classical:otsu", "classical:sauvola", "classical:median-otsu")
+
+
+def _methods(model: str | None, batch_size: int) -> dict[str, Callable[[], Pipeline]]:
+    opts = RunOptions(batch_size=batch_size)
+    methods: dict[str, Callable[[], Pipeline]] = {
+        "two-scale": lambda: load_pipeline(model, options=opts),
+        "two-scale paper": lambda: load_pipeline(
+            model, options=RunOptions(batch_size=batch_size, decision="paper", fallback="sauvola")
+        ),
+        "scale 1": lambda: load_pipeline(model, options=RunOptions(batch_size=batch_size, single_scale=1)),
+        "scale 2": lambda: load_pipeline(model, options=RunOptions(batch_size=batch_size, single_scale=2)),
+    }
+    for name in CLASSICAL:
+        methods[name] = lambda name=name: classical_pipeline(name, options=opts)
+    return methods
 
 
 def _pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -56,22 +80,42 @@ def _evaluate(pipeline: Pipeline, pairs: list[tuple[Path, Path]]) -> dict:
     }
 
 
+def _summary(rows: list[dict]) -> list[str]:
+    lines = [
+        f"{'test set':<28} {'two-scale':>9} {'scale 1':>8} {'scale 2':>8} {'paper':>8} {'best classical':>26}"
+    ]
+    for test_set in dict.fromkeys(r["test_set"] for r in rows):
+        by = {r["method"]: r["esd_rate"] for r in rows if r["test_set"] == test_set}
+        classical = {m: by[m] for m in CLASSICAL if m in by}
+        best = min(classical, key=lambda m: classical[m]) if classical else None
+        ratio = (
+            by[best] / by["two-scale"]
+            if best and "two-scale" in by and by["two-scale"] > 0
+            else math.inf
+            if best
+            else math.nan
+        )
+        cells = [f"{by.get(m, math.nan):8.4f}" for m in ("scale 1", "scale 2", "two-scale paper")]
+        best_text = f"{best.split(':')[1]} {by[best]:.4f} ({ratio:.1f}x)" if best else "-"
+        lines.append(f"{test_set:<28} {by.get('two-scale', math.nan):9.4f} {' '.join(cells)} {best_text:>26}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="bundle or checkpoint")
+    ap.add_argument("--model", default=None, help="bundle or checkpoint (default: the bundled default model)")
     ap.add_argument("--tests", nargs="+", type=Path, required=True, help="test folders")
+    ap.add_argument("--methods", nargs="+", default=None, help="subset of the methods (default: all)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    base = RunOptions(batch_size=args.batch_size)
-    methods = {
-        "model two-scale": load_pipeline(args.model, options=base),
-        "model scale 1 only": load_pipeline(args.model, options=replace(base, single_scale=1)),
-        "model scale 2 only": load_pipeline(args.model, options=replace(base, single_scale=2)),
-        "classical sauvola": classical_pipeline("sauvola", options=base),
-        "classical otsu": classical_pipeline("otsu", options=base),
-    }
+    factories = _methods(args.model, args.batch_size)
+    names = args.methods or list(factories)
+    unknown = sorted(set(names) - set(factories))
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; expected some of {list(factories)}")
+    methods = {name: factories[name]() for name in names}
     for pipe in methods.values():  # warm up JIT kernels and engines outside the timings
         pipe.segment(read_image(_pairs(args.tests[0])[0][0]))
     rows = []
@@ -81,11 +125,13 @@ def main() -> None:
             row = {"test_set": folder.name, "images": len(pairs), "method": name, **_evaluate(pipe, pairs)}
             rows.append(row)
             print(
-                f"{row['test_set']:<14} {name:<20} ESD {row['esd_rate']:7.4f}  ok {row['ok_share']:6.1%}  "
+                f"{row['test_set']:<28} {name:<22} ESD {row['esd_rate']:7.4f}  ok {row['ok_share']:6.1%}  "
                 f"O/S/FP/FN {row['opens']}/{row['shorts']}/{row['fps']}/{row['fns']} of {row['gt_lines']}  "
                 f"Dice {row['dice']:.3f}  {row['mpix_per_s']:.2f} MP/s",
                 flush=True,
             )
+    print()
+    print("\n".join(_summary(rows)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

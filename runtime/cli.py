@@ -43,6 +43,7 @@ def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
         single_scale=getattr(args, "single_scale", None),
         seed=getattr(args, "seed", 0),
         fallback=getattr(args, "fallback", "sauvola"),
+        decision=getattr(args, "decision", "robust"),
     )
     pipeline = load_pipeline(
         args.model, backend=args.backend, device=args.device, precision=args.precision, options=options
@@ -84,6 +85,13 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
         choices=["sauvola", "model1", "model2"],
         default="sauvola",
         help="what fills patches where both models are speckled (default sauvola)",
+    )
+    p.add_argument(
+        "--decision",
+        choices=["robust", "paper"],
+        default="robust",
+        help="per-patch choice between the scales: robust (default; specks removed first, model 1 "
+        "distrusted where too coarse) or the SAMSEM paper's rule",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the point prompts")
     p.add_argument("--preview", action="store_true", help="also write NAME.preview.png")

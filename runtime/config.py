@@ -15,7 +15,8 @@ from typing import Any
 
 from samsem.errors import ConfigError, InputError
 from samsem.runtime.stages.classical import ClassicalConfig
-from samsem.runtime.stages.decision import FALLBACKS, DecisionConfig
+from samsem.runtime.stages.decision import FALLBACKS, RULES, DecisionConfig
+from samsem.runtime.stages.postprocess import PostprocessConfig
 from samsem.runtime.stages.prompts import PromptConfig
 from samsem.runtime.stages.tiling import TilingConfig
 
@@ -26,13 +27,15 @@ class RunOptions:
 
     batch_size: model inputs per batch; single_scale: 1 or 2 runs only that model (no decision), None
     both; seed: seed of the point prompts; fallback: what fills patches where both models are speckled
-    ("sauvola", "model1" or "model2").
+    ("sauvola", "model1" or "model2"); decision: the per-patch rule ("robust" or the SAMSEM paper's
+    "paper", see :mod:`samsem.runtime.stages.decision`).
     """
 
     batch_size: int = 8
     single_scale: int | None = None
     seed: int = 0
     fallback: str = "sauvola"
+    decision: str = "robust"
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -41,6 +44,8 @@ class RunOptions:
             raise ConfigError(f"single_scale must be 1, 2 or None, got {self.single_scale!r}")
         if self.fallback not in FALLBACKS:
             raise ConfigError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
+        if self.decision not in RULES:
+            raise ConfigError(f"decision must be one of {', '.join(RULES)}, got {self.decision!r}")
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,16 @@ class PipelineConfig:
 
     ``single_scale`` = 1 or 2 runs only that model (no decision); None runs both scales. ``threshold``
     turns probabilities into masks. ``seed`` makes point prompts reproducible. ``low_pct``/``high_pct``
-    are the intensity percentiles mapped to 0 and 1. ``batch_size``, ``single_scale``, ``seed`` and
-    ``decision.fallback`` are the run's (:class:`RunOptions`); the rest is the model's.
+    are the intensity percentiles mapped to 0 and 1. ``batch_size``, ``single_scale``, ``seed``,
+    ``decision.fallback`` and ``decision.rule`` are the run's (:class:`RunOptions`); the rest is the
+    model's.
     """
 
     tiling: TilingConfig = field(default_factory=TilingConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     fallback: ClassicalConfig = field(default_factory=ClassicalConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     batch_size: int = 8
     single_scale: int | None = None
     threshold: float = 0.5
@@ -77,7 +84,9 @@ class PipelineConfig:
     @property
     def options(self) -> RunOptions:
         """The run options this configuration holds."""
-        return RunOptions(self.batch_size, self.single_scale, self.seed, self.decision.fallback)
+        return RunOptions(
+            self.batch_size, self.single_scale, self.seed, self.decision.fallback, self.decision.rule
+        )
 
     def with_options(self, options: RunOptions) -> PipelineConfig:
         """This (the model's) configuration with a run's options applied: the one place that decides
@@ -87,7 +96,7 @@ class PipelineConfig:
             batch_size=options.batch_size,
             single_scale=options.single_scale,
             seed=options.seed,
-            decision=replace(self.decision, fallback=options.fallback),
+            decision=replace(self.decision, fallback=options.fallback, rule=options.decision),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +111,7 @@ class PipelineConfig:
             "prompts": PromptConfig,
             "decision": DecisionConfig,
             "fallback": ClassicalConfig,
+            "postprocess": PostprocessConfig,
         }
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -119,6 +129,7 @@ REQUEST_OPTIONS: dict[str, tuple[str, Any]] = {
     "single_scale": ("'1', '2' or 'both'", {"1": 1, "2": 2, "both": None}.__getitem__),
     "seed": ("an integer", int),
     "fallback": (" or ".join(repr(f) for f in FALLBACKS), str),
+    "decision": (" or ".join(repr(r) for r in RULES), str),
 }
 
 

@@ -29,9 +29,16 @@ from samsem.runtime.config import PipelineConfig, RunOptions
 from samsem.runtime.models.registry import family_names, get_family
 from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.pipeline import Pipeline
+from samsem.runtime.stages.classical import ClassicalConfig
 from samsem.runtime.report import ModelCard, ModelInfo
 
-CLASSICAL_MODELS = {"classical": "sauvola", "classical:sauvola": "sauvola", "classical:otsu": "otsu"}
+# the classical segmenters by model name (classical:median-otsu is a 5x5 median filter + Otsu threshold)
+CLASSICAL_MODELS = {
+    "classical": ClassicalConfig(method="sauvola"),
+    "classical:sauvola": ClassicalConfig(method="sauvola"),
+    "classical:otsu": ClassicalConfig(method="otsu"),
+    "classical:median-otsu": ClassicalConfig(method="otsu", median_ksize=5, blur_sigma=0.0),
+}
 
 
 @dataclass(frozen=True)
@@ -179,13 +186,17 @@ def default_bundle() -> Path | None:
 
 
 def classical_pipeline(
-    method: str = "sauvola", *, options: RunOptions | None = None, config: PipelineConfig | None = None
+    name: str = "classical", *, options: RunOptions | None = None, config: PipelineConfig | None = None
 ) -> Pipeline:
-    """The classical segmenter on patches at their native size (scale 2 only, whatever ``options`` say)."""
-    from samsem.runtime.stages.classical import ClassicalConfig, ClassicalSegmenter
+    """The classical segmenter ``name`` (a key of :data:`CLASSICAL_MODELS`) on patches at their native
+    size (scale 2 only, whatever ``options`` say)."""
+    from samsem.runtime.stages.classical import ClassicalSegmenter
 
+    if name not in CLASSICAL_MODELS:
+        raise ConfigError(f"unknown classical segmenter {name!r}; expected one of {', '.join(CLASSICAL_MODELS)}")
     cfg = (config or PipelineConfig()).with_options(replace(options or RunOptions(), single_scale=2))
-    seg = ClassicalSegmenter(ClassicalConfig(method=method), input_size=cfg.tiling.patch_size)
+    seg = ClassicalSegmenter(CLASSICAL_MODELS[name], input_size=cfg.tiling.patch_size)
+    method = name.partition(":")[2] or CLASSICAL_MODELS[name].method
     return Pipeline(None, seg, cfg, ModelInfo("classical", method=method))
 
 
@@ -208,7 +219,7 @@ def load_pipeline(
     if model is None:
         model = default_bundle() or "classical"
     if str(model) in CLASSICAL_MODELS:
-        return classical_pipeline(CLASSICAL_MODELS[str(model)], options=options, config=config)
+        return classical_pipeline(str(model), options=options, config=config)
     loaded = load_models(model, backend=backend, device=device, precision=precision)
     if loaded.config is not None and config is not None:
         raise ConfigError("a model bundle carries its own pipeline configuration; pass only run options")

@@ -30,6 +30,7 @@ from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.report import ImageReport, ModelInfo, PatchRecord
 from samsem.runtime.stages.classical import classical_segment
 from samsem.runtime.stages.decision import Reason, Source, decide
+from samsem.runtime.stages.postprocess import clean_mask
 from samsem.runtime.stages.preprocess import apply_range, intensity_range, resize_region, resize_square
 from samsem.runtime.stages.prompts import make_prompts
 from samsem.runtime.stages.stitch import paste_owned
@@ -278,7 +279,9 @@ class Pipeline:
             if cfg.single_scale is None:
                 m1[k, :bh, :bw] = resize_region(job.model1_prob, job.out.shape, box) >= cfg.threshold
         if cfg.single_scale is None:
-            dec = decide(m1, m2, cfg.decision, valid)
+            side1 = self.model1.input_size  # type: ignore[union-attr]
+            scale1 = np.array([max(it.job.raw.shape) / side1 for it, _, _ in patches])
+            dec = decide(m1, m2, cfg.decision, valid, scale1)
         t1 = time.perf_counter()
         for k, (it, _, score) in enumerate(patches):
             job = it.job
@@ -287,7 +290,7 @@ class Pipeline:
             bh, bw = int(box[2] - box[0]), int(box[3] - box[1])
             if cfg.single_scale is None:
                 source = Source(int(dec.source[k]))
-                chosen = {Source.MODEL1: m1[k], Source.MODEL2: m2[k]}.get(source)
+                chosen = {Source.MODEL1: dec.mask1[k], Source.MODEL2: dec.mask2[k]}.get(source)
                 if chosen is None:
                     chosen = self._fallback(job, box, p)
                 rec = PatchRecord(
@@ -325,6 +328,9 @@ class Pipeline:
 
     def _result(self, job: _Job) -> SegmentResult:
         cfg = self.config
+        t0 = time.perf_counter()
+        clean_mask(job.out, cfg.postprocess)
+        job.add_time("postprocess", time.perf_counter() - t0)
         report = ImageReport(
             name=job.name,
             height=int(job.raw.shape[0]),

@@ -1,6 +1,9 @@
-"""Per-patch model choice: every branch of the paper's rule plus the inverted/far-off resolution."""
+"""Per-patch model choice: every branch of the paper's rule plus the inverted/far-off resolution, and the
+robust rule (specks removed before comparing, model 1 distrusted where it is too coarse)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,12 +30,13 @@ def _speckled(base: np.ndarray, n_side: int = 8) -> np.ndarray:
 
 
 CLEAN = _stripe(0, 32)  # left half metal
+PAPER = DecisionConfig(rule="paper")
 
 
 def _decide(pairs: list[tuple[np.ndarray, np.ndarray]], cfg: DecisionConfig | None = None, valid=None):
     m1 = np.stack([a for a, _ in pairs])
     m2 = np.stack([b for _, b in pairs])
-    return decide(m1, m2, cfg or DecisionConfig(), valid)
+    return decide(m1, m2, cfg or PAPER, valid)
 
 
 def test_every_branch() -> None:
@@ -70,7 +74,7 @@ def test_every_branch() -> None:
     [("sauvola", Source.FALLBACK), ("model1", Source.MODEL1), ("model2", Source.MODEL2)],
 )
 def test_both_speckled_uses_fallback_and_stays_flagged(fallback: str, source: Source) -> None:
-    d = _decide([(_speckled(CLEAN), _speckled(_stripe(0, 20)))], DecisionConfig(fallback=fallback))
+    d = _decide([(_speckled(CLEAN), _speckled(_stripe(0, 20)))], replace(PAPER, fallback=fallback))
     assert d.source.tolist() == [source]
     assert d.flagged.tolist() == [True]
     assert d.reason.tolist() == [Reason.BOTH_SPECKLED]
@@ -80,7 +84,7 @@ def test_speckled_threshold_is_inclusive() -> None:
     # 7 x 7 = 49 speckles: below 50 → not speckled; with min count 49 → speckled
     pair = (CLEAN, _speckled(CLEAN, n_side=7))
     assert _decide([pair]).reason.tolist() == [Reason.AGREE]
-    d = _decide([pair], DecisionConfig(speckled_min_count=49))
+    d = _decide([pair], replace(PAPER, speckled_min_count=49))
     assert d.reason.tolist() == [Reason.M2_SPECKLED] and d.speckles2.tolist() == [49]
     # 2 x 2 blobs (4 px) are speckles with max 16 px but not with max 3 px
     blobs = CLEAN.copy()
@@ -88,19 +92,19 @@ def test_speckled_threshold_is_inclusive() -> None:
         for j in range(8):
             blobs[1 + 5 * i : 3 + 5 * i, 34 + 4 * j : 36 + 4 * j] = 1
     assert _decide([(CLEAN, blobs)]).speckles2.tolist() == [64]
-    assert _decide([(CLEAN, blobs)], DecisionConfig(speckle_max_px=3)).speckles2.tolist() == [0]
+    assert _decide([(CLEAN, blobs)], replace(PAPER, speckle_max_px=3)).speckles2.tolist() == [0]
 
 
 def test_agreement_threshold_is_inclusive() -> None:
     m1, m2 = _stripe(0, 32), _stripe(14, 46)  # agreement 36/64 = 0.5625
-    assert _decide([(m1, m2)], DecisionConfig(agree_min=0.5625)).reason.tolist() == [Reason.AGREE]
-    assert _decide([(m1, m2)], DecisionConfig(agree_min=0.57)).reason.tolist() == [Reason.DISAGREE]
+    assert _decide([(m1, m2)], replace(PAPER, agree_min=0.5625)).reason.tolist() == [Reason.AGREE]
+    assert _decide([(m1, m2)], replace(PAPER, agree_min=0.57)).reason.tolist() == [Reason.DISAGREE]
 
 
 def test_fg_fraction_tolerance_is_configurable() -> None:
     m1, m2 = _stripe(0, 10), _stripe(0, 38)  # fg fractions differ by 28/64 = 0.4375
-    assert _decide([(m1, m2)], DecisionConfig(fg_fraction_tol=0.44)).reason.tolist() == [Reason.DISAGREE]
-    assert _decide([(m1, m2)], DecisionConfig(fg_fraction_tol=0.43)).reason.tolist() == [Reason.FG_MISMATCH]
+    assert _decide([(m1, m2)], replace(PAPER, fg_fraction_tol=0.44)).reason.tolist() == [Reason.DISAGREE]
+    assert _decide([(m1, m2)], replace(PAPER, fg_fraction_tol=0.43)).reason.tolist() == [Reason.FG_MISMATCH]
 
 
 def test_padding_is_ignored() -> None:
@@ -147,3 +151,39 @@ def test_bool_masks_and_shape_checks() -> None:
 def test_config_validation(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         DecisionConfig(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------ robust rule
+
+
+def test_robust_rule_removes_specks_before_comparing() -> None:
+    robust = DecisionConfig()
+    assert robust.rule == "robust"
+    d = _decide([(CLEAN, _speckled(CLEAN)), (_speckled(CLEAN), _speckled(CLEAN))], robust)
+    # the paper would send the first patch to model 1 and flag the second; specks are noise here
+    assert d.speckles2.tolist() == [64, 64]
+    assert d.reason.tolist() == [Reason.AGREE, Reason.BOTH_SPECKLED]
+    assert d.source.tolist() == [Source.MODEL2, Source.FALLBACK] and d.flagged.tolist() == [False, True]
+    np.testing.assert_array_equal(d.mask2[0], CLEAN)  # the speck-free mask is what gets pasted
+    np.testing.assert_array_equal(d.mask1[1], CLEAN)
+    paper = _decide([(CLEAN, _speckled(CLEAN))])
+    assert paper.reason.tolist() == [Reason.M2_SPECKLED]
+    np.testing.assert_array_equal(paper.mask2[0], _speckled(CLEAN))  # the paper pastes masks as they are
+
+
+def test_robust_rule_distrusts_a_coarse_model1() -> None:
+    thin = np.zeros((S, S), np.uint8)
+    thin[:, 10:14] = 1  # 4-px lines
+    thin[:, 30:34] = 1
+    inverse = 1 - thin
+    cfg = DecisionConfig()
+    # model 1 inverted: trusted at scale 1 (4-px lines stay 4 px) -> model 1; at scale 4 they are 1 px
+    d = decide(np.stack([inverse, inverse]), np.stack([thin, thin]), cfg, model1_scale=np.array([1.0, 4.0]))
+    assert d.reason.tolist() == [Reason.INVERTED, Reason.MODEL1_COARSE]
+    assert d.source.tolist() == [Source.MODEL1, Source.MODEL2]
+    # the width estimate: 2 * area / boundary length
+    assert decide(thin[None], thin[None], cfg).agreement.tolist() == [1.0]
+    from samsem.runtime.stages.decision import line_width
+
+    assert line_width(np.array([4 * 64 * 2]), np.array([4 * 64])).tolist() == [4.0]
+    assert line_width(np.array([0]), np.array([0])).tolist() == [np.inf]

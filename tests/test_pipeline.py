@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from samsem.errors import InputError
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.load import classical_pipeline
 from samsem.runtime.pipeline import FailedImage, Pipeline
+from samsem.runtime.stages.decision import DecisionConfig
 from samsem.runtime.stages.tiling import TilingConfig
 
 
@@ -38,6 +40,20 @@ class Speckled(Identity):
         probs, scores = super().predict(images, points)
         probs = probs.copy()
         probs[:, 3::9, 3::9] = 1.0 - probs[:, 3::9, 3::9]
+        return probs, scores
+
+
+class Salted(Identity):
+    """Identity plus >= 50 single-pixel specks on the background, away from the metal."""
+
+    def predict(self, images, points=None):
+        probs, scores = super().predict(images, points)
+        probs = probs.copy()
+        grid = np.zeros(probs.shape[1:], bool)
+        grid[3::9, 3::9] = True
+        for p in probs:
+            near_metal = cv2.dilate((p > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            p[grid & ~near_metal] = 1.0
         return probs, scores
 
 
@@ -75,11 +91,20 @@ def test_single_scale_1_reproduces_input() -> None:
 
 def test_speckled_model2_is_replaced_by_model1() -> None:
     img = _lines(256, 256)
-    cfg = PipelineConfig(tiling=TilingConfig(patch_size=128))
+    cfg = PipelineConfig(tiling=TilingConfig(patch_size=128), decision=DecisionConfig(rule="paper"))
     res = Pipeline(Identity(256), Speckled(128), cfg).segment(img)
     np.testing.assert_array_equal(res.mask, (img > 0).astype(np.uint8))
     assert res.report.to_json()["patch_sources"] == {"model1": res.report.to_json()["n_patches"]}
     assert all(r["speckles2"] >= 50 > r["speckles1"] for r in res.report.to_json()["patches"])
+
+
+def test_robust_rule_keeps_model2_without_its_specks() -> None:
+    img = _lines(256, 256)
+    cfg = PipelineConfig(tiling=TilingConfig(patch_size=128))
+    res = Pipeline(Identity(256), Salted(128), cfg).segment(img)
+    np.testing.assert_array_equal(res.mask, (img > 0).astype(np.uint8))
+    assert res.report.to_json()["patch_sources"] == {"model2": res.report.to_json()["n_patches"]}
+    assert all(r["reason"] == "agree" and r["speckles2"] >= 50 for r in res.report.to_json()["patches"])
 
 
 def test_both_speckled_flags_and_falls_back() -> None:

@@ -47,6 +47,8 @@ OPTIONS: list[tuple[str, str, type, tuple[str, ...] | None, str]] = [
     ("--iou-reward", "loss__iou_reward", float, None, "weight of the soft-IoU reward (0 = off)"),
     ("--count-penalty", "loss__count_penalty", float, None, "weight of the mask-count penalty (0 = off)"),
     ("--epe-penalty", "loss__epe_penalty", float, None, "weight of the edge-placement penalty (0 = off)"),
+    ("--gap-weight", "loss__gap_weight", float, None, "weight of the BCE on gaps between lines (0 = off)"),
+    ("--gap-px", "loss__gap_px", int, None, "gaps narrower than this (odd, px) get the gap term"),
     ("--val-fraction", "val_fraction", float, None, "validation share per IC"),
     ("--test-fraction", "test_fraction", float, None, "test share per IC"),
     ("--esd-border", "esd_border", int, None, "ESD ignored border band (pixels)"),

@@ -64,7 +64,9 @@ class LossConfig:
     around both maps (topolosses' ``sphere``) so lines crossing a patch border count; betti_size:
     side of the square grid the Betti term is computed on; iou_head_weight: MSE between predicted and
     actual mask IoU (models with a quality head); iou_reward, count_penalty, epe_penalty: optional
-    SegSEM-style terms; epe_max_px: distance cap (pixels at loss resolution) of the edge-placement term.
+    SegSEM-style terms; epe_max_px: distance cap (pixels at loss resolution) of the edge-placement term;
+    gap_weight: weight of the BCE on the narrow background gaps between lines (gaps a closing with a
+    ``gap_px`` square fills), a cheap topology-aware term against shorts.
     """
 
     alpha: float = 0.6
@@ -79,6 +81,8 @@ class LossConfig:
     count_penalty: float = 0.0
     epe_penalty: float = 0.0
     epe_max_px: float = 16.0
+    gap_weight: float = 0.0
+    gap_px: int = 7
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -87,7 +91,16 @@ class LossConfig:
             raise ConfigError(f"filtration must be one of {FILTRATIONS}, got {self.filtration!r}")
         if self.betti_size < 4:
             raise ConfigError(f"betti_size must be >= 4, got {self.betti_size}")
-        for name in ("betti_weight", "iou_head_weight", "iou_reward", "count_penalty", "epe_penalty"):
+        if self.gap_px < 3 or self.gap_px % 2 == 0:
+            raise ConfigError(f"gap_px must be an odd number >= 3, got {self.gap_px}")
+        for name in (
+            "betti_weight",
+            "iou_head_weight",
+            "iou_reward",
+            "count_penalty",
+            "epe_penalty",
+            "gap_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.epe_max_px <= 0:

@@ -248,6 +248,24 @@ def betti_matching_loss(
         return torch.stack(losses).mean()
 
 
+def gap_map(target: torch.Tensor, size: int) -> torch.Tensor:
+    """The background that a closing with a ``size`` x ``size`` square fills: the narrow gaps between
+    lines (and inner corners), where predicted metal would short two lines. target (B, 1, H, W) {0, 1}
+    -> (B, 1, H, W) {0, 1}."""
+    pad = size // 2
+    dilated = F.max_pool2d(target, size, stride=1, padding=pad)
+    closed = -F.max_pool2d(-dilated, size, stride=1, padding=pad)
+    return (closed - target).clamp(min=0.0)
+
+
+def gap_loss(logits: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean BCE over each sample's gap pixels (:func:`gap_map`): (B, 1, H, W) logits and target -> (B,);
+    0 for a sample without gaps."""
+    gap = gap_map(target, size)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (bce * gap).sum(dim=(1, 2, 3)) / gap.sum(dim=(1, 2, 3)).clamp(min=1.0)
+
+
 @dataclass
 class LossOutput:
     """total: scalar to back-propagate; parts: detached float of every term; best: (B,) chosen mask index."""
@@ -290,6 +308,9 @@ def segmentation_loss(
         iou_mse = F.mse_loss(iou_pred.float(), mask_iou(logits.detach(), target))
         parts["iou_head"] = iou_mse
         total = total + cfg.iou_head_weight * iou_mse
+    if cfg.gap_weight > 0:
+        parts["gap"] = gap_loss(_to_target_size(chosen, target), target, cfg.gap_px).mean()
+        total = total + cfg.gap_weight * parts["gap"]
     if cfg.iou_reward > 0 or cfg.count_penalty > 0 or cfg.epe_penalty > 0:
         probs = torch.sigmoid(_to_target_size(chosen, target))
         if cfg.iou_reward > 0:

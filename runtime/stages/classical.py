@@ -22,6 +22,7 @@ class ClassicalConfig:
     """Parameters of the classical segmenters (pixel sizes at the segmenter's input resolution)."""
 
     method: str = "sauvola"
+    median_ksize: int = 0  # median filter before smoothing (odd side, 0 = off)
     blur_sigma: float = 1.0  # Gaussian smoothing before thresholding (0 = off)
     sauvola_window: int = 31  # odd side of the local window
     sauvola_k: float = 0.2
@@ -35,17 +36,22 @@ class ClassicalConfig:
             raise ConfigError(
                 f"unknown classical method {self.method!r}; expected one of {', '.join(METHODS)}"
             )
+        if self.median_ksize and (self.median_ksize < 3 or self.median_ksize % 2 == 0):
+            raise ConfigError(f"median_ksize must be 0 or an odd number >= 3, got {self.median_ksize}")
         if self.sauvola_window < 3 or self.sauvola_window % 2 == 0:
             raise ConfigError(f"sauvola_window must be an odd number >= 3, got {self.sauvola_window}")
 
 
-def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
-    return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0 else image
+def _smooth(image: np.ndarray, cfg: ClassicalConfig) -> np.ndarray:
+    """Median (on 8-bit levels, as OpenCV needs for large kernels), then Gaussian smoothing."""
+    if cfg.median_ksize:
+        image = cv2.medianBlur(np.round(image * 255).astype(np.uint8), cfg.median_ksize).astype(np.float32) / 255
+    return cv2.GaussianBlur(image, (0, 0), cfg.blur_sigma) if cfg.blur_sigma > 0 else image
 
 
 def otsu_mask(image: np.ndarray, cfg: ClassicalConfig) -> np.ndarray:
     """Global threshold: image (H, W) float32 in [0, 1] -> (H, W) uint8 {0, 1} (before clean-up)."""
-    img8 = np.round(_smooth(image, cfg.blur_sigma) * 255).astype(np.uint8)
+    img8 = np.round(_smooth(image, cfg) * 255).astype(np.uint8)
     if int(img8.max()) == int(img8.min()):
         return np.zeros(image.shape, np.uint8)
     _, mask = cv2.threshold(img8, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -60,7 +66,7 @@ def sauvola_mask(image: np.ndarray, cfg: ClassicalConfig) -> np.ndarray:
     Windows whose standard deviation is below ``min_std`` hold no edge; there the pixel is compared with
     the middle of the normalised range (0.5), so the inside of wide rails and pads stays metal.
     """
-    img = _smooth(image.astype(np.float32, copy=False), cfg.blur_sigma)
+    img = _smooth(image.astype(np.float32, copy=False), cfg)
     win = (cfg.sauvola_window, cfg.sauvola_window)
     mean = cv2.boxFilter(img, cv2.CV_32F, win, borderType=cv2.BORDER_REFLECT)
     sq = cv2.boxFilter(img * img, cv2.CV_32F, win, borderType=cv2.BORDER_REFLECT)

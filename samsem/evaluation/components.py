@@ -149,13 +149,20 @@ def _scan_words(mask, words, run_row, run_start, run_end) -> int:
 
 @nb.njit(cache=True)
 def link_runs(
-    run_row: np.ndarray, run_start: np.ndarray, run_end: np.ndarray, run_label: np.ndarray, n_runs: int
+    run_row: np.ndarray,
+    run_start: np.ndarray,
+    run_end: np.ndarray,
+    run_label: np.ndarray,
+    n_runs: int,
+    diagonal: bool = True,
 ) -> int:
-    """Label the 8-connected components of the first ``n_runs`` runs (raster order, as from scan_runs).
+    """Label the connected components of the first ``n_runs`` runs (raster order, as from scan_runs):
+    8-connected, or 4-connected with ``diagonal=False``.
 
     On return ``run_label[i]`` is the component of run i in ``1..n``, numbered in raster order of each
     component's first pixel. Returns n.
     """
+    reach = 1 if diagonal else 0  # runs above join when they overlap [s - reach, e + reach)
     prev_first = 0  # runs of the row above the current one are [prev_first, prev_last)
     prev_last = 0
     i = 0
@@ -167,11 +174,10 @@ def link_runs(
             s = run_start[i]
             e = run_end[i]
             run_label[i] = i  # parent pointer during the first pass (always <= own index)
-            # join with runs above overlapping [s - 1, e + 1) (8-connectivity)
-            while j < prev_last and run_end[j] < s:
+            while j < prev_last and run_end[j] + reach <= s:
                 j += 1
             k = j
-            while k < prev_last and run_start[k] <= e:
+            while k < prev_last and run_start[k] < e + reach:
                 _union(run_label, i, k)
                 k += 1
             i += 1
@@ -238,8 +244,11 @@ def word_view(mask: np.ndarray) -> np.ndarray:
     return mask.view(np.uint64) if ok else NO_WORDS
 
 
-def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Horizontal runs of ``mask`` (H, W) (nonzero = foreground) with their 8-connected labels.
+def mask_runs(
+    mask: np.ndarray, diagonal: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Horizontal runs of ``mask`` (H, W) (nonzero = foreground) with their 8-connected labels
+    (4-connected with ``diagonal=False``).
 
     Returns ``(row, start, end, label, n)``: (R,) int32 / int32 / int32 / int64 in raster order, run i
     covering ``mask[row[i], start[i]:end[i]]`` in component ``label[i]`` of ``1..n`` (numbered in raster
@@ -255,7 +264,7 @@ def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
             break
         cap = n_runs
     label = np.empty(n_runs, np.int64)
-    n = link_runs(row, start, end, label, n_runs)
+    n = link_runs(row, start, end, label, n_runs, diagonal)
     return row[:n_runs], start[:n_runs], end[:n_runs], label, n
 
 
@@ -271,10 +280,11 @@ def paint_runs(labels: np.ndarray, run_row, run_start, run_end, run_label, n_run
 
 
 @nb.njit(cache=True)
-def _sizes(run_start, run_end, run_label, n_runs: int, n_comp: int) -> np.ndarray:
-    sizes = np.zeros(n_comp + 1, np.int64)
-    for i in range(n_runs):
-        sizes[run_label[i]] += run_end[i] - run_start[i]
+def run_sizes(start: np.ndarray, end: np.ndarray, label: np.ndarray, n: int) -> np.ndarray:
+    """Pixel count per label: (n + 1,) int64, index 0 unused."""
+    sizes = np.zeros(n + 1, np.int64)
+    for i in range(start.shape[0]):
+        sizes[label[i]] += end[i] - start[i]
     return sizes
 
 
@@ -297,5 +307,5 @@ def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def component_sizes(mask: np.ndarray) -> np.ndarray:
     """Pixel count of each 8-connected component of ``mask`` (H, W): (n,) int64 in label order."""
-    row, start, end, label, n = mask_runs(mask)
-    return _sizes(start, end, label, row.shape[0], n)[1:]
+    _, start, end, label, n = mask_runs(mask)
+    return run_sizes(start, end, label, n)[1:]

@@ -34,7 +34,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.evaluation.components import mask_runs, paint_runs
+from samsem.evaluation.components import mask_runs, paint_runs, run_sizes
 
 
 class PredClass(IntEnum):
@@ -132,15 +132,6 @@ class ESDDetails:
 
 
 # ----------------------------------------------------------------------------------------------- kernels
-
-
-@nb.njit(cache=True)
-def run_sizes(start: np.ndarray, end: np.ndarray, label: np.ndarray, n: int) -> np.ndarray:
-    """Pixel count per label: (n + 1,) int64, index 0 unused."""
-    sizes = np.zeros(n + 1, np.int64)
-    for i in range(start.shape[0]):
-        sizes[label[i]] += end[i] - start[i]
-    return sizes
 
 
 @nb.njit(cache=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from samsem.evaluation.components import mask_runs
-from samsem.evaluation.esd import check_pair, overlap_pairs, run_sizes
+from samsem.evaluation.components import mask_runs, run_sizes
+from samsem.evaluation.esd import check_pair, overlap_pairs
 
 PIXEL_METRICS = ("accuracy", "dice", "iou", "precision", "recall", "f1", "miou", "mean_pixel_accuracy")
 
