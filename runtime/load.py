@@ -193,7 +193,9 @@ def classical_pipeline(
     from samsem.runtime.stages.classical import ClassicalSegmenter
 
     if name not in CLASSICAL_MODELS:
-        raise ConfigError(f"unknown classical segmenter {name!r}; expected one of {', '.join(CLASSICAL_MODELS)}")
+        raise ConfigError(
+            f"unknown classical segmenter {name!r}; expected one of {', '.join(CLASSICAL_MODELS)}"
+        )
     cfg = (config or PipelineConfig()).with_options(replace(options or RunOptions(), single_scale=2))
     seg = ClassicalSegmenter(CLASSICAL_MODELS[name], input_size=cfg.tiling.patch_size)
     method = name.partition(":")[2] or CLASSICAL_MODELS[name].method

@@ -45,7 +45,9 @@ class ClassicalConfig:
 def _smooth(image: np.ndarray, cfg: ClassicalConfig) -> np.ndarray:
     """Median (on 8-bit levels, as OpenCV needs for large kernels), then Gaussian smoothing."""
     if cfg.median_ksize:
-        image = cv2.medianBlur(np.round(image * 255).astype(np.uint8), cfg.median_ksize).astype(np.float32) / 255
+        image = (
+            cv2.medianBlur(np.round(image * 255).astype(np.uint8), cfg.median_ksize).astype(np.float32) / 255
+        )
     return cv2.GaussianBlur(image, (0, 0), cfg.blur_sigma) if cfg.blur_sigma > 0 else image
 
 

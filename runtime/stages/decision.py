@@ -203,7 +203,9 @@ def decide(
     b = _as_u8(m2)
     v = _as_u8(valid) if valid is not None else np.ones((1, 1, 1), np.uint8)
     full = a.shape[1] * a.shape[2]
-    padded = np.flatnonzero(v.reshape(len(v), -1).sum(axis=1) < full) if valid is not None else []
+    padded = (
+        np.flatnonzero(v.reshape(len(v), -1).sum(axis=1) < full) if valid is not None else np.zeros(0, int)
+    )
     sp1 = count_speckles(a, cfg.speckle_max_px)
     sp2 = count_speckles(b, cfg.speckle_max_px)
     if len(padded):  # recount patches with padding, whose speckles there do not count
