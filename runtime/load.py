@@ -29,8 +29,8 @@ from samsem.runtime.config import PipelineConfig, RunOptions
 from samsem.runtime.models.registry import family_names, get_family
 from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.pipeline import Pipeline
-from samsem.runtime.stages.classical import ClassicalConfig
 from samsem.runtime.report import ModelCard, ModelInfo
+from samsem.runtime.stages.classical import ClassicalConfig
 
 # the classical segmenters by model name (classical:median-otsu is a 5x5 median filter + Otsu threshold)
 CLASSICAL_MODELS = {
