@@ -42,7 +42,7 @@ def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
         batch_size=args.batch_size,
         single_scale=getattr(args, "single_scale", None),
         seed=getattr(args, "seed", 0),
-        fallback=getattr(args, "fallback", "sauvola"),
+        fallback=getattr(args, "fallback", "model2"),
         decision=getattr(args, "decision", "robust"),
     )
     pipeline = load_pipeline(
@@ -83,8 +83,8 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fallback",
         choices=["sauvola", "model1", "model2"],
-        default="sauvola",
-        help="what fills patches where both models are speckled (default sauvola)",
+        default="model2",
+        help="what fills patches where both models are speckled (default model2; the paper used sauvola)",
     )
     p.add_argument(
         "--decision",

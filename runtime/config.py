@@ -34,7 +34,7 @@ class RunOptions:
     batch_size: int = 8
     single_scale: int | None = None
     seed: int = 0
-    fallback: str = "sauvola"
+    fallback: str = "model2"
     decision: str = "robust"
 
     def __post_init__(self) -> None:

@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--single-scale", type=int, choices=[1, 2], default=None, help="run only model 1 or 2")
-    p.add_argument("--fallback", choices=["sauvola", "model1", "model2"], default="sauvola")
+    p.add_argument(
+        "--fallback",
+        choices=["sauvola", "model1", "model2"],
+        default="model2",
+        help="what fills patches where both models are speckled (default model2)",
+    )
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     net.add_argument("--port", type=int, default=50051, help="port (0: any free port; see --ready-file)")

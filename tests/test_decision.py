@@ -30,7 +30,7 @@ def _speckled(base: np.ndarray, n_side: int = 8) -> np.ndarray:
 
 
 CLEAN = _stripe(0, 32)  # left half metal
-PAPER = DecisionConfig(rule="paper")
+PAPER = DecisionConfig(rule="paper", fallback="sauvola")
 
 
 def _decide(pairs: list[tuple[np.ndarray, np.ndarray]], cfg: DecisionConfig | None = None, valid=None):
@@ -163,7 +163,7 @@ def test_robust_rule_removes_specks_before_comparing() -> None:
     # the paper would send the first patch to model 1 and flag the second; specks are noise here
     assert d.speckles2.tolist() == [64, 64]
     assert d.reason.tolist() == [Reason.AGREE, Reason.BOTH_SPECKLED]
-    assert d.source.tolist() == [Source.MODEL2, Source.FALLBACK] and d.flagged.tolist() == [False, True]
+    assert d.source.tolist() == [Source.MODEL2, Source.MODEL2] and d.flagged.tolist() == [False, True]
     np.testing.assert_array_equal(d.mask2[0], CLEAN)  # the speck-free mask is what gets pasted
     np.testing.assert_array_equal(d.mask1[1], CLEAN)
     paper = _decide([(CLEAN, _speckled(CLEAN))])

@@ -109,7 +109,7 @@ def test_robust_rule_keeps_model2_without_its_specks() -> None:
 
 def test_both_speckled_flags_and_falls_back() -> None:
     img = _lines(256, 256)
-    cfg = PipelineConfig(tiling=TilingConfig(patch_size=128))
+    cfg = PipelineConfig(tiling=TilingConfig(patch_size=128), decision=DecisionConfig(fallback="sauvola"))
     res = Pipeline(Speckled(256), Speckled(128), cfg).segment(img)
     assert res.report.to_json()["flagged"] == list(range(res.report.to_json()["n_patches"]))
     assert res.report.to_json()["patch_sources"] == {"fallback": res.report.to_json()["n_patches"]}

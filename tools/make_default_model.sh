@@ -1,27 +1,55 @@
 #!/usr/bin/env bash
-# Reproduce the bundled default model (samsem/data/default): synthetic training data from every preset
-# plus SEM renderings of four real layouts (if ../shared/data is present), `samsem train --family lite`,
-# then `samsem export` into the package. About an hour on a 2-core CPU. Usage:
-#   tools/make_default_model.sh [WORK_DIR] [EPOCHS]
+# Reproduce the bundled default model (samsem/data/default) on a CPU, in two stages:
+#   1. the first landing's recipe: every fixed preset plus SEM renderings of four real layouts,
+#      `samsem train --family lite` from scratch (6 epochs, about 45 min on 2 idle cores);
+#   2. fine-tuning on data that spans what SEM images look like: the randomized preset (every named
+#      effect, line widths 2-60 px) on procedural layouts and on four real layouts, the real-like preset,
+#      and the fixed presets again; with the gap term against shorts (3 epochs, about 2 h on 2 cores).
+# Then `samsem export` into the package. The fifth real layout (label0004) is never used: it is the
+# held-out layout of tools/make_heldout_sets.py. Without ../shared/data the layout sets are skipped.
+# Usage: tools/make_default_model.sh [WORK_DIR]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$repo/out/default-model}
-epochs=${2:-6}
 layouts=$repo/../shared/data/hy5syn-layouts
 mkdir -p "$work"
 cd "$work"
-data=()
-for p in easy medium hard extreme dense; do
-  samsem synth --preset "$p" --count 24 --size 1024 --seed 11 --out "train/$p"
-  data+=(--data "train/$p")
-done
+have_layouts=false
 if [ -d "$layouts" ]; then
+  have_layouts=true
   mkdir -p layouts_train
-  cp "$layouts"/label000[0-3].svg layouts_train/   # label0004 is held out for testing
-  samsem synth --preset medium --count 16 --size 1024 --seed 12 --layouts layouts_train --out train/real_medium
-  samsem synth --preset hard --count 16 --size 1024 --seed 13 --layouts layouts_train --out train/real_hard
-  data+=(--data train/real_medium --data train/real_hard)
+  cp "$layouts"/label000[0-3].svg layouts_train/
 fi
-samsem train --family lite "${data[@]}" --out run --epochs "$epochs" --test-fraction 0 --val-fraction 0.1 \
+S="samsem synth --size 1024"
+
+# ---- stage 1
+data1=()
+for p in easy medium hard extreme dense; do
+  $S --preset "$p" --count 24 --seed 11 --out "stage1/$p"
+  data1+=(--data "stage1/$p")
+done
+if $have_layouts; then
+  $S --preset medium --count 16 --seed 12 --layouts layouts_train --out stage1/real_medium
+  $S --preset hard --count 16 --seed 13 --layouts layouts_train --out stage1/real_hard
+  data1+=(--data stage1/real_medium --data stage1/real_hard)
+fi
+samsem train --family lite "${data1[@]}" --out run1 --epochs 6 --test-fraction 0 --val-fraction 0.1 \
   --device cpu --seed 0
-samsem export --checkpoint run/best.pt --out "$repo/samsem/data/default" --formats onnx,torch --overwrite
+
+# ---- stage 2
+$S --preset random --count 200 --seed 21 --out stage2/random
+data2=(--data stage2/random)
+if $have_layouts; then
+  $S --preset random --count 100 --seed 22 --layouts layouts_train --out stage2/random_layouts
+  $S --preset real-like --count 60 --seed 23 --layouts layouts_train --out stage2/reallike_layouts
+  data2+=(--data stage2/random_layouts --data stage2/reallike_layouts)
+fi
+$S --preset real-like --count 30 --seed 24 --out stage2/reallike
+$S --preset medium --count 15 --seed 25 --out stage2/medium
+$S --preset hard --count 15 --seed 26 --out stage2/hard
+$S --preset dense --count 15 --seed 27 --out stage2/dense
+data2+=(--data stage2/reallike --data stage2/medium --data stage2/hard --data stage2/dense)
+samsem train --family lite --checkpoint run1/best.pt "${data2[@]}" --out run2 --epochs 3 --lr 5e-4 \
+  --gap-weight 1.0 --test-fraction 0 --val-fraction 0.05 --device cpu --seed 0
+
+samsem export --checkpoint run2/best.pt --out "$repo/samsem/data/default" --formats onnx,torch --overwrite

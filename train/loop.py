@@ -36,7 +36,7 @@ from samsem.train.config import RESUMABLE_CHANGES, TrainConfig
 from samsem.train.data import Sample, TrainDataset, discover_all, epoch_order, split_samples
 from samsem.train.task import Task, make_task, resolve_device
 
-LOSS_PARTS = ("pixel", "betti", "iou_head", "iou_reward", "count", "epe")
+LOSS_PARTS = ("pixel", "betti", "iou_head", "iou_reward", "count", "epe", "gap")
 ESD_FIELDS = ("errors", "gt_lines", "opens", "shorts", "false_positives", "false_negatives")
 CSV_FIELDS = (
     "epoch",

@@ -62,7 +62,7 @@ class DecisionConfig:
     speckled_min_count: int = 50
     agree_min: float = 0.60
     fg_fraction_tol: float = 0.25
-    fallback: str = "sauvola"
+    fallback: str = "model2"
     rule: str = "robust"
     min_line_px: float = 2.0
 
