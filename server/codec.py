@@ -46,6 +46,7 @@ MAX_NAME_BYTES = 1024  # longest ImageHeader.name (UTF-8 bytes); it is echoed in
 MAX_OPTION_CHARS = 256  # longest per-request option key or value
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels after decoding
 _GRAY_WORK = 12  # bytes per pixel samsem.io's RGB(A) -> gray conversion holds besides the pixels
+DECODE_OVERHEAD = 1 << 20  # fixed bytes of a decode besides the arrays (decoder state, small objects)
 
 
 # ------------------------------------------------------------------------------------------ headers
@@ -253,7 +254,7 @@ def decode_bytes(fmt: str, height: int, width: int, itemsize: int, channels: int
         decode = head + pixels if fmt == "png" else 2 * pixels
     else:
         decode = max(head + 2 * pixels, pixels + _GRAY_WORK * px)
-    return max(decode, px * (itemsize + 1))
+    return max(decode, px * (itemsize + 1)) + DECODE_OVERHEAD
 
 
 def decode_file(path: Path, fmt: str, max_pixels: int) -> np.ndarray:

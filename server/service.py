@@ -176,8 +176,15 @@ class _Call:
         )
 
     async def fail(self, exc: BaseException) -> NoReturn:
-        """End the call for ``exc`` (aborting it with the mapped status)."""
+        """End the call for ``exc`` (aborting it with the mapped status). A call whose deadline has
+        passed or whose client has left is recorded as such, whatever error that caused (a request
+        stream that ends early reads as a truncated upload)."""
         status = _status(exc)
+        gone = self.ended_code()
+        if gone == grpc.StatusCode.DEADLINE_EXCEEDED or self.context.cancelled():
+            status = _Abort(
+                gone, "deadline passed" if gone == grpc.StatusCode.DEADLINE_EXCEEDED else "client left"
+            )
         if status is None:
             log(logging.ERROR, "internal error", request_id=self.request_id, method=self.method, exc_info=exc)
             status = _Abort(grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})")
