@@ -180,6 +180,7 @@ class SamsemServer:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        store = JobStore(cfg.job_db if cfg.job_roots else None)  # first: refuses a database in use
         self.engine = Engine(
             self.pipeline,
             max_batch=cfg.max_batch,
@@ -188,7 +189,6 @@ class SamsemServer:
             on_batch=self.metrics.on_batch,
         )
         max_inputs, max_tile_inputs = cfg.input_limits(self.pipeline)
-        store = JobStore(cfg.job_db if cfg.job_roots else None)
         try:
             self.jobs = JobManager(
                 self.engine,
@@ -204,6 +204,7 @@ class SamsemServer:
             )
         except BaseException:
             store.close()
+            self.engine.close()
             raise
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=cfg.max_active, thread_name_prefix="samsem-request")
