@@ -140,9 +140,13 @@ class SamsemClient:
         options: Mapping[str, str] | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        vector: VectorOptions | None = None,
     ) -> SegmentOutput:
-        """Segment a small (H, W) uint8/uint16 array (at most the server's max_tile_pixels) in one call."""
+        """Segment a small (H, W) uint8/uint16 array (at most the server's max_tile_pixels) in one call.
+        The server refuses ``vector`` here (vectors come with :meth:`segment` only)."""
         header, _ = self._prepare(image, name, options)
+        if vector is not None:
+            header.vector.CopyFrom(vector_request(vector))
         raw = _raw_bytes(image)
         reply = self.stub.SegmentTile(
             pb.SegmentTileRequest(header=header, data=raw.tobytes()),

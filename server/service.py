@@ -394,7 +394,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                         )
             finally:
                 self.spool.release(spooled)
-        report = self._report(call, result, waited, compute_s, files)
+            report = self._report(call, result, waited, compute_s, files)
         text = report.report_json.encode()
         if len(text) > chunk:
             for start in range(0, len(text), chunk):

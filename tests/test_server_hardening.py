@@ -209,7 +209,7 @@ def test_spooled_bytes_count_against_a_disk_budget(tmp_path: Path) -> None:
         err = rpc_error(lambda: list(client.stub.Segment(iter(Upload(_encoded(2 << 20), wait=False)))))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spool budget" in err.details()
         holder = Upload(_encoded(600 << 10))
-        t, out = _start(client, holder)
+        t, _ = _start(client, holder)
         _wait_for(lambda: srv.server.spool.used == 600 << 10)
         err = rpc_error(lambda: list(client.stub.Segment(iter(Upload(_encoded(600 << 10), wait=False)))))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "spool" in err.details()
@@ -327,11 +327,13 @@ def test_bad_job_paths_and_ids_get_specific_codes_and_short_messages(tmp_path: P
 
 def test_unauthenticated_calls_are_counted_and_logged(caplog) -> None:
     cfg = ServerConfig(port=0, tokens=("secret",))
-    with caplog.at_level(logging.WARNING, logger="samsem.server"):
-        with serving(cfg, load_pipeline("classical")) as (srv, client):
-            err = rpc_error(client.model_info)
-            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert _count(srv, "GetModelInfo", "UNAUTHENTICATED") == 1
+    with (
+        caplog.at_level(logging.WARNING, logger="samsem.server"),
+        serving(cfg, load_pipeline("classical")) as (srv, client),
+    ):
+        err = rpc_error(client.model_info)
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert _count(srv, "GetModelInfo", "UNAUTHENTICATED") == 1
     records = [r for r in caplog.records if "UNAUTHENTICATED" in r.getMessage()]
     assert records and records[0].fields["peer"].startswith("ipv")  # type: ignore[attr-defined]
 
