@@ -177,7 +177,7 @@ class JobManager:
         with self._lock:
             return self._snapshot(self._jobs[job_id])
 
-    def list(self, limit: int) -> list[pb.Job]:
+    def list_jobs(self, limit: int) -> list[pb.Job]:
         """Snapshots without file lists of the newest ``limit`` jobs, newest first."""
         self._check_enabled()
         with self._lock:

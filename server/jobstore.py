@@ -268,7 +268,20 @@ class JobStore:
             for row in self._db.execute(f"SELECT {', '.join(_FILE_COLUMNS)} FROM files ORDER BY job_id, idx"):
                 job = jobs.get(row[0])
                 if job is not None:
-                    job.files.append(FileRow(*row[1:10], vector_paths=json.loads(row[10])))
+                    job.files.append(
+                        FileRow(
+                            idx=row[1],
+                            input=row[2],
+                            root=row[3],
+                            out_rel=row[4],
+                            state=row[5],
+                            error=row[6],
+                            code=row[7],
+                            mask_path=row[8],
+                            report_path=row[9],
+                            vector_paths=json.loads(row[10]),
+                        )
+                    )
         return list(jobs.values())
 
     def next_seq(self) -> int:

@@ -7,6 +7,7 @@ import hmac
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -156,32 +157,31 @@ def _parsing(handler: grpc.RpcMethodHandler, rejected: Callable[[str], None]) ->
         rejected(context.peer() or "")
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, MALFORMED)
 
-    if streaming_in and streaming_out:
+    async def stream_stream(requests, context):
+        async for reply in behavior(_checked(requests), context):
+            yield reply
 
-        async def wrapped(requests, context):
-            async for reply in behavior(_checked(requests), context):
-                yield reply
+    async def stream_unary(requests, context):
+        return await behavior(_checked(requests), context)
 
-    elif streaming_in:
+    async def unary_stream(request, context):
+        if isinstance(request, Malformed):
+            await refuse(context)
+        async for reply in behavior(request, context):
+            yield reply
 
-        async def wrapped(requests, context):
-            return await behavior(_checked(requests), context)
+    async def unary_unary(request, context):
+        if isinstance(request, Malformed):
+            await refuse(context)
+        return await behavior(request, context)
 
-    elif streaming_out:
-
-        async def wrapped(request, context):
-            if isinstance(request, Malformed):
-                await refuse(context)
-            async for reply in behavior(request, context):
-                yield reply
-
-    else:
-
-        async def wrapped(request, context):
-            if isinstance(request, Malformed):
-                await refuse(context)
-            return await behavior(request, context)
-
+    variants: dict[tuple[bool, bool], Callable[..., Any]] = {
+        (True, True): stream_stream,
+        (True, False): stream_unary,
+        (False, True): unary_stream,
+        (False, False): unary_unary,
+    }
+    wrapped = variants[(streaming_in, streaming_out)]
     return _KINDS[(streaming_in, streaming_out)](
         wrapped,
         request_deserializer=_lenient(handler.request_deserializer),

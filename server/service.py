@@ -543,7 +543,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         call = _Call("ListJobs", context, self.metrics)
         await call.begin()
         try:
-            jobs = self.jobs.list(request.limit or LIST_JOBS_DEFAULT)
+            jobs = self.jobs.list_jobs(request.limit or LIST_JOBS_DEFAULT)
             call.finish(grpc.StatusCode.OK)
             return pb.ListJobsResponse(jobs=jobs)
         except Exception as exc:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 import numba as nb
 import numpy as np
+from numba.core import config as nb_config
 
 from samsem.evaluation.components import label_runs
 
@@ -49,11 +50,12 @@ def _layer_loads(name: str) -> bool:
 def choose_threading_layer() -> str:
     """Ask Numba for a thread-safe threading layer unless the user chose one; returns the choice made
     ("threadsafe", or Numba's configured value when it is left alone)."""
-    if "NUMBA_THREADING_LAYER" in os.environ or nb.config.THREADING_LAYER != "default":
-        return str(nb.config.THREADING_LAYER)
+    configured = str(nb_config.THREADING_LAYER)  # type: ignore[attr-defined]
+    if "NUMBA_THREADING_LAYER" in os.environ or configured != "default":
+        return configured
     if any(_layer_loads(name) for name in _SAFE_LAYERS):
-        nb.config.THREADING_LAYER = "threadsafe"
-    return str(nb.config.THREADING_LAYER)
+        nb_config.THREADING_LAYER = configured = "threadsafe"  # type: ignore[attr-defined]
+    return configured
 
 
 choose_threading_layer()
