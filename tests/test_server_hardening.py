@@ -103,12 +103,12 @@ def test_job_confinement_is_checked_when_the_file_is_opened(tmp_path: Path) -> N
         os.symlink(outside, root / "victim")
         client.cancel_job(slow.job_id)
         done = _final(client, victim.job_id)
-        refused = srv.server.metrics.refused_paths._value.get()
+        refused = srv.server.metrics.registry.get_sample_value("samsem_job_files_refused_total")
+    assert sorted(p.name for p in outside.iterdir()) == ["a.png"]  # nothing read from or written there
     (status,) = done.files
     assert done.state == pb.JOB_FAILED and status.state == pb.FILE_FAILED
     assert status.code == "PERMISSION_DENIED" and "refused" in status.error
     assert refused == 1
-    assert sorted(p.name for p in outside.iterdir()) == ["a.png"]  # nothing read from or written there
 
 
 def test_output_root_links_are_not_followed(tmp_path: Path) -> None:
@@ -122,9 +122,9 @@ def test_output_root_links_are_not_followed(tmp_path: Path) -> None:
     cfg = ServerConfig(port=0, job_roots=(root,), output_root=out)
     with serving(cfg, load_pipeline("classical")) as (_, client):
         done = _final(client, client.submit_job([str(root / "sub" / "c.png"), str(root / "d.png")]).job_id)
+    assert list(outside.iterdir()) == []
     states = {Path(f.input).name: (f.state, f.code) for f in done.files}
     assert states == {"c.png": (pb.FILE_FAILED, "PERMISSION_DENIED"), "d.png": (pb.FILE_DONE, "")}
-    assert list(outside.iterdir()) == []
     assert (out / "d.mask.png").is_file()
 
 
