@@ -189,7 +189,9 @@ class SamsemServer:
             on_batch=self.metrics.on_batch,
         )
         max_inputs, max_tile_inputs = cfg.input_limits(self.pipeline)
+        self.admission = Admission(cfg.max_active, cfg.max_queued, cfg.memory_budget, cfg.max_calls_per_peer)
         try:
+            self.spool = Spool(cfg.tmp_dir, cfg.spool_budget, self.admission.retry_after)
             self.jobs = JobManager(
                 self.engine,
                 cfg.job_roots,
@@ -201,15 +203,16 @@ class SamsemServer:
                 store=store,
                 limits=JobLimits(cfg.max_image_pixels, max_inputs),
                 on_refused=self.metrics.refused_paths.inc,
+                private_dir=self.spool.dir,
             )
         except BaseException:
             store.close()
             self.engine.close()
+            if hasattr(self, "spool"):
+                self.spool.close()
             raise
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=cfg.max_active, thread_name_prefix="samsem-request")
-        self.admission = Admission(cfg.max_active, cfg.max_queued, cfg.memory_budget, cfg.max_calls_per_peer)
-        self.spool = Spool(cfg.tmp_dir, cfg.spool_budget, self.admission.retry_after)
         for stale in self.spool.removed:
             log(logging.INFO, "removed a stale upload spool", path=str(stale))
         free = shutil.disk_usage(self.spool.dir).free

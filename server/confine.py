@@ -138,11 +138,12 @@ class Pins:
     exactly that file or folder (a link to ``/proc/self/fd/N``), usable by any path-taking function.
 
     Without ``/proc/self/fd`` the checked path itself is used (the check then precedes the use).
+    ``parent``: where the private folder is made (default: the system's temporary directory).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Path | None = None) -> None:
         self.available = _PROC_FD.is_dir()
-        self._dir = Path(tempfile.mkdtemp(prefix="samsem-pins-")) if self.available else None
+        self._dir = Path(tempfile.mkdtemp(prefix="pins-", dir=parent)) if self.available else None
         self._lock = threading.Lock()
         self._count = 0
 

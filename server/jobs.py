@@ -86,6 +86,8 @@ class JobManager:
     """Queue, run, report and cancel jobs; ``loop`` is the server's event loop (for WatchJob wake-ups).
 
     store: where job state lives (None: in memory only). Unfinished jobs found in it are resumed.
+    private_dir: where the links to open descriptors live (the server's spool, removed with it even
+    after a crash; None: a temporary folder).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class JobManager:
         store: JobStore | None = None,
         limits: JobLimits = JobLimits(),
         on_refused: Callable[[], None] | None = None,
+        private_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.roots = tuple(Path(os.path.realpath(r)) for r in roots)
@@ -113,7 +116,7 @@ class JobManager:
         self.on_refused = on_refused  # called for every file refused when opened (metrics)
         self.limits = limits
         self.store = store if store is not None else JobStore(None)
-        self.pins = Pins()
+        self.pins = Pins(private_dir)
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
