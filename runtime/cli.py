@@ -111,6 +111,7 @@ def run_segment(args: argparse.Namespace) -> int:
         check_distinct_names,
         plan_image,
         prepare_dir,
+        remove_stale_temps,
         write_outputs,
     )
     from samsem.runtime.pipeline import FailedImage
@@ -119,6 +120,7 @@ def run_segment(args: argparse.Namespace) -> int:
     files = list_images(args.inputs)
     check_distinct_names(files)
     prepare_dir(args.out)
+    remove_stale_temps(args.out, (f.stem for f in files))  # left by a run that was killed
     summary = RunSummary()
     todo: dict[str, ImageOutputs] = {}
     total = 0
@@ -180,9 +182,9 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _segmented(
-    args: argparse.Namespace, names: list[str], images: dict[str, Path]
+    args: argparse.Namespace, names: list[str], images: dict[str, Path], out: Path
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """Segment the named images with the pipeline; yields (name, mask) and writes masks/NAME.mask.png."""
+    """Segment the named images with the pipeline; yields (name, mask) and writes out/masks/NAME.mask.png."""
     from tqdm import tqdm
 
     from samsem.evaluation.report import image_size
@@ -196,12 +198,23 @@ def _segmented(
         for result in pipeline.segment_many(sources, progress=bar.update):
             if isinstance(result, FailedImage):
                 raise result.error
-            write_mask(args.out / "masks" / f"{result.name}.mask.png", result.mask)
+            write_mask(out / "masks" / f"{result.name}.mask.png", result.mask)
             yield result.name, result.mask
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate every prediction/ground-truth pair; returns 0 (bad inputs raise InputError)."""
+    """Evaluate every prediction/ground-truth pair; returns 0 (bad inputs raise InputError).
+
+    Everything is written into a staging folder that is moved into ``--out`` at the end, so a file
+    that fails halfway leaves no partial report."""
+    from samsem.runtime.outputs import staged_dir
+
+    with staged_dir(args.out) as out:
+        return _evaluate(args, out)
+
+
+def _evaluate(args: argparse.Namespace, out: Path) -> int:
+    """run_evaluate writing into ``out``."""
     from tqdm import tqdm
 
     from samsem.evaluation.esd import ESDConfig
@@ -222,7 +235,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     gt_files = files_by_name(args.gt, GT_SUFFIXES, "ground-truth")
     settings: dict = {"gt": str(args.gt), "border": cfg.border, "min_area": cfg.min_area}
-    acc = Accumulator(args.out, cfg)
+    acc = Accumulator(out, cfg)
     if args.pred is not None:
         pred_files = files_by_name(args.pred, MASK_SUFFIXES, "prediction", masks_only=True)
         names = pair_names(pred_files, gt_files, args.pred, args.gt)
@@ -236,7 +249,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         names = pair_names(images, gt_files, args.images, args.gt)
         check_sizes(names, images, gt_files)
         settings |= {"images": str(args.images), "model": args.model, "backend": args.backend}
-        for name, mask in _segmented(args, names, images):
+        for name, mask in _segmented(args, names, images, out):
             acc.add(name, mask, read_mask(gt_files[name], shape=mask.shape))
     acc.write(settings)
     t = acc.totals()

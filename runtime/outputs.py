@@ -8,14 +8,23 @@ segment``) so that they name, skip and write files the same way. Per input image
 * ``NAME.report.json`` — written last: its presence marks the image as finished.
 
 Every file is written atomically (temporary file, then rename), so an interrupted run leaves whole
-files only and a rerun resumes: images whose outputs all exist are skipped unless ``overwrite``.
+files only and a rerun resumes: images whose outputs all exist are skipped unless ``overwrite``. A run
+killed outright (SIGKILL, power loss) can leave temporary files (``.NAME.mask.<hex>.tmp.png``); the
+next run over the same images removes those of its images (:func:`remove_stale_temps`), and listings
+never take them, nor any other output, as inputs (:func:`samsem.io.is_samsem_output`).
+Reports that must appear whole or not at all (``samsem evaluate``) are written into a staging
+folder that is moved into place at the end (:func:`staged_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -61,6 +70,59 @@ def plan_image(input_path: Path, out_dir: Path, *, preview: bool = False) -> tup
 
     info = image_info(input_path)
     return image_outputs(input_path, out_dir, info.height, info.width, preview), info.height, info.width
+
+
+def output_names(stem: str) -> tuple[str, ...]:
+    """Every file name samsem may write for an input image named ``stem`` (masks, report, preview,
+    vector files)."""
+    from samsem.vector import FORMATS
+
+    names = [f"{stem}.mask.png", f"{stem}.mask.tif", f"{stem}.report.json", f"{stem}.preview.png"]
+    return (*names, *(f"{stem}{suffix}" for suffix, _ in FORMATS.values()))
+
+
+def remove_stale_temps(out_dir: Path, stems: Iterable[str]) -> int:
+    """Remove the temporary files (of :func:`samsem.io.atomic_path`) that a killed run left in
+    ``out_dir`` for the outputs of the images named ``stems``; returns how many were removed.
+
+    Only temporary files of those images' outputs are touched: they belong to this run, whose writes
+    of the same outputs would replace them anyway."""
+    from samsem.io import temp_target
+
+    targets = {name for stem in stems for name in output_names(stem)}
+    removed = 0
+    try:
+        entries = list(os.scandir(out_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if temp_target(entry.name) in targets and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """A staging folder beside ``final`` to write a report into: when the block ends normally its files
+    are moved into ``final`` (replacing files of the same name), otherwise it is removed and ``final``
+    stays as it was. The staging folder is named ``.NAME.<hex>.tmp`` (a samsem temporary name)."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise InputError(final, "is not a directory (a file is in the way)", "an output directory")
+    stage = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
+    prepare_dir(stage)
+    try:
+        yield stage
+        prepare_dir(final)
+        for src in sorted(stage.rglob("*")):
+            if src.is_file():
+                dst = final / src.relative_to(stage)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def check_distinct_names(files: Iterable[Path]) -> None:

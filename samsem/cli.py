@@ -3,14 +3,27 @@
 Each subcommand is registered by a function ``register(subparsers) -> None`` of its stage, which adds
 its parser and sets ``func=<callable(args) -> int>``; modules import their heavy dependencies inside
 that callable so that ``samsem --help`` stays fast.
+
+Interruption: Ctrl-C (SIGINT) and SIGTERM both stop a command through ``KeyboardInterrupt`` in the
+main thread, so the same clean-up runs (temporary files removed, finished outputs kept); the exit
+code is 130 after SIGINT and 143 after SIGTERM (128 + the signal number, as shells report them).
+
+stderr: messages that C libraries print themselves (libpng's "libpng warning: ..." and "libpng
+error: ...", which OpenCV's PNG decoder lets through) are filtered out of the process's stderr; samsem
+reports every unreadable file in its own words.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from samsem import __version__
 from samsem.errors import EngineError, SamsemError
@@ -26,6 +39,72 @@ COMMANDS: dict[str, str] = {
     "train": "samsem.train.cli:register",
     "tune": "samsem.train.tune:register",
 }
+
+
+NATIVE_NOISE = (b"libpng warning:", b"libpng error:")  # lines dropped from the native stderr
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _forward(source: int, target: int, drop: tuple[bytes, ...]) -> None:
+    """Copy lines from pipe ``source`` to ``target`` until EOF, leaving out lines starting with ``drop``."""
+    pending = b""
+    with open(source, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if not line.startswith(drop))
+            if out:
+                with contextlib.suppress(OSError):
+                    os.write(target, out)
+    if pending and not pending.startswith(drop):
+        with contextlib.suppress(OSError):
+            os.write(target, pending)
+
+
+@contextlib.contextmanager
+def filtered_native_stderr(drop: tuple[bytes, ...] = NATIVE_NOISE) -> Iterator[None]:
+    """Route file descriptor 2 through a thread that drops lines starting with ``drop``. When
+    ``sys.stderr`` writes to descriptor 2 it is pointed at the original stream meanwhile (so terminal
+    detection and progress bars work as before); any other ``sys.stderr`` is left alone."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to filter
+        yield
+        return
+    try:
+        rebind = sys.stderr.fileno() == 2
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        rebind = False
+    read_end, write_end = os.pipe()
+    original = sys.stderr
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    thread = threading.Thread(target=_forward, args=(read_end, saved, drop), daemon=True)
+    thread.start()
+    if rebind:
+        sys.stderr = io.TextIOWrapper(
+            io.FileIO(saved, "w", closefd=False),
+            encoding=getattr(original, "encoding", None) or "utf-8",
+            errors="backslashreplace",
+            line_buffering=True,
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        sys.stderr = original
+        os.dup2(saved, 2)  # closes the pipe's last writer (unless a child process still holds it)
+        thread.join(timeout=1.0)
+        if not thread.is_alive():
+            os.close(saved)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,18 +125,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
-        return int(args.func(args) or 0)
+        with filtered_native_stderr():
+            return int(args.func(args) or 0)
     except EngineError as exc:  # a fault of the model engine, not of the user's input
         print(f"samsem {args.command}: engine error: {exc}", file=sys.stderr)
         return 1
     except SamsemError as exc:
         print(f"samsem {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        msg = "interrupted; finished outputs are kept, rerun to resume"
-        print(f"samsem {args.command}: {msg}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"samsem {args.command}: {what}; finished outputs are kept, rerun to resume", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +49,10 @@ TIFF_TILE = (512, 512)
 BIGTIFF_MIN_BYTES = 2**32 - 2**25  # pixel data above this (4 GB minus headroom) is written as BigTIFF
 PNG_MAX_PIXELS = 2**30  # OpenCV refuses to decode larger PNGs (CV_IO_MAX_IMAGE_PIXELS)
 
+# atomic_path's temporary files: .STEM.<12 hex>.tmpSUFFIX for the target STEM+SUFFIX
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[0-9a-f]{12}\.tmp(?P<suffix>\.[^.]*)?$")
+_OUTPUT_STEMS = (".mask", ".preview")  # NAME.mask.png|tif, NAME.preview.png
+_OUTPUT_SUFFIXES = (".report.json",)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels after decoding
@@ -363,7 +368,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(path, f"cannot create output directory ({exc.strerror or exc})") from None
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")  # see temp_target
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -375,6 +380,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def temp_target(name: str) -> str | None:
+    """The file name a temporary file of :func:`atomic_path` stands for (``.x.mask.<hex>.tmp.png`` ->
+    ``x.mask.png``), or None when ``name`` is not one."""
+    m = _TEMP_NAME.match(name)
+    return None if m is None else m["stem"] + (m["suffix"] or "")
+
+
+def is_samsem_output(path: str | Path) -> bool:
+    """True for the names samsem writes beside images: ``NAME.mask.png|tif``, ``NAME.preview.png``,
+    ``NAME.report.json`` and the temporary files of :func:`atomic_path` (see :func:`temp_target`)."""
+    name = Path(path).name
+    low = name.lower()
+    return (
+        temp_target(name) is not None
+        or low.endswith(_OUTPUT_SUFFIXES)
+        or Path(low).stem.endswith(_OUTPUT_STEMS)
+    )
 
 
 def write_mask(path: str | Path, mask: np.ndarray, *, protect: Iterable[Path] = ()) -> Path:
@@ -465,14 +489,16 @@ def _json_default(obj: Any) -> Any:
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     """Expand files, directories (non-recursive, sorted) and glob patterns (sorted) into image paths.
 
-    Only files with a supported suffix are taken from directories and globs; duplicates keep their first
-    position. An input that matches nothing raises InputError.
+    Only files with a supported suffix are taken from directories and globs, and never samsem's own
+    outputs or temporary files (:func:`is_samsem_output`), so that a folder segmented in place can be
+    segmented again; a file named explicitly is taken as it is. Duplicates keep their first position.
+    An input that matches nothing raises InputError.
     """
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES)
+            files = sorted(f for f in p.iterdir() if f.is_file() and _is_input(f))
             if not files:
                 raise InputError(p, "directory contains no images", ", ".join(SUPPORTED_SUFFIXES))
         elif p.is_file():
@@ -481,7 +507,7 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
             files = sorted(
                 Path(f)
                 for f in glob.glob(str(item), recursive=True)
-                if os.path.isfile(f) and Path(f).suffix.lower() in SUPPORTED_SUFFIXES
+                if os.path.isfile(f) and _is_input(Path(f))
             )
             if not files:
                 raise InputError(p, "pattern matches no images", ", ".join(SUPPORTED_SUFFIXES))
@@ -496,3 +522,8 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
             seen.add(key)
             unique.append(f)
     return unique
+
+
+def _is_input(path: Path) -> bool:
+    """An image file that is not one of samsem's outputs (for directory and glob listings)."""
+    return path.suffix.lower() in SUPPORTED_SUFFIXES and not is_samsem_output(path)

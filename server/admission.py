@@ -3,7 +3,9 @@
 A request is admitted (or refused at once with :class:`Busy`) when it arrives, before its image is
 uploaded, and reserves the memory its image and mask will take; it then waits for one of
 ``max_active`` compute slots. There is never an unbounded backlog: admitted requests are at most
-``max_active + max_queued`` and their buffers at most ``memory_budget`` bytes.
+``max_active + max_queued`` and their buffers at most ``memory_budget`` bytes; one client address
+(the peer without its port) may hold at most ``max_per_peer`` of them, so that one client cannot
+take every slot.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ class Admission:
     Must be used from one asyncio event loop.
     """
 
-    def __init__(self, max_active: int, max_queued: int, memory_budget: int) -> None:
+    def __init__(
+        self, max_active: int, max_queued: int, memory_budget: int, max_per_peer: int | None = None
+    ) -> None:
         if max_active < 1 or max_queued < 0 or memory_budget < 1:
             raise ValueError("need max_active >= 1, max_queued >= 0, memory_budget >= 1")
         self.max_active = max_active
         self.max_queued = max_queued
         self.memory_budget = memory_budget
+        self.max_per_peer = max_active + max_queued if max_per_peer is None else max_per_peer
+        self.per_peer: dict[str, int] = {}
         self.admitted = 0
         self.active = 0
         self.reserved = 0
@@ -50,15 +56,22 @@ class Admission:
         ahead = self.waiting + 1
         return float(min(30.0, max(0.1, self._mean_compute_s * ahead / self.max_active)))
 
-    def admit(self, nbytes: int = 0) -> Slot:
-        """Admit one request reserving ``nbytes``, or raise :class:`Busy` at once."""
+    def admit(self, nbytes: int = 0, peer: str = "") -> Slot:
+        """Admit one request of client address ``peer`` reserving ``nbytes``, or raise :class:`Busy`."""
         if self.admitted >= self.max_active + self.max_queued:
             raise Busy(
                 f"server busy: {self.active} requests computing and {self.waiting} queued "
                 f"(limit {self.max_active} + {self.max_queued})",
                 self.retry_after(),
             )
-        slot = Slot(self)
+        if self.per_peer.get(peer, 0) >= self.max_per_peer:
+            raise Busy(
+                f"too many calls from this client: {self.per_peer[peer]} admitted "
+                f"(limit {self.max_per_peer} per client address)",
+                self.retry_after(),
+            )
+        slot = Slot(self, peer)
+        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
         self.admitted += 1
         try:
             slot.reserve(nbytes)
@@ -78,8 +91,9 @@ class Slot:
     :meth:`Admission.admit`; a worker thread that may outlive a cancelled call takes a :meth:`hold`).
     """
 
-    def __init__(self, owner: Admission) -> None:
+    def __init__(self, owner: Admission, peer: str = "") -> None:
         self._owner = owner
+        self.peer = peer
         self.nbytes = 0
         self._computing_since: float | None = None
         self._holders = 1
@@ -125,3 +139,6 @@ class Slot:
             o._slots.release()
         o.reserved -= self.nbytes
         o.admitted -= 1
+        left = o.per_peer.pop(self.peer) - 1
+        if left:
+            o.per_peer[self.peer] = left

@@ -2,8 +2,10 @@
 
 Message sizes: the server accepts messages of at most ``max(chunk_bytes, 2 * max_tile_pixels) +
 MESSAGE_MARGIN`` bytes (a Segment chunk or a whole uint16 tile plus protobuf framing and header),
-so one call can never make it buffer more; it sends at most its largest mask chunk or tile
-plus the margin, or the largest report an image within ``max_image_pixels`` can produce.
+so one call can never make it buffer more; it sends at most a mask chunk, a vector piece or a report
+piece (``chunk_bytes``), or a tile's mask and report, plus the margin: a Segment reply of any size is
+streamed in such pieces, and a tile's model inputs are bounded (``max_tile_inputs``), so no reply
+can outgrow the limit after the work is done.
 
 Keepalive: the server pings idle connections every ``keepalive_s`` (default 30 s) and drops them
 if no answer comes within 10 s (dead clients free their calls); clients may ping at most every 10 s,
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import shutil
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -34,15 +38,18 @@ from samsem.runtime.pipeline import Pipeline
 from samsem.server import samsem_pb2 as pb
 from samsem.server import samsem_pb2_grpc as pb_grpc
 from samsem.server.admission import Admission
+from samsem.server.codec import MAX_NAME_BYTES
 from samsem.server.engine import Engine
-from samsem.server.jobs import JobManager
+from samsem.server.jobs import JobLimits, JobManager
+from samsem.server.jobstore import JobStore
 from samsem.server.observability import Metrics, log
 from samsem.server.security import CallGuard, server_credentials
 from samsem.server.service import Limits, ModelFacts, SegmentationService
+from samsem.server.spool import Spool
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Segmentation"].full_name
 MESSAGE_MARGIN = 64 * 1024
-REPORT_BYTES_PER_TILE = 400  # JSON of one patch record in a report, generously
+REPORT_BYTES_PER_TILE = 400  # JSON of one patch record in a report, generously (measured ~200)
 KEEPALIVE_TIMEOUT_S = 10
 MIN_CLIENT_PING_S = 10
 
@@ -54,12 +61,17 @@ class ServerConfig:
     Batching: ``max_batch`` model inputs per model call [16], ``max_delay_ms`` a batch waits for
     company [5], ``request_batch`` inputs one request submits at a time [4]. Admission:
     ``max_active`` requests computing [8], ``max_queued`` waiting [32], ``memory_budget`` bytes of
-    image + mask buffers over all admitted requests [8 GiB]. Sizes: ``chunk_bytes`` [1 MiB],
+    image + mask buffers over all admitted requests [8 GiB], ``max_calls_per_peer`` admitted
+    Segment/SegmentTile calls of one client address [16]. Uploads: ``upload_idle_s`` longest pause
+    between messages [30 s], ``upload_min_rate`` bytes/s [1 MiB/s], ``spool_budget`` bytes of
+    encoded uploads on disk in ``tmp_dir`` [8 GiB]. Sizes: ``chunk_bytes`` [1 MiB],
     ``max_image_pixels`` [2^30], ``max_tile_pixels`` for SegmentTile [2048^2], ``max_encoded_bytes``
-    [2 GiB]. Jobs: ``job_roots`` (none: jobs disabled), ``output_root`` (none: beside inputs).
-    Security: ``tls_cert``/``tls_key`` enable TLS, ``tls_client_ca`` requires client certificates
-    (mTLS), ``tokens`` require a bearer token. ``metrics_port`` None: no metrics endpoint (0: any
-    free port).
+    [2 GiB], ``max_inputs`` model inputs per request [0: what the largest square image within
+    ``max_image_pixels`` needs]. Jobs: ``job_roots`` (none: jobs disabled), ``output_root`` (none:
+    beside inputs), ``job_db`` SQLite file of job state (None: in memory, lost at exit; ``samsem
+    serve`` defaults to ``~/.local/state/samsem/jobs.sqlite``). Security: ``tls_cert``/``tls_key``
+    enable TLS, ``tls_client_ca`` requires client certificates (mTLS), ``tokens`` require a bearer
+    token. ``metrics_port`` None: no metrics endpoint (0: any free port).
     """
 
     host: str = "127.0.0.1"
@@ -71,12 +83,18 @@ class ServerConfig:
     max_active: int = 8
     max_queued: int = 32
     memory_budget: int = 8 << 30
+    max_calls_per_peer: int = 16
+    upload_idle_s: float = 30.0
+    upload_min_rate: float = float(1 << 20)
+    spool_budget: int = 8 << 30
+    max_inputs: int = 0
     chunk_bytes: int = 1 << 20
     max_image_pixels: int = 1 << 30
     max_tile_pixels: int = 2048 * 2048
     max_encoded_bytes: int = 2 << 30
     job_roots: tuple[Path, ...] = ()
     output_root: Path | None = None
+    job_db: Path | None = None
     max_queued_jobs: int = 64
     max_kept_jobs: int = 1000
     tls_cert: Path | None = None
@@ -98,6 +116,8 @@ class ServerConfig:
             "chunk_bytes",
             "max_image_pixels",
             "max_tile_pixels",
+            "max_calls_per_peer",
+            "spool_budget",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -109,16 +129,25 @@ class ServerConfig:
             raise ConfigError("TLS needs both a certificate and a key")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("mutual TLS (client CA) needs TLS (certificate and key)")
+        if not (self.upload_idle_s > 0 and self.upload_min_rate > 0 and self.max_inputs >= 0):
+            raise ConfigError("upload_idle_s and upload_min_rate must be > 0, max_inputs >= 0")
 
     def receive_limit(self) -> int:
         """Largest message the server accepts (bytes)."""
         return max(self.chunk_bytes, 2 * self.max_tile_pixels) + MESSAGE_MARGIN
 
+    def input_limits(self, pipeline: Pipeline) -> tuple[int, int]:
+        """(model inputs per Segment request, per SegmentTile request): what the largest square image
+        (tile) needs, unless ``max_inputs`` sets the first."""
+        side, tile = math.isqrt(self.max_image_pixels), math.isqrt(self.max_tile_pixels)
+        image = self.max_inputs or pipeline.count_inputs(side, side)
+        return image, min(image, pipeline.count_inputs(tile, tile))
+
     def send_limit(self, pipeline: Pipeline) -> int:
-        """Largest message the server sends: a mask chunk, a tile's mask, or the largest report."""
-        side = math.isqrt(self.max_image_pixels)
-        report = pipeline.count_inputs(side, side) * REPORT_BYTES_PER_TILE
-        return max(self.chunk_bytes, self.max_tile_pixels, report) + MESSAGE_MARGIN
+        """Largest message the server sends: a piece of a Segment reply (mask, vector file, report;
+        at most ``chunk_bytes`` each plus the name), or a tile's mask and report."""
+        tile_report = self.input_limits(pipeline)[1] * REPORT_BYTES_PER_TILE + 3 * MAX_NAME_BYTES
+        return max(self.chunk_bytes + 3 * MAX_NAME_BYTES, self.max_tile_pixels + tile_report) + MESSAGE_MARGIN
 
     def grpc_options(self, pipeline: Pipeline) -> list[tuple[str, int]]:
         """Channel arguments of the server: message limits and keepalive."""
@@ -151,6 +180,7 @@ class SamsemServer:
         cfg = self.config
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        store = JobStore(cfg.job_db if cfg.job_roots else None)  # first: refuses a database in use
         self.engine = Engine(
             self.pipeline,
             max_batch=cfg.max_batch,
@@ -158,19 +188,51 @@ class SamsemServer:
             request_batch=cfg.request_batch,
             on_batch=self.metrics.on_batch,
         )
-        self.jobs = JobManager(
-            self.engine,
-            cfg.job_roots,
-            cfg.output_root,
-            loop,
-            max_queued=cfg.max_queued_jobs,
-            max_kept=cfg.max_kept_jobs,
-            on_change=self.metrics.set_jobs,
-        )
+        max_inputs, max_tile_inputs = cfg.input_limits(self.pipeline)
+        self.admission = Admission(cfg.max_active, cfg.max_queued, cfg.memory_budget, cfg.max_calls_per_peer)
+        try:
+            self.spool = Spool(cfg.tmp_dir, cfg.spool_budget, self.admission.retry_after)
+            self.jobs = JobManager(
+                self.engine,
+                cfg.job_roots,
+                cfg.output_root,
+                loop,
+                max_queued=cfg.max_queued_jobs,
+                max_kept=cfg.max_kept_jobs,
+                on_change=self.metrics.set_jobs,
+                store=store,
+                limits=JobLimits(cfg.max_image_pixels, max_inputs),
+                on_refused=self.metrics.refused_paths.inc,
+                private_dir=self.spool.dir,
+            )
+        except BaseException:
+            store.close()
+            self.engine.close()
+            if hasattr(self, "spool"):
+                self.spool.close()
+            raise
+        self.store = store
         self.executor = ThreadPoolExecutor(max_workers=cfg.max_active, thread_name_prefix="samsem-request")
-        self.admission = Admission(cfg.max_active, cfg.max_queued, cfg.memory_budget)
+        for stale in self.spool.removed:
+            log(logging.INFO, "removed a stale upload spool", path=str(stale))
+        free = shutil.disk_usage(self.spool.dir).free
+        if free < cfg.spool_budget:
+            log(
+                logging.WARNING,
+                "the spool budget exceeds the free space of its folder",
+                spool=str(self.spool.dir),
+                free_bytes=free,
+                spool_budget=cfg.spool_budget,
+            )
         self.server = grpc.aio.server(
-            interceptors=[CallGuard(cfg.tokens, lambda: self.draining)],
+            interceptors=[
+                CallGuard(
+                    cfg.tokens,
+                    lambda: self.draining,
+                    self.metrics.rejected,
+                    parsed_prefix=f"/{SERVICE_NAME}/",
+                )
+            ],
             options=cfg.grpc_options(self.pipeline),
         )
         service = SegmentationService(
@@ -183,10 +245,14 @@ class SamsemServer:
                 cfg.max_image_pixels,
                 cfg.max_tile_pixels,
                 cfg.max_encoded_bytes,
-                None if cfg.tmp_dir is None else str(cfg.tmp_dir),
+                max_inputs,
+                max_tile_inputs,
+                cfg.upload_idle_s,
+                cfg.upload_min_rate,
             ),
             ModelFacts(cfg.backend, cfg.device, cfg.precision),
             self.executor,
+            self.spool,
         )
         pb_grpc.add_SegmentationServicer_to_server(service, self.server)
         self.health = health.aio.HealthServicer()
@@ -215,6 +281,8 @@ class SamsemServer:
             mtls=cfg.tls_client_ca is not None,
             auth=bool(cfg.tokens),
             metrics_port=self.metrics_port,
+            job_db=None if not cfg.job_roots or cfg.job_db is None else str(cfg.job_db),
+            max_inputs=max_inputs,
             model=self.pipeline.info.to_json() if self.pipeline.info is not None else {},
         )
         return self.port
@@ -235,6 +303,8 @@ class SamsemServer:
         await asyncio.to_thread(self.jobs.shutdown)
         await asyncio.to_thread(self.engine.close)
         await asyncio.to_thread(self.executor.shutdown, True)
+        self.store.close()
+        self.spool.close()
         self.metrics.close()
         log(20, "stopped")
         self._stopped.set()  # type: ignore[union-attr]

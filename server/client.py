@@ -3,6 +3,8 @@
     with SamsemClient("127.0.0.1:50051") as client:
         out = client.segment(image)          # (H, W) uint8/uint16 array, or a PNG/TIFF path
         out.mask, out.report                 # (H, W) uint8 {0, 1}, dict
+        out = client.segment(image, vector=VectorOptions(formats=("svg", "gds")))
+        out.vectors["svg"]                   # the file's bytes, as `samsem segment --vector` writes it
 
 Failures raise ``grpc.RpcError`` (``.code()``, ``.details()``; RESOURCE_EXHAUSTED carries
 ``retry-after-ms`` in its trailing metadata, see :func:`retry_after_s`).
@@ -13,8 +15,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -23,8 +26,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from samsem.errors import InputError
 from samsem.server import samsem_pb2 as pb
 from samsem.server import samsem_pb2_grpc as pb_grpc
-from samsem.server.codec import MaskAssembler
+from samsem.server.codec import MaskAssembler, VectorAssembler, vector_request
 from samsem.server.security import channel_credentials
+
+if TYPE_CHECKING:
+    from samsem.vector import VectorOptions
 
 DEFAULT_CHUNK_BYTES = 1 << 20  # must not exceed the server's chunk_bytes (GetModelInfo)
 RECEIVE_LIMIT = 64 << 20  # largest message the client accepts (the server sends <= ~1 MiB + reports)
@@ -34,7 +40,8 @@ Progress = Callable[[int, int], None]  # (tiles_done, tiles_total)
 
 @dataclass
 class SegmentOutput:
-    """A segmented image: ``mask`` (H, W) uint8 {0, 1}, the runtime's ``report`` and call facts."""
+    """A segmented image: ``mask`` (H, W) uint8 {0, 1}, the runtime's ``report``, call facts and, when
+    asked for, the ``vectors`` (format -> file bytes)."""
 
     name: str
     mask: np.ndarray
@@ -42,6 +49,7 @@ class SegmentOutput:
     request_id: str
     queue_seconds: float
     compute_seconds: float
+    vectors: dict[str, bytes] = field(default_factory=dict)
 
 
 def retry_after_s(error: grpc.RpcError) -> float | None:
@@ -109,13 +117,17 @@ class SamsemClient:
         progress: Progress | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        vector: VectorOptions | None = None,
     ) -> SegmentOutput:
         """Segment one image with the streaming ``Segment`` call.
 
         image: (H, W) uint8/uint16 array (sent raw), or a PNG/TIFF path (sent as the file's bytes,
         read in chunks, and decoded by the server). ``progress(done, total)`` follows the tiles.
+        ``vector``: also return the mask's polygons as files in these formats (``out.vectors``).
         """
         header, chunks = self._prepare(image, name, options)
+        if vector is not None:
+            header.vector.CopyFrom(vector_request(vector))
         requests = _requests(header, chunks)
         call = self.stub.Segment(requests, timeout=timeout or self.timeout, metadata=self._md(request_id))
         return _collect(call, progress)
@@ -128,9 +140,13 @@ class SamsemClient:
         options: Mapping[str, str] | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        vector: VectorOptions | None = None,
     ) -> SegmentOutput:
-        """Segment a small (H, W) uint8/uint16 array (at most the server's max_tile_pixels) in one call."""
+        """Segment a small (H, W) uint8/uint16 array (at most the server's max_tile_pixels) in one call.
+        The server refuses ``vector`` here (vectors come with :meth:`segment` only)."""
         header, _ = self._prepare(image, name, options)
+        if vector is not None:
+            header.vector.CopyFrom(vector_request(vector))
         raw = _raw_bytes(image)
         reply = self.stub.SegmentTile(
             pb.SegmentTileRequest(header=header, data=raw.tobytes()),
@@ -167,13 +183,28 @@ class SamsemClient:
 
     # ------------------------------------------------------------------ jobs and info
     def submit_job(
-        self, inputs: Sequence[str], *, options: Mapping[str, str] | None = None, overwrite: bool = False
+        self,
+        inputs: Sequence[str],
+        *,
+        options: Mapping[str, str] | None = None,
+        overwrite: bool = False,
+        vector: VectorOptions | None = None,
     ) -> pb.Job:
-        """Queue a job over files the server can read (absolute paths under its job roots)."""
+        """Queue a job over files the server can read (absolute paths under its job roots); ``vector``
+        also writes vector files beside each mask."""
         request = pb.SubmitJobRequest(
             inputs=list(inputs), options={k: str(v) for k, v in (options or {}).items()}, overwrite=overwrite
         )
+        if vector is not None:
+            request.vector.CopyFrom(vector_request(vector))
         return self.stub.SubmitJob(request, timeout=self.timeout, metadata=self._md(None))
+
+    def list_jobs(self, limit: int = 0) -> list[pb.Job]:
+        """The server's jobs, newest first, without their file lists (``limit`` 0: the server's default)."""
+        reply = self.stub.ListJobs(
+            pb.ListJobsRequest(limit=limit), timeout=self.timeout, metadata=self._md(None)
+        )
+        return list(reply.jobs)
 
     def get_job(self, job_id: str) -> pb.Job:
         return self.stub.GetJob(pb.JobRef(job_id=job_id), timeout=self.timeout, metadata=self._md(None))
@@ -219,8 +250,10 @@ def _requests(header: pb.ImageHeader, chunks: Iterator[bytes]) -> Iterator[pb.Se
 
 
 def _collect(responses, progress: Progress | None) -> SegmentOutput:
-    """Read a Segment response stream: progress, mask chunks, report."""
+    """Read a Segment response stream: progress, mask chunks, vector pieces, report pieces, report."""
     asm: MaskAssembler | None = None
+    vectors = VectorAssembler()
+    parts: list[bytes] = []
     for msg in responses:
         part = msg.WhichOneof("part")
         if part == "progress":
@@ -230,19 +263,30 @@ def _collect(responses, progress: Progress | None) -> SegmentOutput:
             if asm is None:
                 asm = MaskAssembler(msg.mask.height, msg.mask.width)
             asm.add(msg.mask)
+        elif part == "vector":
+            vectors.add(msg.vector)
+        elif part == "report_part":
+            parts.append(msg.report_part)
         elif part == "report":
             if asm is None or not asm.complete:
                 raise InputError(None, "the server sent the report before the whole mask")
-            return _output(asm, msg.report)
+            text = b"".join(parts).decode() if msg.report.report_streamed else msg.report.report_json
+            return _output(asm, msg.report, text, vectors.result())
     raise InputError(None, "the server's response ended without a report")
 
 
-def _output(asm: MaskAssembler, report: pb.SegmentReport) -> SegmentOutput:
+def _output(
+    asm: MaskAssembler,
+    report: pb.SegmentReport,
+    text: str | None = None,
+    vectors: dict[str, bytes] | None = None,
+) -> SegmentOutput:
     return SegmentOutput(
         name=report.name,
         mask=asm.mask,
-        report=json.loads(report.report_json),
+        report=json.loads(report.report_json if text is None else text),
         request_id=report.request_id,
         queue_seconds=report.queue_seconds,
         compute_seconds=report.compute_seconds,
+        vectors=vectors or {},
     )

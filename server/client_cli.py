@@ -21,6 +21,38 @@ def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, help="deadline of each call in seconds")
 
 
+def _vector_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("vector output (polygons of the mask, see docs/vector.md)")
+    g.add_argument(
+        "--vector",
+        default=None,
+        metavar="FORMATS",
+        help="also write NAME.svg / NAME.geojson / NAME.gds beside each mask (comma-separated formats)",
+    )
+    g.add_argument(
+        "--tolerance", type=float, default=1.0, help="simplification tolerance in px (1; 0: exact)"
+    )
+    g.add_argument("--nm-per-px", type=float, default=1.0, help="pixel size for GDSII coordinates (1)")
+    g.add_argument("--gds-layer", type=int, default=0, help="GDSII layer of the polygons (0)")
+    g.add_argument("--gds-datatype", type=int, default=0, help="GDSII datatype of the polygons (0)")
+
+
+def _vector_options(args: argparse.Namespace):
+    """The VectorOptions the flags ask for, or None without --vector (ConfigError if invalid)."""
+    if not args.vector:
+        return None
+    from samsem.vector import VectorOptions
+
+    formats = tuple(f.strip().lower() for f in args.vector.split(",") if f.strip())
+    return VectorOptions(
+        formats=formats,
+        tolerance_px=args.tolerance,
+        nm_per_px=args.nm_per_px,
+        gds_layer=args.gds_layer,
+        gds_datatype=args.gds_datatype,
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``client`` subcommand with its ``segment``, ``info`` and ``job`` actions."""
     p = sub.add_parser("client", help="use a remote samsem server", description=__doc__.splitlines()[0])
@@ -31,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("-o", "--out", required=True, type=Path, help="output directory")
     seg.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="pipeline option")
     seg.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    _vector_flags(seg)
     _connection(seg)
     seg.set_defaults(func=run_segment)
 
@@ -42,9 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     job.add_argument("paths", nargs="*", help="absolute server-side paths to submit")
     job.add_argument("--status", metavar="JOB_ID", default=None, help="show a job instead of submitting")
     job.add_argument("--cancel", metavar="JOB_ID", default=None, help="cancel a job instead of submitting")
+    job.add_argument("--list", action="store_true", help="list the server's jobs (newest first)")
     job.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     job.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="pipeline option")
     job.add_argument("--overwrite", action="store_true", help="recompute files whose outputs exist")
+    _vector_flags(job)
     _connection(job)
     job.set_defaults(func=run_job)
 
@@ -83,24 +118,29 @@ def _rpc_message(exc) -> str:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    """Send every input to the server; write NAME.mask.png/.tif and NAME.report.json like `samsem segment`."""
+    """Send every input to the server; write NAME.mask.png/.tif and NAME.report.json like `samsem segment`
+    (and NAME.svg/.geojson/.gds with --vector, before the report, which is written last)."""
     import grpc
     from tqdm import tqdm
 
     from samsem.errors import SamsemError
-    from samsem.io import list_images
+    from samsem.io import atomic_path, list_images
     from samsem.runtime.outputs import (
         RunSummary,
         check_distinct_names,
         plan_image,
         prepare_dir,
+        remove_stale_temps,
         write_outputs,
     )
+    from samsem.vector import FORMATS as VECTOR_FORMATS
 
     options = _options(args.option)
+    vector = _vector_options(args)
     files = list_images(args.inputs)
     check_distinct_names(files)
     prepare_dir(args.out)
+    remove_stale_temps(args.out, (f.stem for f in files))
     summary = RunSummary()
     with _client(args) as client, tqdm(total=0, unit="tile", desc="segment", disable=None) as bar:
         for f in files:
@@ -109,7 +149,10 @@ def run_segment(args: argparse.Namespace) -> int:
             except SamsemError as exc:
                 summary.failures[f.name] = str(exc)
                 continue
-            if not args.overwrite and outputs.finished():
+            vector_paths = [
+                args.out / f"{f.stem}{VECTOR_FORMATS[fmt][0]}" for fmt in (vector.formats if vector else ())
+            ]
+            if not args.overwrite and outputs.finished() and all(p.exists() for p in vector_paths):
                 summary.skipped += 1
                 continue
             seen = {"total": 0, "done": 0}
@@ -123,14 +166,20 @@ def run_segment(args: argparse.Namespace) -> int:
                 seen["done"] = n_done
 
             try:
-                out = client.segment(f, options=options, progress=progress)
+                out = client.segment(f, options=options, progress=progress, vector=vector)
             except grpc.RpcError as exc:
                 summary.failures[f.name] = _rpc_message(exc)
                 continue
             except SamsemError as exc:
                 summary.failures[f.name] = str(exc)
                 continue
-            write_outputs(outputs, out.mask, {**out.report, "server": args.server}, protect=files)
+            for path, fmt in zip(vector_paths, vector.formats if vector else (), strict=True):
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(out.vectors[fmt])
+            report = {**out.report, "server": args.server}
+            if vector_paths:
+                report["vectors"] = [p.name for p in vector_paths]
+            write_outputs(outputs, out.mask, report, protect=files)
             summary.done += 1
     return summary.report("samsem client", args.out)
 
@@ -164,16 +213,23 @@ def run_job(args: argparse.Namespace) -> int:
     from samsem.errors import ConfigError
     from samsem.server import samsem_pb2 as pb
 
-    if sum(bool(x) for x in (args.paths, args.status, args.cancel)) != 1:
-        raise ConfigError("give either PATH... to submit, or --status JOB_ID, or --cancel JOB_ID")
+    if sum(bool(x) for x in (args.paths, args.status, args.cancel, args.list)) != 1:
+        raise ConfigError("give either PATH... to submit, or --status JOB_ID, --cancel JOB_ID or --list")
+    vector = _vector_options(args)
     try:
         with _client(args) as client:
+            if args.list:
+                for listed in client.list_jobs():
+                    print(MessageToJson(listed, preserving_proto_field_name=True, indent=None))
+                return 0
             if args.status:
                 job = client.get_job(args.status)
             elif args.cancel:
                 job = client.cancel_job(args.cancel)
             else:
-                job = client.submit_job(args.paths, options=_options(args.option), overwrite=args.overwrite)
+                job = client.submit_job(
+                    args.paths, options=_options(args.option), overwrite=args.overwrite, vector=vector
+                )
                 print(f"samsem client: job {job.job_id} submitted ({len(job.files)} files)", file=sys.stderr)
             if args.wait:
                 for snap in client.watch_job(job.job_id):

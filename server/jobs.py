@@ -1,89 +1,94 @@
-"""Server-side jobs: segment files the server can read, confined to configured roots.
+"""Server-side jobs: segment files the server can read, confined to configured roots, kept in SQLite.
 
-A job is a list of image files (inputs may name files or directories, non-recursive) whose real
-paths (symlinks resolved) lie under one of the server's job roots; anything else is refused with
-:class:`PathRefused`. Outputs (NAME.mask.png, .tif for large images, and NAME.report.json, as
-``samsem segment`` writes them) go beside each input, or, with an output root, to the same relative
-folder under it. Files whose outputs exist are skipped unless ``overwrite``. Jobs run one at a time
-in a worker thread through the shared batchers, independent of any client connection; their state
-is kept in memory (the most recent ``max_kept`` finished jobs) and is lost when the server stops.
+A job is a list of image files (inputs may name files or directories, non-recursive; samsem's own
+outputs and temporary files in a directory are never taken) whose real paths (symlinks resolved) lie
+under one of the server's job roots; anything else is refused with :class:`PathRefused`. The check is
+repeated whenever a file is opened or an output is created (:mod:`samsem.server.confine`): a path that
+has left the roots since (a folder replaced by a symlink) fails that file with PERMISSION_DENIED,
+recorded in its status and logged. Outputs (NAME.mask.png, .tif for large images, NAME.report.json
+and, when asked, vector files NAME.svg/.geojson/.gds) go beside each input, or, with an output root,
+to the same relative folder under it, created without following links. Files whose outputs exist
+are skipped unless ``overwrite``.
+
+Jobs run one at a time in a worker thread through the shared batchers, independent of any client
+connection. Every state change is written to the job database (:mod:`samsem.server.jobstore`): a
+restarted server lists past jobs and resumes unfinished ones (queued, running, or interrupted by a
+shutdown), skipping their files that had finished. With an in-memory store (no database) jobs
+cancelled by a shutdown end CANCELLED instead. The most recent ``max_kept`` finished jobs are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import os
 import queue
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from samsem.errors import InputError, SamsemError
-from samsem.runtime.outputs import ImageOutputs, plan_image, write_outputs
+from samsem.runtime.outputs import ImageOutputs, image_outputs, remove_stale_temps, write_outputs
 from samsem.runtime.pipeline import FailedImage, Pipeline
 from samsem.server import samsem_pb2 as pb
 from samsem.server.admission import Busy
 from samsem.server.batching import Cancelled, Ticket
+from samsem.server.codec import check_inputs, check_size
+from samsem.server.confine import PathRefused, Pins, clip, confine
 from samsem.server.engine import Engine
+from samsem.server.jobstore import FileRow, JobRow, JobStore
+from samsem.server.observability import log
+
+if TYPE_CHECKING:
+    from samsem.vector import VectorOptions
 
 FINAL_FILE = (pb.FILE_DONE, pb.FILE_SKIPPED, pb.FILE_FAILED, pb.FILE_CANCELLED)
 FINAL_JOB = (pb.JOB_SUCCEEDED, pb.JOB_FAILED, pb.JOB_CANCELLED)
 _HAS_OUTPUTS = (pb.FILE_DONE, pb.FILE_SKIPPED)
-
-
-class PathRefused(SamsemError):
-    """A job path outside the server's roots (reported as PERMISSION_DENIED)."""
+SHUTDOWN = "server shut down"
 
 
 class JobsDisabled(SamsemError):
     """The server has no job roots (reported as FAILED_PRECONDITION)."""
 
 
-def confine(path: str, roots: Sequence[Path]) -> tuple[Path, Path]:
-    """Resolve ``path`` (absolute, symlinks followed) and return (real path, the root containing it)."""
-    p = Path(path)
-    if not p.is_absolute():
-        raise InputError(p, "job paths must be absolute", "an absolute path under one of the server's roots")
-    real = Path(os.path.realpath(p))
-    for root in roots:
-        if real == root or real.is_relative_to(root):
-            return real, root
-    raise PathRefused(f"{path}: outside the server's job roots; refused")
+@dataclass(frozen=True)
+class JobLimits:
+    """Per-file bounds of a job: pixels and model inputs (as for Segment requests)."""
 
-
-@dataclass
-class _File:
-    input: Path
-    out_dir: Path
-    state: int = pb.FILE_PENDING
-    outputs: ImageOutputs | None = None
-    error: str = ""
+    max_pixels: int = 1 << 30
+    max_inputs: int = 1 << 62
 
 
 @dataclass
 class _Job:
-    id: str
-    files: list[_File]
-    pipeline: Pipeline
-    overwrite: bool
+    row: JobRow
+    pipeline: Pipeline | None
+    vector: VectorOptions | None
     ticket: Ticket = field(default_factory=Ticket)
-    state: int = pb.JOB_QUEUED
-    tiles_done: int = 0
-    tiles_total: int = 0
-    created: float = field(default_factory=time.time)
-    started: float = 0.0
-    finished: float = 0.0
-    error: str = ""
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event | None = None
+
+
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, PathRefused):
+        return "PERMISSION_DENIED"
+    return "INVALID_ARGUMENT" if isinstance(exc, SamsemError) else "INTERNAL"
 
 
 class JobManager:
-    """Queue, run, report and cancel jobs; ``loop`` is the server's event loop (for WatchJob wake-ups)."""
+    """Queue, run, report and cancel jobs; ``loop`` is the server's event loop (for WatchJob wake-ups).
+
+    store: where job state lives (None: in memory only). Unfinished jobs found in it are resumed.
+    private_dir: where the links to open descriptors live (the server's spool, removed with it even
+    after a crash; None: a temporary folder).
+    """
 
     def __init__(
         self,
@@ -93,27 +98,52 @@ class JobManager:
         loop: asyncio.AbstractEventLoop,
         max_queued: int = 64,
         max_kept: int = 1000,
-        on_change=None,
+        on_change: Callable[[dict[str, int]], None] | None = None,
+        store: JobStore | None = None,
+        limits: JobLimits = JobLimits(),
+        on_refused: Callable[[], None] | None = None,
+        private_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.roots = tuple(Path(os.path.realpath(r)) for r in roots)
+        if output_root is not None:
+            Path(output_root).mkdir(parents=True, exist_ok=True)
         self.output_root = None if output_root is None else Path(os.path.realpath(output_root))
         self.loop = loop
         self.max_queued = max_queued
         self.max_kept = max_kept
         self.on_change = on_change  # called with {state: count} after every state change (metrics)
+        self.on_refused = on_refused  # called for every file refused when opened (metrics)
+        self.limits = limits
+        self.store = store if store is not None else JobStore(None)
+        self.pins = Pins(private_dir)
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._closed = False
+        self._seq = self.store.next_seq()
+        resumed = self._load()
         self._worker = threading.Thread(target=self._work, name="samsem-jobs", daemon=True)
         self._worker.start()
+        for job in resumed:
+            self._queue.put(job)
+        if resumed:
+            log(logging.INFO, "resuming jobs", jobs=[j.row.id for j in resumed])
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.roots)
 
     # ---------------------------------------------------------------- API (event loop thread)
-    async def submit(self, inputs: Sequence[str], options: Mapping[str, str], overwrite: bool) -> pb.Job:
+    async def submit(
+        self,
+        inputs: Sequence[str],
+        options: Mapping[str, str],
+        overwrite: bool,
+        vector: VectorOptions | None = None,
+    ) -> pb.Job:
         """Validate and queue a job; raises JobsDisabled, InputError, PathRefused or Busy."""
-        if not self.roots:
-            raise JobsDisabled("this server has no job roots (start it with --job-root DIR)")
+        self._check_enabled()
         if not inputs:
             raise InputError(None, "a job needs at least one input path")
         pipeline = self.engine.pipeline(options)
@@ -121,11 +151,23 @@ class JobManager:
         with self._lock:
             if self._closed:
                 raise Busy("server is shutting down", 1.0)
-            queued = sum(j.state == pb.JOB_QUEUED for j in self._jobs.values())
+            queued = sum(j.row.state == pb.JOB_QUEUED for j in self._jobs.values())
             if queued >= self.max_queued:
                 raise Busy(f"job queue full ({queued} jobs queued)", 5.0)
-            job = _Job(uuid.uuid4().hex, files, pipeline, overwrite, changed=asyncio.Event())
-            self._jobs[job.id] = job
+            self._seq += 1
+            row = JobRow(
+                id=uuid.uuid4().hex,
+                seq=self._seq,
+                state=pb.JOB_QUEUED,
+                options=dict(options),
+                overwrite=overwrite,
+                vector={} if vector is None else dataclasses.asdict(vector),
+                created=time.time(),
+                files=files,
+            )
+            self.store.insert(row)
+            job = _Job(row, pipeline, vector, changed=asyncio.Event())
+            self._jobs[row.id] = job
             self._evict()
             snap = self._snapshot(job)
         self._queue.put(job)
@@ -133,17 +175,26 @@ class JobManager:
         return snap
 
     def get(self, job_id: str) -> pb.Job:
-        """Snapshot of a job (KeyError if unknown)."""
+        """Snapshot of a job (KeyError if unknown; JobsDisabled without roots)."""
+        self._check_enabled()
         with self._lock:
             return self._snapshot(self._jobs[job_id])
 
+    def list_jobs(self, limit: int) -> list[pb.Job]:
+        """Snapshots without file lists of the newest ``limit`` jobs, newest first."""
+        self._check_enabled()
+        with self._lock:
+            jobs = list(self._jobs.values())[-limit:][::-1]
+            return [self._snapshot(j, with_files=False) for j in jobs]
+
     def cancel(self, job_id: str) -> pb.Job:
         """Ask a job to stop (a queued job is cancelled at once); returns its snapshot."""
+        self._check_enabled()
         with self._lock:
             job = self._jobs[job_id]
-            if job.state == pb.JOB_QUEUED:
+            if job.row.state == pb.JOB_QUEUED:
                 self._finish(job, pb.JOB_CANCELLED, "cancelled before it started", pb.FILE_CANCELLED)
-            elif job.state == pb.JOB_RUNNING:
+            elif job.row.state == pb.JOB_RUNNING:
                 job.ticket.cancel("cancelled by CancelJob")
             snap = self._snapshot(job)
         self._changed(job)
@@ -151,10 +202,13 @@ class JobManager:
 
     async def watch(self, job_id: str) -> AsyncIterator[pb.Job]:
         """The job's snapshot now and after every change, ending with its final state."""
+        self._check_enabled()
         with self._lock:
             job = self._jobs[job_id]
         while True:
             event = job.changed
+            if event is None:
+                event = job.changed = asyncio.Event()
             with self._lock:
                 snap = self._snapshot(job)
             yield snap
@@ -162,48 +216,84 @@ class JobManager:
                 return
             await event.wait()
 
-    def shutdown(self, reason: str = "server shut down") -> None:
-        """Cancel queued and running jobs and stop the worker (call after the grace period)."""
+    def shutdown(self, reason: str = SHUTDOWN) -> None:
+        """Stop the worker (call after the grace period): the running job is stopped. With a job
+        database, queued and interrupted jobs stay unfinished there and resume at the next start;
+        without one they are cancelled."""
         with self._lock:
             self._closed = True
             for job in self._jobs.values():
-                if job.state == pb.JOB_QUEUED:
+                if job.row.state == pb.JOB_QUEUED and not self.store.persistent:
                     self._finish(job, pb.JOB_CANCELLED, reason, pb.FILE_CANCELLED)
-                elif job.state == pb.JOB_RUNNING:
+                elif job.row.state == pb.JOB_RUNNING:
                     job.ticket.cancel(reason)
         self._queue.put(None)
         self._worker.join()
+        self.pins.close()
 
     def running(self) -> bool:
         """Whether a job is queued or running."""
         with self._lock:
-            return any(j.state in (pb.JOB_QUEUED, pb.JOB_RUNNING) for j in self._jobs.values())
+            return any(j.row.state in (pb.JOB_QUEUED, pb.JOB_RUNNING) for j in self._jobs.values())
 
     # ---------------------------------------------------------------- internals
-    def _expand(self, inputs: Sequence[str]) -> list[_File]:
-        """Confine and list the inputs; output names must not collide."""
-        from samsem.io import SUPPORTED_SUFFIXES
+    def _check_enabled(self) -> None:
+        if not self.roots:
+            raise JobsDisabled("this server has no job roots (start it with --job-root DIR)")
 
-        files: list[_File] = []
+    def _load(self) -> list[_Job]:
+        """Jobs of the store: finished ones are listed, unfinished ones re-queued (returned)."""
+        resumed = []
+        for row in self.store.load():
+            job = _Job(row, None, None)
+            self._jobs[row.id] = job
+            if row.state in FINAL_JOB:
+                continue
+            row.state, row.started, row.error = pb.JOB_QUEUED, 0.0, ""
+            row.tiles_done = row.tiles_total = 0
+            for f in row.files:
+                if f.state not in FINAL_FILE:
+                    f.state = pb.FILE_PENDING
+            try:
+                job.pipeline = self.engine.pipeline(row.options)
+                if row.vector:
+                    from samsem.vector import VectorOptions
+
+                    job.vector = VectorOptions(**{**row.vector, "formats": tuple(row.vector["formats"])})
+            except (SamsemError, TypeError) as exc:
+                self._finish(job, pb.JOB_FAILED, f"cannot resume: {exc}", pb.FILE_FAILED)
+                continue
+            self.store.update(row)
+            resumed.append(job)
+        self._evict()
+        return resumed
+
+    def _expand(self, inputs: Sequence[str]) -> list[FileRow]:
+        """Confine and list the inputs; output names must not collide."""
+        from samsem.io import SUPPORTED_SUFFIXES, is_samsem_output
+
+        files: list[FileRow] = []
         seen: dict[tuple[Path, str], Path] = {}
         for raw in inputs:
             real, root = confine(raw, self.roots)
             if real.is_dir():
                 found = sorted(
-                    f for f in real.iterdir() if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
+                    f
+                    for f in real.iterdir()
+                    if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES and not is_samsem_output(f)
                 )
                 if not found:
-                    raise InputError(raw, "directory contains no images", ", ".join(SUPPORTED_SUFFIXES))
+                    raise InputError(
+                        None, f"{clip(raw)}: directory contains no images", ", ".join(SUPPORTED_SUFFIXES)
+                    )
             elif real.is_file():
                 found = [real]
             else:
-                raise InputError(raw, "file not found")
+                raise InputError(None, f"{clip(raw)}: file not found")
             for f in found:
                 f, root = confine(str(f), self.roots)  # a symlink inside a root may point outside
-                out_dir = (
-                    f.parent if self.output_root is None else self.output_root / f.parent.relative_to(root)
-                )
-                key = (out_dir, f.stem)
+                rel = f.parent.relative_to(root)
+                key = ((self.output_root or root) / rel, f.stem)
                 if key in seen:
                     if seen[key] == f:
                         continue
@@ -211,7 +301,7 @@ class JobManager:
                         f, f"its outputs would collide with those of {seen[key]}", "distinct file names"
                     )
                 seen[key] = f
-                files.append(_File(f, out_dir))
+                files.append(FileRow(len(files), str(f), str(root), str(rel), pb.FILE_PENDING))
         return files
 
     def _work(self) -> None:
@@ -220,61 +310,130 @@ class JobManager:
             if job is None:
                 return
             with self._lock:
-                if job.state != pb.JOB_QUEUED:
+                if job.row.state != pb.JOB_QUEUED or self._closed:
                     continue
-                job.state, job.started = pb.JOB_RUNNING, time.time()
+                job.row.state, job.row.started = pb.JOB_RUNNING, time.time()
+                self.store.update(job.row, [])
             self._changed(job)
             self._run(job)
+
+    def _places(self, f: FileRow) -> tuple[Path, Path, Path, Path]:
+        """(input root, input path below it, output base, output folder below it) of a file; the roots
+        must still be configured (PathRefused otherwise: a resumed job after a configuration change)."""
+        root = Path(f.root)
+        if root not in self.roots:
+            raise PathRefused(f"{clip(f.input)}: its root {root} is no longer a job root; refused")
+        rel = Path(f.input).relative_to(root)
+        return root, rel, self.output_root or root, Path(f.out_rel)
+
+    def _outputs(self, f: FileRow, height: int, width: int) -> ImageOutputs:
+        _, _, base, out_rel = self._places(f)
+        return image_outputs(Path(f.input), base / out_rel, height, width)
+
+    def _vector_names(self, job: _Job, stem: str) -> list[str]:
+        if job.vector is None:
+            return []
+        from samsem.vector import FORMATS as VECTOR_FORMATS
+
+        return [f"{stem}{VECTOR_FORMATS[fmt][0]}" for fmt in job.vector.formats]
+
+    def _plan(self, job: _Job, f: FileRow) -> tuple[ImageOutputs, int, int, bool]:
+        """(outputs, height, width, finished) of a file, opening it and its output folder confined."""
+        from samsem.io import image_info
+
+        root, rel, base, out_rel = self._places(f)
+        with self.pins.file(root, rel) as src:
+            info = image_info(src)
+        check_size(info.height, info.width, self.limits.max_pixels)
+        pipeline = job.pipeline
+        assert pipeline is not None
+        check_inputs(
+            info.height, info.width, pipeline.count_inputs(info.height, info.width), self.limits.max_inputs
+        )
+        outputs = self._outputs(f, info.height, info.width)
+        stem = Path(f.input).stem
+        with self.pins.folder(base, out_rel) as out:
+            remove_stale_temps(out, [stem])
+            names = [outputs.mask.name, outputs.report.name, *self._vector_names(job, stem)]
+            finished = all((out / n).exists() for n in names)
+        return outputs, info.height, info.width, finished
+
+    def _write(self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict) -> list[str]:
+        """Write a file's vector files, mask and report (last) into its confined output folder; returns
+        the vector files' paths."""
+        _, _, base, out_rel = self._places(f)
+        stem = Path(f.input).stem
+        vectors: list[str] = []
+        with self.pins.folder(base, out_rel) as out:
+            if job.vector is not None:
+                from samsem.vector import write_vectors
+
+                written = write_vectors(mask, out, stem, job.vector)
+                vectors = [str(outputs.mask.parent / p.name) for p in written.values()]
+                report = {**report, "vectors": [Path(v).name for v in vectors]}
+            pinned = dataclasses.replace(
+                outputs, mask=out / outputs.mask.name, report=out / outputs.report.name
+            )
+            write_outputs(pinned, mask, report, protect=[Path(x.input) for x in job.row.files])
+        return vectors
 
     def _run(self, job: _Job) -> None:
         from samsem.io import read_image
 
-        todo: dict[str, _File] = {}
-        for f in job.files:
+        pipeline = job.pipeline
+        assert pipeline is not None
+        todo: dict[str, tuple[FileRow, ImageOutputs]] = {}
+        for f in job.row.files:
+            if f.state in FINAL_FILE:  # finished before a restart
+                continue
             try:
-                f.outputs, height, width = plan_image(f.input, f.out_dir)
+                outputs, height, width, finished = self._plan(job, f)
             except SamsemError as exc:
-                self._set_file(job, f, pb.FILE_FAILED, str(exc))
+                self._fail_file(job, f, exc)
                 continue
-            if not job.overwrite and f.outputs.finished():
-                self._set_file(job, f, pb.FILE_SKIPPED)
+            if not job.row.overwrite and finished:
+                self._set_file(job, f, pb.FILE_SKIPPED, outputs=outputs)
                 continue
-            todo[str(f.input)] = f
-            job.tiles_total += job.pipeline.count_inputs(height, width)
+            todo[f.input] = (f, outputs)
+            job.row.tiles_total += pipeline.count_inputs(height, width)
         self._changed(job)
 
-        def loader(f: _File):
+        def loader(f: FileRow):
             def load():
                 job.ticket.check()
                 self._set_file(job, f, pb.FILE_RUNNING)
-                return read_image(f.input)
+                root, rel, _, _ = self._places(f)
+                with self.pins.file(root, rel) as src:
+                    return read_image(src)
 
             return load
 
         def progress(n: int) -> None:
-            job.tiles_done += n
+            job.row.tiles_done += n
             self._changed(job)
             job.ticket.check()
 
-        protect = [f.input for f in job.files]
         try:
             with self.engine.session(job.ticket):
-                sources = [(name, loader(f)) for name, f in todo.items()]
-                for result in job.pipeline.segment_many(sources, progress=progress):
-                    f = todo[result.name]
+                sources = [(name, loader(f)) for name, (f, _) in todo.items()]
+                for result in pipeline.segment_many(sources, progress=progress):
+                    f, outputs = todo[result.name]
                     if isinstance(result, FailedImage):
-                        self._set_file(job, f, pb.FILE_FAILED, str(result.error))
+                        self._fail_file(job, f, result.error)
                         continue
                     try:
-                        report = {**result.report.to_json(), "job": job.id}
-                        write_outputs(f.outputs, result.mask, report, protect=protect)  # type: ignore[arg-type]
+                        report = {**result.report.to_json(), "job": job.row.id}
+                        vectors = self._write(job, f, outputs, result.mask, report)
                     except SamsemError as exc:
-                        self._set_file(job, f, pb.FILE_FAILED, str(exc))
+                        self._fail_file(job, f, exc)
                         continue
-                    self._set_file(job, f, pb.FILE_DONE)
+                    self._set_file(job, f, pb.FILE_DONE, outputs=outputs, vectors=vectors)
         except Cancelled as exc:
             with self._lock:
-                self._finish(job, pb.JOB_CANCELLED, exc.reason, pb.FILE_CANCELLED)
+                if exc.reason == SHUTDOWN and self.store.persistent:
+                    self._interrupt(job)
+                else:
+                    self._finish(job, pb.JOB_CANCELLED, exc.reason, pb.FILE_CANCELLED)
             self._changed(job)
             return
         except Exception as exc:  # model or I/O failure: the job fails, the server goes on
@@ -283,34 +442,69 @@ class JobManager:
             self._changed(job)
             return
         with self._lock:
-            ok = all(f.state in (pb.FILE_DONE, pb.FILE_SKIPPED) for f in job.files)
+            ok = all(f.state in (pb.FILE_DONE, pb.FILE_SKIPPED) for f in job.row.files)
             self._finish(job, pb.JOB_SUCCEEDED if ok else pb.JOB_FAILED, "", pb.FILE_FAILED)
         self._changed(job)
 
-    def _set_file(self, job: _Job, f: _File, state: int, error: str = "") -> None:
+    def _fail_file(self, job: _Job, f: FileRow, exc: BaseException) -> None:
+        code = _code(exc)
+        if code == "PERMISSION_DENIED":
+            log(logging.WARNING, "job path refused", job_id=job.row.id, input=f.input, reason=str(exc))
+            if self.on_refused is not None:
+                self.on_refused()
+        self._set_file(job, f, pb.FILE_FAILED, str(exc), code)
+
+    def _set_file(
+        self,
+        job: _Job,
+        f: FileRow,
+        state: int,
+        error: str = "",
+        code: str = "",
+        outputs: ImageOutputs | None = None,
+        vectors: list[str] | None = None,
+    ) -> None:
         with self._lock:
-            f.state, f.error = state, error
+            f.state, f.error, f.code = state, error, code
+            if outputs is not None:
+                f.mask_path, f.report_path = str(outputs.mask), str(outputs.report)
+            if vectors is not None:
+                f.vector_paths = vectors
+            self.store.update(job.row, [f])
         self._changed(job)
+
+    def _interrupt(self, job: _Job) -> None:
+        """Leave a job stopped by the shutdown unfinished in the store (lock held): it resumes at the
+        next start."""
+        job.row.state, job.row.error = pb.JOB_QUEUED, "interrupted by a server shutdown; resumes at restart"
+        for f in job.row.files:
+            if f.state == pb.FILE_RUNNING:
+                f.state = pb.FILE_PENDING
+        self.store.update(job.row)
 
     def _finish(self, job: _Job, state: int, error: str, open_files: int) -> None:
         """Final state (lock held); files not yet final get ``open_files``."""
-        job.state, job.error, job.finished = state, error, time.time()
-        for f in job.files:
+        row = job.row
+        row.state, row.error, row.finished = state, error, time.time()
+        for f in row.files:
             if f.state not in FINAL_FILE:
                 f.state, f.error = open_files, error or f.error
+        self.store.update(row)
 
     def _evict(self) -> None:
         """Forget the oldest finished jobs beyond ``max_kept`` (lock held)."""
-        finished = [k for k, j in self._jobs.items() if j.state in FINAL_JOB]
-        for k in finished[: max(0, len(finished) - self.max_kept)]:
+        finished = [k for k, j in self._jobs.items() if j.row.state in FINAL_JOB]
+        gone = finished[: max(0, len(finished) - self.max_kept)]
+        for k in gone:
             del self._jobs[k]
+        self.store.delete(gone)
 
     def _changed(self, job: _Job) -> None:
         """Publish a change: state counts to ``on_change``, a wake-up to the job's watchers (any thread)."""
         with self._lock:
             counts: dict[int, int] = {}
             for j in self._jobs.values():
-                counts[j.state] = counts.get(j.state, 0) + 1
+                counts[j.row.state] = counts.get(j.row.state, 0) + 1
         if self.on_change is not None:
             self.on_change({pb.JobState.Name(s): counts.get(s, 0) for s in pb.JobState.values() if s})
         with contextlib.suppress(RuntimeError):  # a closed loop has no watchers left
@@ -323,24 +517,28 @@ class JobManager:
             event.set()
 
     @staticmethod
-    def _snapshot(job: _Job) -> pb.Job:
+    def _snapshot(job: _Job, with_files: bool = True) -> pb.Job:
+        row = job.row
         return pb.Job(
-            job_id=job.id,
-            state=pb.JobState.Name(job.state),
+            job_id=row.id,
+            state=pb.JobState.Name(row.state),
             files=[
                 pb.FileStatus(
-                    input=str(f.input),
+                    input=f.input,
                     state=pb.FileState.Name(f.state),
-                    mask_path=str(f.outputs.mask) if f.outputs and f.state in _HAS_OUTPUTS else "",
-                    report_path=str(f.outputs.report) if f.outputs and f.state in _HAS_OUTPUTS else "",
+                    mask_path=f.mask_path if f.state in _HAS_OUTPUTS else "",
+                    report_path=f.report_path if f.state in _HAS_OUTPUTS else "",
                     error=f.error,
+                    code=f.code,
+                    vector_paths=f.vector_paths if f.state in _HAS_OUTPUTS else [],
                 )
-                for f in job.files
+                for f in (row.files if with_files else ())
             ],
-            tiles_done=job.tiles_done,
-            tiles_total=job.tiles_total,
-            created_unix=job.created,
-            started_unix=job.started,
-            finished_unix=job.finished,
-            error=job.error,
+            tiles_done=row.tiles_done,
+            tiles_total=row.tiles_total,
+            created_unix=row.created,
+            started_unix=row.started,
+            finished_unix=row.finished,
+            error=row.error,
+            file_count=len(row.files),
         )

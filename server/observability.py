@@ -54,7 +54,19 @@ class Metrics:
         )
         self.active = Gauge("samsem_active_requests", "Requests computing now", registry=r)
         self.jobs = Gauge("samsem_jobs", "Jobs by state", ["state"], registry=r)
+        self.refused_paths = Counter(
+            "samsem_job_files_refused",
+            "Job files refused when opened because their path left the roots",
+            registry=r,
+        )
         self._http: Any = None
+
+    def rejected(self, method: str, code: Any, details: str, peer: str = "") -> None:
+        """Count and log a call refused before it reached the servicer (UNAUTHENTICATED, UNAVAILABLE
+        while draining, INVALID_ARGUMENT for an unparsable request)."""
+        name = method.rsplit("/", 1)[-1]
+        self.requests.labels(name, code.name).inc()
+        log(logging.WARNING, f"{name} {code.name}", method=name, code=code.name, details=details, peer=peer)
 
     def on_batch(self, stats: BatchStats) -> None:
         """Record one coalesced model call (called from the batcher thread)."""

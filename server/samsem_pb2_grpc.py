@@ -67,6 +67,11 @@ class SegmentationStub:
                 request_serializer=samsem_dot_v1_dot_samsem__pb2.JobRef.SerializeToString,
                 response_deserializer=samsem_dot_v1_dot_samsem__pb2.Job.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/samsem.v1.Segmentation/ListJobs',
+                request_serializer=samsem_dot_v1_dot_samsem__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=samsem_dot_v1_dot_samsem__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/samsem.v1.Segmentation/GetModelInfo',
                 request_serializer=samsem_dot_v1_dot_samsem__pb2.GetModelInfoRequest.SerializeToString,
@@ -119,6 +124,14 @@ class SegmentationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """The server's jobs, newest first (without their file lists), including jobs of earlier runs
+        of the server (job state is kept in its job database).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -157,6 +170,11 @@ def add_SegmentationServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=samsem_dot_v1_dot_samsem__pb2.JobRef.FromString,
                     response_serializer=samsem_dot_v1_dot_samsem__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=samsem_dot_v1_dot_samsem__pb2.ListJobsRequest.FromString,
+                    response_serializer=samsem_dot_v1_dot_samsem__pb2.ListJobsResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -326,6 +344,33 @@ class Segmentation:
             '/samsem.v1.Segmentation/CancelJob',
             samsem_dot_v1_dot_samsem__pb2.JobRef.SerializeToString,
             samsem_dot_v1_dot_samsem__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsem.v1.Segmentation/ListJobs',
+            samsem_dot_v1_dot_samsem__pb2.ListJobsRequest.SerializeToString,
+            samsem_dot_v1_dot_samsem__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

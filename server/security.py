@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-from samsem.errors import ConfigError
+from samsem.errors import ConfigError, InputError
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+MALFORMED = "malformed request message (not a valid protobuf of this method's request type)"
+Reject = Callable[[str, grpc.StatusCode, str, str], None]  # (method, code, details, peer)
 
 
 def load_tokens(token_file: str | Path | None = None, token_env: str | None = None) -> tuple[str, ...]:
@@ -79,22 +82,109 @@ def channel_credentials(
     )
 
 
-def _rejecting(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that fails every call with ``code``."""
+_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _behavior(handler: grpc.RpcMethodHandler):
+    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+
+def _rejecting(
+    handler: grpc.RpcMethodHandler,
+    code: grpc.StatusCode,
+    details: str,
+    on_reject: Callable[[str], None] | None = None,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that fails every call with ``code`` (after telling
+    ``on_reject`` the caller's peer)."""
 
     async def reject(request, context):
+        if on_reject is not None:
+            on_reject(context.peer() or "")
         await context.abort(code, details)
 
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    make = kinds[(handler.request_streaming, handler.response_streaming)]
+    make = _KINDS[(handler.request_streaming, handler.response_streaming)]
     return make(
         reject,
         request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class Malformed:
+    """Stands for a request message that did not parse (see :func:`_lenient`)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], object] | None) -> Callable[[bytes], object]:
+    """A deserializer that returns :class:`Malformed` instead of raising (gRPC would answer INTERNAL)."""
+
+    def parse(data: bytes) -> object:
+        if deserializer is None:
+            return data
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            return Malformed(str(exc))
+
+    return parse
+
+
+async def _checked(requests: AsyncIterator) -> AsyncIterator:
+    """A request stream that raises InputError (INVALID_ARGUMENT in the servicer) at a malformed message."""
+    async for request in requests:
+        if isinstance(request, Malformed):
+            raise InputError(None, MALFORMED)
+        yield request
+
+
+def _parsing(handler: grpc.RpcMethodHandler, rejected: Callable[[str], None]) -> grpc.RpcMethodHandler:
+    """``handler`` with requests that fail to parse answered INVALID_ARGUMENT instead of INTERNAL.
+
+    Unary requests are refused before the servicer runs (``rejected(peer)`` records it); streamed
+    ones raise InputError where the servicer reads them, which it answers INVALID_ARGUMENT."""
+    behavior = _behavior(handler)
+    streaming_in, streaming_out = handler.request_streaming, handler.response_streaming
+
+    async def refuse(context) -> None:
+        rejected(context.peer() or "")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, MALFORMED)
+
+    async def stream_stream(requests, context):
+        async for reply in behavior(_checked(requests), context):
+            yield reply
+
+    async def stream_unary(requests, context):
+        return await behavior(_checked(requests), context)
+
+    async def unary_stream(request, context):
+        if isinstance(request, Malformed):
+            await refuse(context)
+        async for reply in behavior(request, context):
+            yield reply
+
+    async def unary_unary(request, context):
+        if isinstance(request, Malformed):
+            await refuse(context)
+        return await behavior(request, context)
+
+    variants: dict[tuple[bool, bool], Callable[..., Any]] = {
+        (True, True): stream_stream,
+        (True, False): stream_unary,
+        (False, True): unary_stream,
+        (False, False): unary_unary,
+    }
+    wrapped = variants[(streaming_in, streaming_out)]
+    return _KINDS[(streaming_in, streaming_out)](
+        wrapped,
+        request_deserializer=_lenient(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
 
@@ -104,12 +194,32 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     While ``draining()`` is true, every call except health checks gets UNAVAILABLE. With ``tokens``,
     a call without ``authorization: Bearer <token>`` naming one of them gets UNAUTHENTICATED; health
-    checks are exempt so that load balancers and orchestrators can probe without a secret.
+    checks are exempt so that load balancers and orchestrators can probe without a secret. Calls of
+    the methods under ``parsed_prefix`` whose request does not parse get INVALID_ARGUMENT. Every
+    refusal is reported to ``rejected(method, code, details, peer)`` (counted and logged by the
+    server).
     """
 
-    def __init__(self, tokens: Sequence[str], draining: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        draining: Callable[[], bool],
+        rejected: Reject | None = None,
+        parsed_prefix: str = "",
+    ) -> None:
         self.tokens = tuple(tokens)
         self.draining = draining
+        self.rejected = rejected
+        self.parsed_prefix = parsed_prefix
+
+    def _refuse(self, handler, method: str, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+        rejected = self.rejected
+
+        def record(peer: str) -> None:
+            if rejected is not None:
+                rejected(method, code, details, peer)
+
+        return _rejecting(handler, code, details, record)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -117,16 +227,28 @@ class CallGuard(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
         if self.draining():
-            return _rejecting(
-                handler, grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another instance"
+            return self._refuse(
+                handler,
+                method,
+                grpc.StatusCode.UNAVAILABLE,
+                "server is shutting down; retry on another instance",
             )
         if self.tokens:
             auth = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token_matches(token.strip(), self.tokens):
-                return _rejecting(
+                return self._refuse(
                     handler,
+                    method,
                     grpc.StatusCode.UNAUTHENTICATED,
                     "missing or invalid bearer token (metadata 'authorization')",
                 )
+        if self.parsed_prefix and method.startswith(self.parsed_prefix):
+            rejected = self.rejected
+
+            def malformed(peer: str) -> None:
+                if rejected is not None:
+                    rejected(method, grpc.StatusCode.INVALID_ARGUMENT, MALFORMED, peer)
+
+            return _parsing(handler, malformed)
         return handler

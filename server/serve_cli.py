@@ -43,14 +43,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--request-batch", type=int, default=4, help="inputs one request submits at once (4)")
     lim.add_argument("--max-active", type=int, default=8, help="requests computing at once (8)")
     lim.add_argument("--max-queued", type=int, default=32, help="requests waiting; more are refused (32)")
+    lim.add_argument(
+        "--max-calls-per-peer", type=int, default=16, help="admitted calls per client address (16)"
+    )
     lim.add_argument("--memory-budget-mb", type=int, default=8192, help="image+mask buffers, all requests")
     lim.add_argument("--chunk-kb", type=int, default=1024, help="largest upload chunk / mask chunk (1024)")
-    lim.add_argument("--max-image-pixels", type=int, default=1 << 30)
+    lim.add_argument("--max-image-pixels", type=int, default=1 << 30, help="pixels per image (2^30)")
     lim.add_argument("--max-tile-pixels", type=int, default=2048 * 2048, help="limit of SegmentTile")
+    lim.add_argument(
+        "--max-inputs",
+        type=int,
+        default=0,
+        help="model inputs per request (0: what the largest square image within --max-image-pixels needs)",
+    )
+    lim.add_argument("--max-encoded-mb", type=int, default=2048, help="largest PNG/TIFF upload (2048)")
+    lim.add_argument("--upload-idle-s", type=float, default=30.0, help="longest pause in an upload (30)")
+    lim.add_argument("--upload-min-rate-kb", type=float, default=1024.0, help="slowest upload, KiB/s (1024)")
+    lim.add_argument("--spool-budget-mb", type=int, default=8192, help="encoded uploads on disk (8192)")
+    lim.add_argument("--tmp-dir", type=Path, default=None, help="spool folder's parent (system temp)")
     lim.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get on shutdown (30)")
     jobs = p.add_argument_group("jobs")
     jobs.add_argument("--job-root", type=Path, action="append", default=[], help="folder jobs may read")
     jobs.add_argument("--output-root", type=Path, default=None, help="write job outputs here, not beside")
+    jobs.add_argument(
+        "--job-db",
+        default=None,
+        help="SQLite file of job state (default $XDG_STATE_HOME/samsem/jobs.sqlite, i.e. "
+        "~/.local/state/samsem/jobs.sqlite; 'none': in memory, jobs are lost at exit)",
+    )
     sec = p.add_argument_group("security")
     sec.add_argument("--tls-cert", type=Path, default=None, help="server certificate chain (PEM)")
     sec.add_argument("--tls-key", type=Path, default=None, help="server private key (PEM)")
@@ -68,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from samsem.runtime.config import RunOptions
     from samsem.runtime.load import load_pipeline
     from samsem.server.app import SamsemServer, ServerConfig
+    from samsem.server.jobstore import default_path
     from samsem.server.observability import configure_logging, log
     from samsem.server.security import load_tokens
 
@@ -84,12 +105,20 @@ def run(args: argparse.Namespace) -> int:
         request_batch=args.request_batch,
         max_active=args.max_active,
         max_queued=args.max_queued,
+        max_calls_per_peer=args.max_calls_per_peer,
         memory_budget=args.memory_budget_mb << 20,
         chunk_bytes=args.chunk_kb << 10,
         max_image_pixels=args.max_image_pixels,
         max_tile_pixels=args.max_tile_pixels,
+        max_inputs=args.max_inputs,
+        max_encoded_bytes=args.max_encoded_mb << 20,
+        upload_idle_s=args.upload_idle_s,
+        upload_min_rate=args.upload_min_rate_kb * 1024,
+        spool_budget=args.spool_budget_mb << 20,
+        tmp_dir=args.tmp_dir,
         job_roots=tuple(args.job_root),
         output_root=args.output_root,
+        job_db=None if str(args.job_db).lower() == "none" else Path(args.job_db or default_path()),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -3,7 +3,17 @@
 Each call gets a request id (the client's ``x-request-id`` metadata or a new one), returned in the
 initial metadata, the report and every log line. Errors map to status codes in :func:`_status`:
 bad input -> INVALID_ARGUMENT, full server -> RESOURCE_EXHAUSTED (with ``retry-after-ms`` trailing
-metadata), paths outside the roots -> PERMISSION_DENIED, expired deadline -> DEADLINE_EXCEEDED.
+metadata; only for what can succeed later), paths outside the roots -> PERMISSION_DENIED, expired
+deadline or a stalled upload -> DEADLINE_EXCEEDED, jobs on a server without job roots ->
+FAILED_PRECONDITION. User input echoed in an error message is clipped, and every message is capped
+at :data:`MAX_DETAILS` characters.
+
+What a request will cost is checked before any work: the image's pixels and model inputs (cost
+follows the inputs, which grow with the aspect ratio), the memory its buffers need (for encoded files
+as soon as the size is known: at once for PNG, at the end for TIFF), the spool bytes of an encoded
+upload. Replies never exceed the message limit: the mask, vector files and a large report are sent
+in pieces of at most ``chunk_bytes``. Uploads must keep moving: at most ``upload_idle_s`` between
+messages and at least ``upload_min_rate`` bytes/s overall (after a first ``upload_idle_s``).
 """
 
 from __future__ import annotations
@@ -18,7 +28,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 import numpy as np
@@ -31,20 +42,32 @@ from samsem.server import samsem_pb2_grpc as pb_grpc
 from samsem.server.admission import Admission, Busy, Slot
 from samsem.server.batching import Cancelled, Ticket
 from samsem.server.codec import (
+    MAX_NAME_BYTES,
     EncodedAssembler,
     ImageSpec,
     RawAssembler,
+    check_inputs,
     check_size,
     compress_range,
     decode_file,
     decoded_info,
+    file_pieces,
     parse_header,
+    vector_options,
 )
+from samsem.server.confine import PathRefused, clip
 from samsem.server.engine import Engine
-from samsem.server.jobs import JobManager, JobsDisabled, PathRefused
+from samsem.server.jobs import JobManager, JobsDisabled
 from samsem.server.observability import Metrics, log
+from samsem.server.spool import Spool
+
+if TYPE_CHECKING:
+    from samsem.vector import VectorOptions
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+MAX_DETAILS = 1000  # longest status message (the trailing metadata must stay far below 8 KiB)
+VECTOR_BYTES_PER_PIXEL = 10  # memory vectorizing a mask may take (measured: 9.3 B/px on a noisy mask)
+LIST_JOBS_DEFAULT = 100
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,10 @@ class Limits:
     max_image_pixels: int
     max_tile_pixels: int
     max_encoded_bytes: int
-    tmp_dir: str | None = None
+    max_inputs: int  # model inputs per Segment request
+    max_tile_inputs: int  # model inputs per SegmentTile request
+    upload_idle_s: float = 30.0
+    upload_min_rate: float = 1 << 20  # bytes/s
 
 
 @dataclass(frozen=True)
@@ -120,8 +146,16 @@ class _Call:
         self.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
         self.t0 = time.monotonic()
         remaining = context.time_remaining()
-        self.ticket = Ticket(None if remaining is None else time.monotonic() + remaining)
+        self.deadline = None if remaining is None else time.monotonic() + remaining
+        self.ticket = Ticket(self.deadline)
+        self.peer = peer_address(context.peer() or "")
         self.fields: dict = {}
+
+    def ended_code(self) -> grpc.StatusCode:
+        """The code of a call that ended without an answer: its deadline passed, or the client left."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
 
     async def begin(self) -> None:
         await self.context.send_initial_metadata((("x-request-id", self.request_id),))
@@ -136,21 +170,30 @@ class _Call:
             method=self.method,
             code=code.name,
             details=details,
+            peer=self.peer,
             duration_s=round(time.monotonic() - self.t0, 4),
             **self.fields,
         )
 
     async def fail(self, exc: BaseException) -> NoReturn:
-        """End the call for ``exc`` (aborting it with the mapped status)."""
+        """End the call for ``exc`` (aborting it with the mapped status). A call whose deadline has
+        passed or whose client has left is recorded as such, whatever error that caused (a request
+        stream that ends early reads as a truncated upload)."""
         status = _status(exc)
+        gone = self.ended_code()
+        if gone == grpc.StatusCode.DEADLINE_EXCEEDED or self.context.cancelled():
+            status = _Abort(
+                gone, "deadline passed" if gone == grpc.StatusCode.DEADLINE_EXCEEDED else "client left"
+            )
         if status is None:
             log(logging.ERROR, "internal error", request_id=self.request_id, method=self.method, exc_info=exc)
             status = _Abort(grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})")
-        self.finish(status.code, status.details)
+        details = clip(status.details, MAX_DETAILS)
+        self.finish(status.code, details)
         trailing: tuple[tuple[str, str], ...] = ()
         if status.retry_after_s is not None:
             trailing = (("retry-after-ms", str(int(status.retry_after_s * 1000))),)
-        await self.context.abort(status.code, status.details, trailing_metadata=trailing)
+        await self.context.abort(status.code, details, trailing_metadata=trailing)
         raise RuntimeError("context.abort returned")  # it raises; this tells the type checker
 
 
@@ -166,7 +209,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         limits: Limits,
         facts: ModelFacts,
         executor: ThreadPoolExecutor,
+        spool: Spool,
     ) -> None:
+        self.spool = spool
         self.engine = engine
         self.admission = admission
         self.jobs = jobs
@@ -185,7 +230,10 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             call.finish(grpc.StatusCode.OK)
         except asyncio.CancelledError:
             call.ticket.cancel()
-            call.finish(grpc.StatusCode.CANCELLED, "client cancelled or deadline passed")
+            code = call.ended_code()
+            call.finish(
+                code, "deadline passed" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "client left"
+            )
             raise
         except Exception as exc:
             await call.fail(exc)
@@ -202,29 +250,64 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         async with self._serving(call) as held:
             stream = request_iterator.__aiter__()
             try:
-                first = await stream.__anext__()
+                first = await asyncio.wait_for(stream.__anext__(), self.limits.upload_idle_s)
             except StopAsyncIteration:
                 raise InputError(None, "empty request stream", "a header message first") from None
+            except TimeoutError:
+                raise _stalled(self.limits.upload_idle_s) from None
             if first.WhichOneof("part") != "header":
                 raise InputError(None, "the first message must be the header", "header, then chunks")
-            spec = parse_header(first.header, self.limits.max_image_pixels, self.limits.max_encoded_bytes)
+            lim = self.limits
+            spec = parse_header(first.header, lim.max_image_pixels, lim.max_encoded_bytes)
+            vector = vector_options(first.header.vector)
             pipeline = self.engine.pipeline(first.header.options)
-            call.fields.update(name=spec.name, bytes=spec.nbytes)
-            held.slot = self.admission.admit(_buffer_bytes(spec))
+            call.fields.update(name=clip(spec.name, 100), bytes=spec.nbytes)
+            if spec.kind == "raw":
+                check_inputs(
+                    spec.height, spec.width, pipeline.count_inputs(spec.height, spec.width), lim.max_inputs
+                )
+            held.slot = self.admission.admit(_buffer_bytes(spec, vector), call.peer)
             self._gauge()
-            image = await self._receive(
-                spec, stream, held.slot, self.limits.chunk_bytes, self.limits.max_image_pixels
-            )
-            async for msg in self._run(call, pipeline, spec.name, image, held.slot, self.limits.chunk_bytes):
+            with self.spool.reserved(spec.nbytes) if spec.kind == "encoded" else contextlib.nullcontext():
+                image = await self._receive(
+                    spec,
+                    stream,
+                    held.slot,
+                    pipeline,
+                    (lim.max_image_pixels, lim.max_inputs, lim.chunk_bytes),
+                    vector,
+                )
+            async for msg in self._run(call, pipeline, spec.name, image, held.slot, vector):
                 yield msg
 
     async def _receive(
-        self, spec: ImageSpec, stream, slot: Slot, max_chunk: int, max_pixels: int
+        self,
+        spec: ImageSpec,
+        stream,
+        slot: Slot,
+        pipeline: Pipeline,
+        bounds: tuple[int, int, int],
+        vector: VectorOptions | None,
     ) -> np.ndarray:
-        """Read the chunks into a preallocated array (raw) or a spooled file (encoded); return the image."""
-        asm = RawAssembler(spec) if spec.kind == "raw" else EncodedAssembler(spec, self.limits.tmp_dir)
+        """Read the chunks into a preallocated array (raw) or a spooled file (encoded); return the image.
+
+        bounds: (max pixels, max model inputs, max chunk bytes). Every message must come within
+        ``upload_idle_s`` and the whole upload within ``upload_idle_s + nbytes / upload_min_rate``
+        (DEADLINE_EXCEEDED otherwise, which frees the slot)."""
+        lim = self.limits
+        max_pixels, max_inputs, max_chunk = bounds
+        asm = RawAssembler(spec) if spec.kind == "raw" else EncodedAssembler(spec, self.spool.dir)
+        reserved = 0
+        until = time.monotonic() + lim.upload_idle_s + spec.nbytes / lim.upload_min_rate
         try:
-            async for msg in stream:
+            while True:
+                wait = min(lim.upload_idle_s, until - time.monotonic())
+                try:
+                    msg = await asyncio.wait_for(stream.__anext__(), max(wait, 0.0))
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise _stalled(lim.upload_idle_s, slow=time.monotonic() >= until) from None
                 if msg.WhichOneof("part") != "chunk":
                     raise InputError(
                         None, "a second header after the image bytes started", "only chunks after the header"
@@ -234,20 +317,41 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                         None, f"chunk of {len(msg.chunk)} bytes exceeds the limit of {max_chunk}"
                     )
                 asm.add(msg.chunk)
+                if isinstance(asm, EncodedAssembler) and asm.png_size is not None and not reserved:
+                    h, w, need = asm.png_size
+                    self._check_decoded(h, w, max_pixels, pipeline, max_inputs)
+                    reserved = need + _vector_bytes(h, w, vector)
+                    slot.reserve(reserved)
             if isinstance(asm, RawAssembler):
                 return asm.finish()
             asm.complete()
-            h, w, nbytes = await asyncio.to_thread(decoded_info, asm.path, spec.format)
-            check_size(h, w, max_pixels)
-            slot.reserve(nbytes)
+            h, w, need = await asyncio.to_thread(decoded_info, asm.path, spec.format)
+            self._check_decoded(h, w, max_pixels, pipeline, max_inputs)
+            need += _vector_bytes(h, w, vector)
+            if need > reserved:
+                slot.reserve(need - reserved)
             return await asyncio.to_thread(decode_file, asm.path, spec.format, max_pixels)
         finally:
             asm.close()
 
+    @staticmethod
+    def _check_decoded(h: int, w: int, max_pixels: int, pipeline: Pipeline, max_inputs: int) -> None:
+        check_size(h, w, max_pixels)
+        check_inputs(h, w, pipeline.count_inputs(h, w), max_inputs)
+
     async def _run(
-        self, call: _Call, pipeline: Pipeline, name: str, image: np.ndarray, slot: Slot, chunk_pixels: int
+        self,
+        call: _Call,
+        pipeline: Pipeline,
+        name: str,
+        image: np.ndarray,
+        slot: Slot,
+        vector: VectorOptions | None,
+        chunk_pixels: int | None = None,
     ) -> AsyncIterator[pb.SegmentResponse]:
-        """Progress messages while the pipeline runs, then the mask in chunks and the report."""
+        """Progress messages while the pipeline runs, then the mask in chunks, the vector files in
+        pieces, a large report in pieces, and the report."""
+        chunk = self.limits.chunk_bytes
         total = pipeline.count_inputs(*image.shape)
         waited = await slot.start()
         self._gauge()
@@ -259,21 +363,45 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         def progress(n: int) -> None:
             loop.call_soon_threadsafe(updates.put_nowait, n)
 
-        future = self._compute(call, pipeline, name, image, slot, progress)
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
-        done = 0
-        while (n := await updates.get()) is not None:
-            done += n
-            yield pb.SegmentResponse(progress=pb.Progress(tiles_done=done, tiles_total=total))
-        result, compute_s = await future
-        h, w = result.mask.shape
-        for offset in range(0, h * w, chunk_pixels):
-            length = min(chunk_pixels, h * w - offset)
-            data = await asyncio.to_thread(compress_range, result.mask, offset, length)
-            yield pb.SegmentResponse(
-                mask=pb.MaskChunk(height=h, width=w, offset=offset, length=length, zlib_data=data)
-            )
-        yield pb.SegmentResponse(report=self._report(call, result, waited, compute_s))
+        with self.spool.folder() as folder:
+            future = self._compute(call, pipeline, name, image, slot, progress, vector, folder)
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
+            done = 0
+            while (n := await updates.get()) is not None:
+                done += n
+                yield pb.SegmentResponse(progress=pb.Progress(tiles_done=done, tiles_total=total))
+            result, compute_s, files = await future
+            h, w = result.mask.shape
+            step = chunk_pixels or chunk
+            for offset in range(0, h * w, step):
+                length = min(step, h * w - offset)
+                data = await asyncio.to_thread(compress_range, result.mask, offset, length)
+                yield pb.SegmentResponse(
+                    mask=pb.MaskChunk(height=h, width=w, offset=offset, length=length, zlib_data=data)
+                )
+            spooled = sum(p.stat().st_size for p in files.values())
+            self.spool.add(spooled)  # counted while they are sent
+            try:
+                for fmt, path in files.items():
+                    pieces = file_pieces(path, chunk)
+                    while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                        offset, data, last = piece
+                        length = min(chunk, path.stat().st_size - offset)
+                        yield pb.SegmentResponse(
+                            vector=pb.VectorChunk(
+                                format=fmt, offset=offset, length=length, zlib_data=data, last=last
+                            )
+                        )
+            finally:
+                self.spool.release(spooled)
+            report = self._report(call, result, waited, compute_s, files)
+        text = report.report_json.encode()
+        if len(text) > chunk:
+            for start in range(0, len(text), chunk):
+                yield pb.SegmentResponse(report_part=text[start : start + chunk])
+            report.report_json = ""
+            report.report_streamed = True
+        yield pb.SegmentResponse(report=report)
 
     def _compute(
         self,
@@ -283,11 +411,14 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         image: np.ndarray,
         slot: Slot,
         progress: Callable[[int], None],
+        vector: VectorOptions | None,
+        folder: Path,
     ) -> asyncio.Future:
-        """Run the pipeline in a worker thread; the slot is released when the thread is done."""
+        """Run the pipeline (and the vectorizer) in a worker thread; the slot is released when the
+        thread is done. The future's result: (result, compute seconds, {format: vector file})."""
         ticket = call.ticket
 
-        def work() -> tuple[SegmentResult, float]:
+        def work() -> tuple[SegmentResult, float, dict[str, Path]]:
             t0 = time.perf_counter()
 
             def step(n: int) -> None:
@@ -299,7 +430,11 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 (result,) = pipeline.segment_many([(name, lambda: image)], progress=step)
             if not isinstance(result, SegmentResult):
                 raise result.error
-            return result, time.perf_counter() - t0
+            files: dict[str, Path] = {}
+            if vector is not None:
+                ticket.check()
+                files = _write_vectors(result.mask, folder, name, vector)
+            return result, time.perf_counter() - t0, files
 
         slot.hold()
         future = asyncio.get_running_loop().run_in_executor(self.executor, work)
@@ -312,13 +447,15 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         return future
 
     def _report(
-        self, call: _Call, result: SegmentResult, waited: float, compute_s: float
+        self, call: _Call, result: SegmentResult, waited: float, compute_s: float, files: dict[str, Path]
     ) -> pb.SegmentReport:
         self.metrics.compute_seconds.observe(compute_s)
         call.fields.update(
             queue_s=round(waited, 4), compute_s=round(compute_s, 4), tiles=len(result.report.patches)
         )
         report = {**result.report.to_json(), "request_id": call.request_id}
+        if files:
+            report["vectors"] = {fmt: p.stat().st_size for fmt, p in files.items()}
         return pb.SegmentReport(
             name=result.name,
             height=result.mask.shape[0],
@@ -336,19 +473,35 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         async with self._serving(call) as held:
             if not request.HasField("header"):
                 raise InputError(None, "the request has no header")
-            spec = parse_header(request.header, self.limits.max_tile_pixels, self.limits.max_encoded_bytes)
+            lim = self.limits
+            spec = parse_header(request.header, lim.max_tile_pixels, lim.max_encoded_bytes)
+            if request.header.vector.formats:
+                raise InputError(None, "SegmentTile does not return vectors", "the Segment call")
             pipeline = self.engine.pipeline(request.header.options)
-            held.slot = self.admission.admit(_buffer_bytes(spec))
+            if spec.kind == "raw":
+                check_inputs(
+                    spec.height,
+                    spec.width,
+                    pipeline.count_inputs(spec.height, spec.width),
+                    lim.max_tile_inputs,
+                )
+            held.slot = self.admission.admit(_buffer_bytes(spec, None), call.peer)
             self._gauge()
-            tile_px = self.limits.max_tile_pixels
-            image = await self._receive(spec, _one_chunk(request.data), held.slot, len(request.data), tile_px)
+            with self.spool.reserved(spec.nbytes) if spec.kind == "encoded" else contextlib.nullcontext():
+                bounds = (lim.max_tile_pixels, lim.max_tile_inputs, len(request.data))
+                image = await self._receive(spec, _one_chunk(request.data), held.slot, pipeline, bounds, None)
             mask = None
             report = None
-            async for msg in self._run(call, pipeline, spec.name, image, held.slot, image.size):
+            parts: list[bytes] = []
+            async for msg in self._run(call, pipeline, spec.name, image, held.slot, None, image.size):
                 if msg.HasField("report"):
                     report = msg.report
                 elif msg.HasField("mask"):
                     mask = msg.mask
+                elif msg.HasField("report_part"):
+                    parts.append(msg.report_part)
+            if report is not None and report.report_streamed:  # a tile's report is small; never here
+                report.report_json, report.report_streamed = b"".join(parts).decode(), False
             return pb.SegmentTileResponse(mask=mask, report=report)
 
     # ------------------------------------------------------------------ jobs
@@ -356,7 +509,10 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         call = _Call("SubmitJob", context, self.metrics)
         await call.begin()
         try:
-            job = await self.jobs.submit(list(request.inputs), dict(request.options), request.overwrite)
+            vector = vector_options(request.vector) if self.jobs.enabled else None
+            job = await self.jobs.submit(
+                list(request.inputs), dict(request.options), request.overwrite, vector
+            )
             call.fields.update(job_id=job.job_id, files=len(job.files))
             call.finish(grpc.StatusCode.OK)
             return job
@@ -383,6 +539,16 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         except Exception as exc:
             await call.fail(_job_error(exc, request.job_id))
 
+    async def ListJobs(self, request, context) -> pb.ListJobsResponse:
+        call = _Call("ListJobs", context, self.metrics)
+        await call.begin()
+        try:
+            jobs = self.jobs.list_jobs(request.limit or LIST_JOBS_DEFAULT)
+            call.finish(grpc.StatusCode.OK)
+            return pb.ListJobsResponse(jobs=jobs)
+        except Exception as exc:
+            await call.fail(exc)
+
     async def WatchJob(self, request, context) -> AsyncIterator[pb.Job]:
         call = _Call("WatchJob", context, self.metrics)
         await call.begin()
@@ -391,16 +557,19 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 yield snap
             call.finish(grpc.StatusCode.OK)
         except asyncio.CancelledError:
-            call.finish(grpc.StatusCode.CANCELLED)
+            call.finish(call.ended_code())
             raise
         except Exception as exc:
             await call.fail(_job_error(exc, request.job_id))
 
     # ------------------------------------------------------------------ info
     async def GetModelInfo(self, request, context) -> pb.ModelInfo:
+        from samsem.vector import FORMATS as VECTOR_FORMATS
+
         call = _Call("GetModelInfo", context, self.metrics)
         await call.begin()
         e = self.engine
+        lim = self.limits
         model = e.info.to_json() if e.info is not None else {}
         info = pb.ModelInfo(
             manifest_json=json.dumps(model, default=_json_default),
@@ -411,10 +580,15 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             request_batch_size=e.config.batch_size,
             max_queue_delay_seconds=e.max_delay_s,
             config_json=json.dumps(e.config.to_dict(), default=_json_default),
-            chunk_bytes=self.limits.chunk_bytes,
-            max_image_pixels=self.limits.max_image_pixels,
-            max_tile_pixels=self.limits.max_tile_pixels,
+            chunk_bytes=lim.chunk_bytes,
+            max_image_pixels=lim.max_image_pixels,
+            max_tile_pixels=lim.max_tile_pixels,
             version=__version__,
+            max_inputs=lim.max_inputs,
+            max_name_bytes=MAX_NAME_BYTES,
+            upload_idle_seconds=lim.upload_idle_s,
+            max_calls_per_peer=self.admission.max_per_peer,
+            vector_formats=list(VECTOR_FORMATS),
         )
         call.finish(grpc.StatusCode.OK)
         return info
@@ -424,11 +598,42 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         self.metrics.active.set(self.admission.active)
 
 
-def _buffer_bytes(spec: ImageSpec) -> int:
-    """Server memory a request's image and mask take (encoded images: reserved once decoded)."""
+def peer_address(peer: str) -> str:
+    """The client address of a gRPC peer string without its port ("ipv4:1.2.3.4:5678" -> "ipv4:1.2.3.4")."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return f"{kind}:{rest.rsplit(':', 1)[0]}"
+    return peer
+
+
+def _stalled(idle_s: float, slow: bool = False) -> _Abort:
+    why = "slower than the server's minimum upload rate" if slow else f"no data for {idle_s:g} s"
+    return _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"upload stalled ({why}); the call was ended")
+
+
+def _vector_bytes(height: int, width: int, vector: VectorOptions | None) -> int:
+    return 0 if vector is None else VECTOR_BYTES_PER_PIXEL * height * width
+
+
+def _buffer_bytes(spec: ImageSpec, vector: VectorOptions | None) -> int:
+    """Server memory a request's image and mask take (encoded images: reserved once the size is known)."""
     if spec.kind != "raw":
         return 0
-    return spec.nbytes + spec.height * spec.width
+    return spec.nbytes + spec.height * spec.width + _vector_bytes(spec.height, spec.width, vector)
+
+
+def _write_vectors(mask: np.ndarray, folder: Path, name: str, options: VectorOptions) -> dict[str, Path]:
+    """Vectorize ``mask`` and write one file per format into ``folder`` (fixed file names: ``name``,
+    the client's, only names the GDSII cell)."""
+    from samsem.vector import FORMATS as VECTOR_FORMATS
+    from samsem.vector import vectorize
+
+    polys = vectorize(mask, options)
+    files = {}
+    for fmt in options.formats:
+        suffix, writer = VECTOR_FORMATS[fmt]
+        files[fmt] = writer(polys, folder / f"vector{suffix}", name, options)
+    return files
 
 
 async def _one_chunk(data: bytes):
@@ -438,7 +643,7 @@ async def _one_chunk(data: bytes):
 
 def _job_error(exc: Exception, job_id: str) -> Exception:
     if isinstance(exc, KeyError):
-        return _Abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r} (unknown or expired)")
+        return _Abort(grpc.StatusCode.NOT_FOUND, f"no job {clip(job_id, 64)!r} (unknown or expired)")
     return exc
 
 

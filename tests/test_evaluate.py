@@ -228,3 +228,19 @@ def test_images_mode_segments_then_evaluates(tmp_path: Path) -> None:
         assert int(row["errors"]) == r.errors and int(row["gt_lines_ok"]) == r.gt_lines_ok
         assert float(row["dice"]) == pytest.approx(pixel_metrics(mask, gts[row["name"]])["dice"])
         assert float(row["dice"]) > 0.5  # the clean synthetic image is segmented sensibly
+
+
+def test_a_corrupt_later_file_leaves_no_partial_report(tmp_path: Path, capsys) -> None:
+    pred, gt, _ = make_dataset(tmp_path)
+    (pred / "img2.png").write_bytes((pred / "img2.png").read_bytes()[:60])
+    out = tmp_path / "report"
+    assert cli.main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out)]) == 2
+    assert "img2.png" in capsys.readouterr().err
+    assert not out.exists()  # no overlays of the earlier images, no report
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report.")]  # staging removed
+    (out / "keep.txt").parent.mkdir()
+    (out / "keep.txt").write_text("an earlier file")
+    make_dataset(tmp_path)
+    assert cli.main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out)]) == 0
+    assert (out / "report.json").is_file() and (out / "overlays" / "img2.png").is_file()
+    assert (out / "keep.txt").read_text() == "an earlier file"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from samsem.cli import main
-from samsem.io import read_mask, write_image
+from samsem.io import list_images, read_mask, write_image
 from samsem.runtime.models import sam2 as sm
 from samsem.runtime.models.registry import save_model
 from samsem.synth.generate import generate_sample
@@ -95,3 +99,49 @@ def test_default_model_is_the_bundled_one(image_dir: Path, tmp_path: Path, capsy
     else:
         assert report["model"]["family"] == "lite" and report["model"]["source"] == str(default_bundle())
         assert "bundled default model lite" in capsys.readouterr().err
+
+
+def test_rerun_in_place_never_takes_outputs_as_inputs(image_dir: Path, capsys) -> None:
+    """`samsem segment D -o D` twice: the second run skips, it does not segment sem0.mask.png."""
+    stale = image_dir / ".sem0.mask.0123456789ab.tmp.png"  # left by a killed run
+    stale.write_bytes((image_dir / "sem0.png").read_bytes())
+    assert main(["segment", str(image_dir), "-o", str(image_dir), "--preview", "--model", "classical"]) == 0
+    assert "2 segmented, 0 skipped" in capsys.readouterr().err
+    assert not stale.exists()
+    assert main(["segment", str(image_dir), "-o", str(image_dir), "--model", "classical"]) == 0
+    assert "0 segmented, 2 skipped" in capsys.readouterr().err
+    assert not list(image_dir.glob("*.mask.mask.*")) and not list(image_dir.glob("*.preview.mask.*"))
+    assert sorted(p.name for p in list_images([image_dir])) == ["sem0.png", "sem1.png"]
+    assert list_images([image_dir / "sem0.mask.png"]) == [image_dir / "sem0.mask.png"]  # named: taken
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "samsem.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw
+    )
+
+
+def test_libpng_messages_stay_off_stderr(image_dir: Path, tmp_path: Path) -> None:
+    (image_dir / "cut.png").write_bytes((image_dir / "sem1.png").read_bytes()[:-300])
+    proc = _cli("segment", str(image_dir), "-o", str(tmp_path / "out"), "--model", "classical")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert b"FAILED cut.png" in err and b"libpng error" not in err, err.decode()
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    for i in range(40):
+        write_image(folder / f"img{i:02d}.png", generate_sample("easy", 512, 512, seed=i).image)
+    out = tmp_path / "out"
+    proc = _cli("segment", str(folder), "-o", str(out), "--model", "classical")
+    t0 = time.monotonic()
+    while not list(out.glob("*.report.json")):
+        assert proc.poll() is None and time.monotonic() - t0 < 120
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert b"terminated (SIGTERM); finished outputs are kept" in err
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    assert len(list(out.glob("*.report.json"))) < 40

@@ -11,12 +11,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from test_server import lines_image, slow_pipeline
+from test_server import lines_image, rpc_error, slow_pipeline
 from test_server_large import start_server
 
 from samsem.cli import main
 from samsem.io import read_mask, write_image
 from samsem.runtime.load import load_pipeline
+from samsem.server import samsem_pb2 as pb
 from samsem.server.app import ServerConfig, ServerThread
 from samsem.server.client import SamsemClient
 
@@ -127,3 +128,51 @@ def test_server_process_drains_in_flight_calls_on_sigterm(tmp_path: Path) -> Non
     assert messages.index("draining") < messages.index("Segment OK")
     (ok,) = [e for e in logs if e["msg"] == "Segment OK"]
     assert ok["request_id"] == out["result"].request_id and ok["tiles"] == out["result"].report["n_patches"]
+
+
+def test_client_segment_writes_vector_files_beside_the_mask(images, tmp_path, capsys) -> None:
+    from samsem.vector import read_layout_mask
+
+    out = tmp_path / "remote"
+    with ServerThread(ServerConfig(port=0), load_pipeline("classical")) as srv:
+        args = ["client", "segment", str(images[0]), "--server", srv.address, "-o", str(out)]
+        vec = ["--vector", "svg,geojson,gds", "--tolerance", "0", "--nm-per-px", "4", "--gds-layer", "7"]
+        assert main([*args, *vec]) == 0
+        mask = read_mask(out / "a.mask.png")
+        for name in ("a.svg", "a.geojson"):
+            np.testing.assert_array_equal(read_layout_mask(out / name), mask)
+        gds = read_layout_mask(out / "a.gds", mask.shape, gds_layer=7, nm_per_px=4.0)
+        np.testing.assert_array_equal(gds, mask)
+        report = json.loads((out / "a.report.json").read_text())
+        assert report["vectors"] == ["a.svg", "a.geojson", "a.gds"]
+        assert main([*args, *vec]) == 0 and "0 segmented, 1 skipped" in capsys.readouterr().err
+        (out / "a.gds").unlink()  # an output missing: the image is done again
+        assert main([*args, *vec]) == 0 and "1 segmented" in capsys.readouterr().err
+        assert main([*args, "--vector", "dxf"]) == 2
+
+
+def test_vectors_stream_in_pieces_equal_to_local_files(tmp_path) -> None:
+    from samsem.vector import VectorOptions, write_vectors
+
+    pipe = load_pipeline("classical")
+    image = lines_image(300, 400, seed=3)
+    opts = VectorOptions(formats=("svg", "geojson"), tolerance_px=1.0)
+    with (
+        ServerThread(ServerConfig(port=0, chunk_bytes=2048), pipe) as srv,
+        SamsemClient(srv.address, chunk_bytes=2048) as client,
+    ):
+        out = client.segment(image, name="img", vector=opts)
+        err = rpc_error(lambda: client.segment_tile(image, vector=opts))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Segment call" in err.details()
+        bad = VectorOptions(formats=("svg",))
+        request = client.stub.Segment
+        header = pb.ImageHeader(name="x", raw=pb.RawLayout(dtype="uint8", height=8, width=8))
+        header.vector.formats.append("dxf")
+        err = rpc_error(lambda: list(request(iter([pb.SegmentRequest(header=header)]))))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown vector format" in err.details()
+        assert bad.formats == ("svg",)
+    local = write_vectors(pipe.segment(image).mask, tmp_path, "img", opts)
+    assert out.vectors.keys() == {"svg", "geojson"} and len(out.vectors["svg"]) > 2048
+    for fmt, path in local.items():
+        assert out.vectors[fmt] == path.read_bytes()
+    assert out.report["vectors"] == {fmt: len(data) for fmt, data in out.vectors.items()}

@@ -4,6 +4,8 @@ per-file failures, cancellation and jobs that outlive their client."""
 from __future__ import annotations
 
 import os
+import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import grpc
 import numpy as np
 import pytest
 from test_server import lines_image, rpc_error, serving, slow_pipeline
+from test_server_large import start_server
 
+from samsem.errors import ConfigError
 from samsem.io import read_image, read_mask, write_image
 from samsem.runtime.load import load_pipeline
 from samsem.server import samsem_pb2 as pb
@@ -37,8 +41,8 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     return {"root": root, "outside": outside, "link": root / "link.png", **paths}
 
 
-def _final(client: SamsemClient, job_id: str) -> pb.Job:
-    *_, last = client.watch_job(job_id, timeout=60)
+def _final(client: SamsemClient, job_id: str, timeout: float = 60) -> pb.Job:
+    *_, last = client.watch_job(job_id, timeout=timeout)
     return last
 
 
@@ -134,3 +138,106 @@ def test_job_outlives_its_client_and_can_be_cancelled(tree) -> None:
             time.sleep(0.2)
             assert seg.calls <= calls + 1
             assert final.tiles_done < final.tiles_total
+
+
+# ------------------------------------------------------------------------- persistence (issue 17.8)
+
+JOB_SERVER = """
+import asyncio, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_server import slow_pipeline
+from samsem.server.app import SamsemServer, ServerConfig
+from samsem.server.observability import configure_logging
+configure_logging()
+pipe, _ = slow_pipeline(delay=0.05)
+config = ServerConfig(port=0, job_roots=(Path({root!r}),), job_db=Path({db!r}))
+asyncio.run(SamsemServer(config, pipe).run_until_signal(Path(sys.argv[1])))
+"""
+
+
+def _job_server(tmp_path: Path, run: str, root: Path, db: Path):
+    folder = tmp_path / run
+    folder.mkdir()
+    script = JOB_SERVER.format(tests=str(Path(__file__).parent), root=str(root), db=str(db))
+    return start_server(folder, command=[sys.executable, "-c", script])
+
+
+def test_jobs_survive_kill_9_and_resume_without_redoing_finished_files(tmp_path: Path) -> None:
+    root, db = tmp_path / "root", tmp_path / "state" / "jobs.sqlite"
+    root.mkdir()
+    for i in range(6):
+        write_image(root / f"img{i}.png", lines_image(256, 256, seed=i))
+    proc, address = _job_server(tmp_path, "run1", root, db)
+    try:
+        with SamsemClient(address) as client:
+            job_id = client.submit_job([str(root)]).job_id
+            snap = client.get_job(job_id)
+            while not any(f.state == pb.FILE_DONE for f in snap.files):
+                time.sleep(0.02)
+                snap = client.get_job(job_id)
+            proc.kill()  # SIGKILL: no clean-up of any kind
+            proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert snap.state == pb.JOB_RUNNING
+    finished = {f.input: os.stat(f.report_path).st_mtime_ns for f in snap.files if f.state == pb.FILE_DONE}
+    proc, address = _job_server(tmp_path, "run2", root, db)
+    try:
+        with SamsemClient(address) as client:
+            final = _final(client, job_id)
+            assert [j.job_id for j in client.list_jobs()] == [job_id]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert final.state == pb.JOB_SUCCEEDED and len(final.files) == 6  # outputs were never inputs
+    assert all(f.state == pb.FILE_DONE for f in final.files)
+    for path, mtime in finished.items():
+        assert os.stat(Path(path).with_name(Path(path).stem + ".report.json")).st_mtime_ns == mtime
+    assert not [p for p in root.iterdir() if ".tmp" in p.name]
+
+
+def test_restarted_server_lists_past_jobs_and_owns_its_database(tree, tmp_path: Path) -> None:
+    db = tmp_path / "jobs.sqlite"
+    cfg = ServerConfig(port=0, job_roots=(tree["root"],), job_db=db)
+    pipe = load_pipeline("classical")
+    with serving(cfg, pipe) as (_, client):
+        done = _final(client, client.submit_job([str(tree["a"])]).job_id)
+        with pytest.raises(ConfigError, match="in use by another server"):
+            ServerThread(cfg, pipe)
+    with serving(cfg, pipe) as (_, client):
+        assert client.get_job(done.job_id) == done
+        (listed,) = client.list_jobs()
+        assert listed.job_id == done.job_id and listed.file_count == 1 and not listed.files
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_folder_jobs_rerun_in_place_take_only_images(tree) -> None:
+    tree["link"].unlink()  # (a link out of the root would refuse the folder)
+    (tree["root"] / ".a.mask.0123456789ab.tmp.png").write_bytes(b"left by a killed run")
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (_, client):
+        first = _final(client, client.submit_job([str(tree["root"])]).job_id)
+        second = _final(client, client.submit_job([str(tree["root"])], overwrite=True).job_id)
+    names = sorted(Path(f.input).name for f in first.files)
+    assert names == ["a.png", "b.tif"]
+    assert sorted(Path(f.input).name for f in second.files) == names
+    assert not (tree["root"] / ".a.mask.0123456789ab.tmp.png").exists()  # our stale temp, removed
+    assert not list(tree["root"].glob("*.mask.mask.*"))
+
+
+def test_jobs_write_vector_files_beside_the_mask(tree) -> None:
+    from samsem.vector import VectorOptions, read_layout_mask
+
+    opts = VectorOptions(formats=("svg", "geojson"), tolerance_px=0)
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (_, client):
+        # generous: the first vectorization in a fresh checkout compiles samsem.vector's kernels
+        done = _final(client, client.submit_job([str(tree["a"])], vector=opts).job_id, timeout=600)
+        again = _final(client, client.submit_job([str(tree["a"])], vector=opts).job_id)
+    (f,) = done.files
+    assert f.state == pb.FILE_DONE and [Path(p).name for p in f.vector_paths] == ["a.svg", "a.geojson"]
+    mask = read_mask(f.mask_path)
+    for path in f.vector_paths:
+        np.testing.assert_array_equal(read_layout_mask(path), mask)
+    assert again.files[0].state == pb.FILE_SKIPPED

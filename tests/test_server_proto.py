@@ -49,6 +49,7 @@ def test_service_descriptor() -> None:
         "GetJob": (False, False),
         "WatchJob": (False, True),
         "CancelJob": (False, False),
+        "ListJobs": (False, False),
         "GetModelInfo": (False, False),
     }
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -103,3 +107,38 @@ def test_input_forms() -> None:
     assert count_speckles(masks).dtype == np.int32
     with pytest.raises(ValueError, match="masks must be"):
         count_speckles(np.zeros(5, np.uint8))
+
+
+CONCURRENT = """
+import threading
+import numpy as np
+from samsem.runtime.stages.speckle import count_speckles
+masks = (np.random.default_rng(0).random((64, 48, 48)) > 0.7).astype(np.uint8)
+expected = count_speckles(masks, parallel=False)
+bad = []
+def work():
+    for _ in range(30):
+        if not np.array_equal(count_speckles(masks), expected):
+            bad.append(1)
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+import numba
+print(numba.threading_layer(), len(bad))
+"""
+
+
+@pytest.mark.parametrize("layer", ["workqueue", None])
+def test_concurrent_threads_survive_every_threading_layer(layer: str | None) -> None:
+    """Numba's workqueue layer aborts the process on concurrent parallel launches; with it forced,
+    four threads counting speckles at once must still finish with the right counts."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if layer is not None:
+        env["NUMBA_THREADING_LAYER"] = layer
+    out = subprocess.run(
+        [sys.executable, "-c", CONCURRENT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    used, bad = out.stdout.split()
+    assert bad == "0"
+    assert used == layer or (layer is None and used in ("tbb", "omp", "workqueue"))

@@ -9,17 +9,75 @@ mask), so nothing is allocated per patch.
 
 ``parallel=False`` runs the very same per-chunk kernel once over all patches from Python, on the
 calling thread only (no ``numba.set_num_threads`` juggling, so it is safe to call from any thread).
+
+Threads. The server calls these kernels from several threads at once. Numba's ``workqueue`` threading
+layer, its fallback where neither TBB nor an OpenMP runtime can be loaded, kills the process when two
+threads launch parallel kernels concurrently. So, unless ``NUMBA_THREADING_LAYER`` says otherwise,
+importing this module asks Numba for a thread-safe layer ("threadsafe": TBB, else OpenMP) when one is
+available; and every parallel launch here goes through :func:`parallel_guard`, which serializes the
+launches whenever the layer in use is (or may turn out to be) ``workqueue``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
+import threading
+from collections.abc import Iterator
+
 import numba as nb
 import numpy as np
+from numba.core import config as nb_config
 
 from samsem.evaluation.components import label_runs
 
 # chunks per worker thread: > 1 so that chunks with denser (slower) masks even out
 _CHUNKS_PER_THREAD = 4
+_SAFE_LAYERS = ("tbb", "omp")
+_LAUNCH = threading.Lock()  # serializes parallel launches on the workqueue layer
+
+
+def _layer_loads(name: str) -> bool:
+    """Whether Numba's threading layer ``name`` can be loaded here (its library is present)."""
+    try:
+        importlib.import_module(f"numba.np.ufunc.{name}pool")
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def choose_threading_layer() -> str:
+    """Ask Numba for a thread-safe threading layer unless the user chose one; returns the choice made
+    ("threadsafe", or Numba's configured value when it is left alone)."""
+    configured = str(nb_config.THREADING_LAYER)  # type: ignore[attr-defined]
+    if "NUMBA_THREADING_LAYER" in os.environ or configured != "default":
+        return configured
+    if any(_layer_loads(name) for name in _SAFE_LAYERS):
+        nb_config.THREADING_LAYER = configured = "threadsafe"  # type: ignore[attr-defined]
+    return configured
+
+
+choose_threading_layer()
+
+
+def _layer_is_safe() -> bool:
+    """True once Numba runs a thread-safe layer (before the first parallel launch it is unknown)."""
+    try:
+        return nb.threading_layer() in _SAFE_LAYERS
+    except ValueError:  # no parallel kernel has run yet
+        return False
+
+
+@contextlib.contextmanager
+def parallel_guard() -> Iterator[None]:
+    """Wrap every call of a ``parallel=True`` kernel: serializes the calls unless Numba's threading
+    layer is thread-safe (TBB or OpenMP), so concurrent threads never reach ``workqueue`` together."""
+    if _layer_is_safe():
+        yield
+        return
+    with _LAUNCH:
+        yield
 
 
 @nb.njit(cache=True)
@@ -75,7 +133,8 @@ def count_speckles(masks: np.ndarray, max_size: int = 16, parallel: bool = True)
         return out
     if parallel and n > 1:
         n_chunks = min(n, _CHUNKS_PER_THREAD * nb.get_num_threads())
-        _count_parallel(m, int(max_size), n_chunks, out)
+        with parallel_guard():
+            _count_parallel(m, int(max_size), n_chunks, out)
     else:
         _count_range(m, int(max_size), 0, n, out)
     return out

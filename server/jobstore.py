@@ -1,0 +1,330 @@
+"""Job state in SQLite (stdlib ``sqlite3``, WAL mode), so that jobs survive a server crash or restart.
+
+One row per job and one per file of a job. The job manager writes through this store on every state
+change (a job queued, started or finished, a file started or finished), each change one committed
+transaction; ``synchronous=NORMAL`` in WAL mode keeps every committed change across a crash of the
+process (kill -9), though not necessarily across a power loss. Progress counters are written with
+file changes only.
+
+``JobStore(None)`` keeps the tables in memory (nothing survives the process). A database file is
+used by one server at a time: a lock file beside it (``PATH.lock``, ``flock``) refuses a second
+server, whose resuming the same jobs would write the same outputs twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samsem.errors import ConfigError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    options TEXT NOT NULL,
+    overwrite INTEGER NOT NULL,
+    vector TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    error TEXT NOT NULL,
+    tiles_done INTEGER NOT NULL,
+    tiles_total INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    root TEXT NOT NULL,
+    out_rel TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    code TEXT NOT NULL,
+    mask_path TEXT NOT NULL,
+    report_path TEXT NOT NULL,
+    vector_paths TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+"""
+_JOB_COLUMNS = (
+    "id",
+    "seq",
+    "state",
+    "options",
+    "overwrite",
+    "vector",
+    "created",
+    "started",
+    "finished",
+    "error",
+    "tiles_done",
+    "tiles_total",
+)
+_FILE_COLUMNS = (
+    "job_id",
+    "idx",
+    "input",
+    "root",
+    "out_rel",
+    "state",
+    "error",
+    "code",
+    "mask_path",
+    "report_path",
+    "vector_paths",
+)
+
+
+@dataclass
+class FileRow:
+    """One file of a job as stored (paths as strings; ``vector_paths`` a list)."""
+
+    idx: int
+    input: str
+    root: str
+    out_rel: str
+    state: int
+    error: str = ""
+    code: str = ""
+    mask_path: str = ""
+    report_path: str = ""
+    vector_paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class JobRow:
+    """One job as stored (``options`` and ``vector`` as dicts, ``vector`` empty when none)."""
+
+    id: str
+    seq: int
+    state: int
+    options: dict[str, str]
+    overwrite: bool
+    vector: dict[str, Any]
+    created: float
+    started: float = 0.0
+    finished: float = 0.0
+    error: str = ""
+    tiles_done: int = 0
+    tiles_total: int = 0
+    files: list[FileRow] = field(default_factory=list)
+
+
+def default_path() -> Path:
+    """Where ``samsem serve`` keeps its jobs by default: ``$XDG_STATE_HOME/samsem/jobs.sqlite``
+    (``~/.local/state/samsem/jobs.sqlite`` when the variable is unset)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "samsem" / "jobs.sqlite"
+
+
+class JobStore:
+    """The job tables; thread-safe (one connection behind a lock). ``path`` None: in memory."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+        self._lock_fd: int | None = None
+        if self.path is not None:
+            self._take_lock(self.path)
+        try:
+            self._db = sqlite3.connect(
+                ":memory:" if self.path is None else str(self.path),
+                check_same_thread=False,
+                isolation_level=None,  # autocommit; transactions are explicit
+            )
+            if self.path is not None:
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise ConfigError(f"job database {self.path}: cannot use WAL mode (got {mode})")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"job database {self.path} has schema version {version}, newer than this samsem's "
+                    f"({SCHEMA_VERSION})"
+                )
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            self._release_lock()
+            raise ConfigError(f"job database {self.path}: {exc}") from None
+        except BaseException:
+            self._release_lock()
+            raise
+
+    @property
+    def persistent(self) -> bool:
+        return self.path is not None
+
+    def _take_lock(self, path: Path) -> None:
+        import fcntl
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the job database {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"job database {path} is in use by another server (give each server its own --job-db)"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ writes
+    def insert(self, job: JobRow) -> None:
+        """Store a new job and its files."""
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
+                _job_values(job),
+            )
+            db.executemany(
+                f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_FILE_COLUMNS))})",
+                [_file_values(job.id, f) for f in job.files],
+            )
+
+    def update(self, job: JobRow, files: list[FileRow] | None = None) -> None:
+        """Write the job's state (and the given files' states) in one transaction."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, started=?, finished=?, error=?, tiles_done=?, tiles_total=? "
+                "WHERE id=?",
+                (job.state, job.started, job.finished, job.error, job.tiles_done, job.tiles_total, job.id),
+            )
+            for f in files if files is not None else job.files:
+                db.execute(
+                    "UPDATE files SET state=?, error=?, code=?, mask_path=?, report_path=?, vector_paths=? "
+                    "WHERE job_id=? AND idx=?",
+                    (
+                        f.state,
+                        f.error,
+                        f.code,
+                        f.mask_path,
+                        f.report_path,
+                        json.dumps(f.vector_paths),
+                        job.id,
+                        f.idx,
+                    ),
+                )
+
+    def delete(self, job_ids: list[str]) -> None:
+        """Forget jobs (and their files)."""
+        if job_ids:
+            with self._tx() as db:
+                db.executemany("DELETE FROM jobs WHERE id=?", [(j,) for j in job_ids])
+
+    # ------------------------------------------------------------------ reads
+    def load(self) -> list[JobRow]:
+        """Every stored job with its files, oldest first."""
+        with self._lock:
+            jobs = {
+                row[0]: JobRow(
+                    id=row[0],
+                    seq=row[1],
+                    state=row[2],
+                    options=json.loads(row[3]),
+                    overwrite=bool(row[4]),
+                    vector=json.loads(row[5]),
+                    created=row[6],
+                    started=row[7],
+                    finished=row[8],
+                    error=row[9],
+                    tiles_done=row[10],
+                    tiles_total=row[11],
+                )
+                for row in self._db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs ORDER BY seq")
+            }
+            for row in self._db.execute(f"SELECT {', '.join(_FILE_COLUMNS)} FROM files ORDER BY job_id, idx"):
+                job = jobs.get(row[0])
+                if job is not None:
+                    job.files.append(
+                        FileRow(
+                            idx=row[1],
+                            input=row[2],
+                            root=row[3],
+                            out_rel=row[4],
+                            state=row[5],
+                            error=row[6],
+                            code=row[7],
+                            mask_path=row[8],
+                            report_path=row[9],
+                            vector_paths=json.loads(row[10]),
+                        )
+                    )
+        return list(jobs.values())
+
+    def next_seq(self) -> int:
+        """A sequence number after every stored job's."""
+        with self._lock:
+            (top,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+        return int(top) + 1
+
+    def close(self) -> None:
+        """Close the database and release its lock."""
+        with self._lock:
+            self._db.close()
+        self._release_lock()
+
+
+def _job_values(job: JobRow) -> tuple:
+    return (
+        job.id,
+        job.seq,
+        job.state,
+        json.dumps(job.options, sort_keys=True),
+        int(job.overwrite),
+        json.dumps(job.vector, sort_keys=True),
+        job.created,
+        job.started,
+        job.finished,
+        job.error,
+        job.tiles_done,
+        job.tiles_total,
+    )
+
+
+def _file_values(job_id: str, f: FileRow) -> tuple:
+    return (
+        job_id,
+        f.idx,
+        f.input,
+        f.root,
+        f.out_rel,
+        f.state,
+        f.error,
+        f.code,
+        f.mask_path,
+        f.report_path,
+        json.dumps(f.vector_paths),
+    )

@@ -1,0 +1,377 @@
+"""Regression tests of the attacks in issue 17 (loopback only): confinement checked at every open,
+idle and oversized uploads, costs and reply sizes checked before work, status codes and observability."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from test_server import lines_image, rpc_error, serving, slow_pipeline
+
+from samsem.io import write_image
+from samsem.runtime.load import load_pipeline
+from samsem.server import samsem_pb2 as pb
+from samsem.server.app import ServerConfig, ServerThread
+from samsem.server.client import SamsemClient, retry_after_s
+from samsem.server.spool import Spool
+
+SERVICE = "/samsem.v1.Segmentation/"
+
+
+def _final(client: SamsemClient, job_id: str) -> pb.Job:
+    *_, last = client.watch_job(job_id, timeout=60)
+    return last
+
+
+def _wait_for(cond, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("condition not reached")
+        time.sleep(0.01)
+
+
+def _count(srv: ServerThread, method: str, code: str) -> float:
+    return srv.server.metrics.requests.labels(method, code)._value.get()
+
+
+class Upload:
+    """A Segment request stream: a header, then ``chunks`` (counting how many were taken), then it
+    waits (an idle upload) until :meth:`release`."""
+
+    def __init__(self, header: pb.ImageHeader, chunks=(), wait: bool = True) -> None:
+        self.header = header
+        self.chunks = chunks
+        self.wait = wait
+        self.sent = 0
+        self._release = threading.Event()
+
+    def __iter__(self):
+        yield pb.SegmentRequest(header=self.header)
+        for chunk in self.chunks:
+            self.sent += 1
+            yield pb.SegmentRequest(chunk=chunk)
+        if self.wait:
+            self._release.wait(30)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def _start(client: SamsemClient, upload: Upload, timeout: float = 30) -> tuple[threading.Thread, dict]:
+    """Run the Segment call of ``upload`` in a thread; the result dict gets "error" or "replies"."""
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["replies"] = list(client.stub.Segment(iter(upload), timeout=timeout))
+        except grpc.RpcError as exc:
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def _raw_header(h: int, w: int, name: str = "x") -> pb.ImageHeader:
+    return pb.ImageHeader(name=name, raw=pb.RawLayout(dtype="uint8", height=h, width=w))
+
+
+# ------------------------------------------------------------------------- 1, 2: confinement
+
+
+def test_job_confinement_is_checked_when_the_file_is_opened(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "victim").mkdir(parents=True)
+    outside.mkdir()
+    write_image(root / "victim" / "a.png", lines_image(64, 64, seed=1))
+    write_image(outside / "a.png", lines_image(64, 64, seed=2))
+    write_image(root / "slow.png", lines_image(400, 400))
+    pipe, _ = slow_pipeline(delay=0.05)
+    with serving(ServerConfig(port=0, job_roots=(root,)), pipe) as (srv, client):
+        slow = client.submit_job([str(root / "slow.png")])
+        victim = client.submit_job([str(root / "victim" / "a.png")])  # confined now, queued
+        (root / "victim").rename(root / "victim.orig")
+        os.symlink(outside, root / "victim")
+        client.cancel_job(slow.job_id)
+        done = _final(client, victim.job_id)
+        refused = srv.server.metrics.registry.get_sample_value("samsem_job_files_refused_total")
+    assert sorted(p.name for p in outside.iterdir()) == ["a.png"]  # nothing read from or written there
+    (status,) = done.files
+    assert done.state == pb.JOB_FAILED and status.state == pb.FILE_FAILED
+    assert status.code == "PERMISSION_DENIED" and "refused" in status.error
+    assert refused == 1
+
+
+def test_output_root_links_are_not_followed(tmp_path: Path) -> None:
+    root, out, outside = tmp_path / "root", tmp_path / "out", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    out.mkdir()
+    outside.mkdir()
+    write_image(root / "sub" / "c.png", lines_image(64, 64))
+    write_image(root / "d.png", lines_image(64, 64))
+    os.symlink(outside, out / "sub")
+    cfg = ServerConfig(port=0, job_roots=(root,), output_root=out)
+    with serving(cfg, load_pipeline("classical")) as (_, client):
+        done = _final(client, client.submit_job([str(root / "sub" / "c.png"), str(root / "d.png")]).job_id)
+    assert list(outside.iterdir()) == []
+    states = {Path(f.input).name: (f.state, f.code) for f in done.files}
+    assert states == {"c.png": (pb.FILE_FAILED, "PERMISSION_DENIED"), "d.png": (pb.FILE_DONE, "")}
+    assert (out / "d.mask.png").is_file()
+
+
+# ------------------------------------------------------------------------- 3: idle uploads, per peer
+
+
+def test_idle_uploads_are_ended_and_free_their_slots() -> None:
+    cfg = ServerConfig(port=0, max_active=2, max_queued=2, max_calls_per_peer=4, upload_idle_s=0.5)
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        uploads = [Upload(_raw_header(64, 64)) for _ in range(4)]
+        started = [_start(client, u) for u in uploads]
+        _wait_for(lambda: srv.server.admission.admitted == 4)
+        t0 = time.monotonic()
+        for t, _ in started:
+            t.join(10)
+        assert time.monotonic() - t0 < 5
+        for _, out in started:
+            assert out["error"].code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "upload stalled" in out["error"].details()
+        _wait_for(lambda: srv.server.admission.admitted == 0)
+        assert client.segment(lines_image(64, 64)).mask.shape == (64, 64)
+        for u in uploads:
+            u.release()
+
+
+def test_one_client_address_cannot_take_every_slot() -> None:
+    cfg = ServerConfig(port=0, max_active=2, max_queued=2, max_calls_per_peer=2, upload_idle_s=10)
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        uploads = [Upload(_raw_header(64, 64)) for _ in range(2)]
+        started = [_start(client, u) for u in uploads]
+        _wait_for(lambda: srv.server.admission.admitted == 2)
+        err = rpc_error(lambda: client.segment(lines_image(64, 64)))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "per client address" in err.details() and retry_after_s(err) is not None
+        for u in uploads:
+            u.release()
+        for t, out in started:
+            t.join(10)
+            assert out["error"].code() == grpc.StatusCode.INVALID_ARGUMENT  # truncated upload
+        _wait_for(lambda: srv.server.admission.admitted == 0)
+
+
+# ------------------------------------------------------------------------- 4: encoded uploads
+
+
+def _encoded(size: int, fmt: str = "png") -> pb.ImageHeader:
+    return pb.ImageHeader(name="e", encoded=pb.EncodedLayout(format=fmt, size=size))
+
+
+def _spooled_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_encoded_uploads_are_checked_on_their_first_bytes(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    cfg = ServerConfig(port=0, tmp_dir=spool, max_encoded_bytes=4 << 30)
+    zeros = bytes(1 << 20)
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    huge_png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+    huge_png += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + bytes(1000)
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        for header, first, message in (
+            (_encoded(2 << 30), zeros, "not a png file"),
+            (_encoded(2 << 30, "tiff"), zeros, "not a tiff file"),
+            (_encoded(1 << 20), huge_png, "more than the server's limit"),
+        ):
+            upload = Upload(header, [first])  # then it waits: the answer must come without more data
+            t0 = time.monotonic()
+            t, out = _start(client, upload)
+            t.join(20)
+            assert time.monotonic() - t0 < 5
+            assert out["error"].code() == grpc.StatusCode.INVALID_ARGUMENT, out
+            assert message in out["error"].details()
+            upload.release()
+        assert _spooled_bytes(spool) < 1 << 20
+        assert srv.server.spool.used == 0
+
+
+def test_spooled_bytes_count_against_a_disk_budget(tmp_path: Path) -> None:
+    cfg = ServerConfig(port=0, tmp_dir=tmp_path, spool_budget=1 << 20, upload_idle_s=10)
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        err = rpc_error(lambda: list(client.stub.Segment(iter(Upload(_encoded(2 << 20), wait=False)))))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spool budget" in err.details()
+        holder = Upload(_encoded(600 << 10))
+        t, _ = _start(client, holder)
+        _wait_for(lambda: srv.server.spool.used == 600 << 10)
+        err = rpc_error(lambda: list(client.stub.Segment(iter(Upload(_encoded(600 << 10), wait=False)))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "spool" in err.details()
+        holder.release()
+        t.join(10)
+        _wait_for(lambda: srv.server.spool.used == 0)
+
+
+def test_spools_of_crashed_servers_are_removed_at_start(tmp_path: Path) -> None:
+    dead = tmp_path / "samsem-spool-dead"
+    dead.mkdir()
+    (dead / "lock").touch()  # nobody holds its lock: its server is gone
+    (dead / "upload-x.png").write_bytes(bytes(1000))
+    live = Spool(tmp_path, 1 << 20, lambda: 1.0)  # another running server's spool
+    try:
+        with ServerThread(ServerConfig(port=0, tmp_dir=tmp_path), load_pipeline("classical")) as srv:
+            assert not dead.exists() and live.dir.is_dir() and srv.server.spool.dir.is_dir()
+        assert not srv.server.spool.dir.exists()
+    finally:
+        live.close()
+
+
+# ------------------------------------------------------------------------- 5: cost and reply size
+
+
+def test_elongated_images_are_refused_before_any_work() -> None:
+    pipe, seg = slow_pipeline(delay=0.0)
+    cfg = ServerConfig(port=0, max_image_pixels=256 * 256)
+    with serving(cfg, pipe) as (_, client):
+        limit = client.model_info().max_inputs
+        assert limit == pipe.count_inputs(256, 256)
+        upload = Upload(_raw_header(1, 65536))  # the header alone: refused without waiting for data
+        t, out = _start(client, upload)
+        t.join(5)
+        assert out["error"].code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"more than the server's limit of {limit}" in out["error"].details()
+        upload.release()
+        err = rpc_error(lambda: client.segment_tile(np.zeros((1, 60000), np.uint8)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "model inputs" in err.details()
+        assert seg.calls == 0
+        assert client.segment(lines_image(200, 300)).mask.shape == (200, 300)
+
+
+def test_replies_that_cannot_fit_are_refused_before_computing() -> None:
+    pipe, seg = slow_pipeline(delay=0.0)
+    with serving(ServerConfig(port=0), pipe) as (_, client):
+        for call in (client.segment, client.segment_tile):
+            err = rpc_error(lambda call=call: call(lines_image(64, 64), name="n" * (4 << 20)))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "longer than" in err.details()
+        assert seg.calls == 0
+
+
+def test_large_reports_are_streamed_in_pieces() -> None:
+    pipe = load_pipeline("classical")
+    img = lines_image(800, 800)
+    with serving(ServerConfig(port=0, chunk_bytes=1024), pipe, chunk_bytes=1024) as (_, client):
+        replies = list(client.stub.Segment(iter(client_requests(img))))
+        out = client.segment(img, name="big")
+    parts = [r.report_part for r in replies if r.WhichOneof("part") == "report_part"]
+    assert len(parts) >= 2 and all(len(p) <= 1024 for p in parts)
+    assert replies[-1].report.report_streamed and replies[-1].report.report_json == ""
+    local = pipe.segment(img, name="big")
+    np.testing.assert_array_equal(out.mask, local.mask)
+    assert out.report["patches"] == local.report.to_json()["patches"]
+
+
+def client_requests(img: np.ndarray):
+    yield pb.SegmentRequest(header=_raw_header(*img.shape, name="big"))
+    data = img.tobytes()
+    for start in range(0, len(data), 1024):
+        yield pb.SegmentRequest(chunk=data[start : start + 1024])
+
+
+# ------------------------------------------------------------------------- 10: status codes
+
+
+def test_undecodable_messages_are_invalid_argument() -> None:
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # a length-delimited field running past the end
+    with serving(ServerConfig(port=0, job_roots=(Path("/"),)), load_pipeline("classical")) as (srv, client):
+        for method in ("SegmentTile", "SubmitJob", "GetJob", "CancelJob", "GetModelInfo", "ListJobs"):
+            rpc = client.channel.unary_unary(SERVICE + method)
+            err = rpc_error(lambda rpc=rpc: rpc(garbage, timeout=10))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "malformed request" in err.details()
+        watch = client.channel.unary_stream(SERVICE + "WatchJob")
+        assert rpc_error(lambda: list(watch(garbage, timeout=10))).code() == grpc.StatusCode.INVALID_ARGUMENT
+        segment = client.channel.stream_stream(SERVICE + "Segment")
+        err = rpc_error(lambda: list(segment(iter([garbage]), timeout=10)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _count(srv, "GetJob", "INVALID_ARGUMENT") == 1
+        assert _count(srv, "Segment", "INVALID_ARGUMENT") == 1
+
+
+def test_bad_job_paths_and_ids_get_specific_codes_and_short_messages(tmp_path: Path) -> None:
+    with serving(ServerConfig(port=0, job_roots=(tmp_path,)), load_pipeline("classical")) as (_, client):
+        for path in (f"{tmp_path}/a\x00b.png", f"{tmp_path}/" + "x" * 5000, "/" + "y" * 300 + "/z.png"):
+            err = rpc_error(lambda path=path: client.submit_job([path]))
+            assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED), path
+            assert len(err.details()) < 1000
+        err = rpc_error(lambda: client.get_job("j" * 100_000))
+        assert err.code() == grpc.StatusCode.NOT_FOUND and len(err.details()) < 1000
+    with serving(ServerConfig(port=0), load_pipeline("classical")) as (_, client):
+        for call in (
+            client.get_job,
+            client.cancel_job,
+            lambda j: list(client.watch_job(j)),
+            lambda j: client.list_jobs(),
+        ):
+            err = rpc_error(lambda call=call: call("x"))
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "--job-root" in err.details()
+
+
+# ------------------------------------------------------------------------- 12: observability
+
+
+def test_unauthenticated_calls_are_counted_and_logged(caplog) -> None:
+    cfg = ServerConfig(port=0, tokens=("secret",))
+    with (
+        caplog.at_level(logging.WARNING, logger="samsem.server"),
+        serving(cfg, load_pipeline("classical")) as (srv, client),
+    ):
+        err = rpc_error(client.model_info)
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert _count(srv, "GetModelInfo", "UNAUTHENTICATED") == 1
+    records = [r for r in caplog.records if "UNAUTHENTICATED" in r.getMessage()]
+    assert records and records[0].fields["peer"].startswith("ipv")  # type: ignore[attr-defined]
+
+
+def test_deadline_expiry_is_recorded_as_deadline_exceeded() -> None:
+    with serving(ServerConfig(port=0, upload_idle_s=30), load_pipeline("classical")) as (srv, client):
+        upload = Upload(_raw_header(64, 64))
+        t, out = _start(client, upload, timeout=0.3)
+        t.join(10)
+        assert out["error"].code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        _wait_for(lambda: _count(srv, "Segment", "DEADLINE_EXCEEDED") == 1)
+        assert _count(srv, "Segment", "CANCELLED") == 0
+        upload.release()
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_memory_reserved_for_decoding_covers_what_decoding_takes(tmp_path: Path, fmt: str) -> None:
+    """16-bit RGBA is the costliest layout: the reservation must cover the decoder's real peak."""
+    import tracemalloc
+
+    import cv2
+    import tifffile
+
+    from samsem.io import read_image
+    from samsem.server.codec import decoded_info
+
+    rng = np.random.default_rng(0)
+    rgba = (rng.random((300, 400, 4)) * 65535).astype(np.uint16)
+    rgba[:, :200] = 1000  # partly compressible, like real images
+    path = tmp_path / f"x.{'png' if fmt == 'png' else 'tif'}"
+    if fmt == "png":
+        cv2.imwrite(str(path), rgba[:, :, [2, 1, 0, 3]])
+    else:
+        tifffile.imwrite(path, rgba, compression="zlib")
+    h, w, reserved = decoded_info(path, fmt)
+    tracemalloc.start()
+    read_image(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (h, w) == (300, 400)
+    assert peak <= reserved <= 1.5 * peak
