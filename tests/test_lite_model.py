@@ -29,6 +29,7 @@ from samsem.runtime.models.lite import (
 from samsem.runtime.models.registry import build_model, load_model, save_model
 from samsem.runtime.models.segmenter import Backend, Segmenter, sigmoid
 from samsem.runtime.pipeline import Pipeline
+from samsem.runtime.stages.postprocess import PostprocessConfig
 from samsem.runtime.stages.preprocess import apply_range, intensity_range
 from samsem.runtime.stages.tiling import TilingConfig
 from samsem.synth.generate import generate_sample
@@ -276,8 +277,12 @@ def test_pipeline_on_synthetic_image() -> None:
     assert res.mask.shape == (256, 256) and res.mask.dtype == np.uint8
     assert set(np.unique(res.mask)) <= {0, 1}
     assert len(res.report.patches) == res.report.to_json()["n_patches"] > 0
-    # one patch covering the image at the model's input size: the mask is the thresholded model output
-    single = PipelineConfig(tiling=TilingConfig(patch_size=256), single_scale=2)
+    # one patch covering the image at the model's input size, no clean-up: the thresholded model output
+    single = PipelineConfig(
+        tiling=TilingConfig(patch_size=256),
+        single_scale=2,
+        postprocess=PostprocessConfig(min_area=0, max_hole=0),
+    )
     seg256 = LiteSegmenter(TorchBackend(build_model(replace(spec, input_size=256), seed=0)), 256)
     mask = Pipeline(None, seg256, single).segment(sample.image).mask
     image = apply_range(sample.image, intensity_range(sample.image, single.low_pct, single.high_pct))

@@ -112,13 +112,17 @@ def test_input_forms() -> None:
 CONCURRENT = """
 import threading
 import numpy as np
+from samsem.runtime.stages.decision import DecisionConfig, decide
 from samsem.runtime.stages.speckle import count_speckles
 masks = (np.random.default_rng(0).random((64, 48, 48)) > 0.7).astype(np.uint8)
 expected = count_speckles(masks, parallel=False)
+agreement = decide(masks, masks[::-1], DecisionConfig()).agreement
 bad = []
 def work():
     for _ in range(30):
         if not np.array_equal(count_speckles(masks), expected):
+            bad.append(1)
+        if not np.array_equal(decide(masks, masks[::-1], DecisionConfig()).agreement, agreement):
             bad.append(1)
 threads = [threading.Thread(target=work) for _ in range(4)]
 [t.start() for t in threads]
@@ -131,7 +135,7 @@ print(numba.threading_layer(), len(bad))
 @pytest.mark.parametrize("layer", ["workqueue", None])
 def test_concurrent_threads_survive_every_threading_layer(layer: str | None) -> None:
     """Numba's workqueue layer aborts the process on concurrent parallel launches; with it forced,
-    four threads counting speckles at once must still finish with the right counts."""
+    four threads counting speckles and deciding patches at once must still finish with the right results."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     if layer is not None:
         env["NUMBA_THREADING_LAYER"] = layer

@@ -47,7 +47,7 @@ import numpy as np
 
 from samsem.errors import ConfigError
 from samsem.runtime.stages.postprocess import remove_specks
-from samsem.runtime.stages.speckle import count_speckles
+from samsem.runtime.stages.speckle import count_speckles, parallel_guard
 
 FALLBACKS = ("model1", "model2", "sauvola")
 RULES = ("robust", "paper")
@@ -215,7 +215,8 @@ def decide(
     if robust:
         a = remove_specks(a, cfg.speckle_max_px)
         b = remove_specks(b, cfg.speckle_max_px)
-    stats = _pair_stats(a, b, v, valid is not None)
+    with parallel_guard():  # a parallel kernel: never entered by two threads under workqueue
+        stats = _pair_stats(a, b, v, valid is not None)
     n_valid = stats[:, 3].astype(np.float64)
     denom = np.maximum(n_valid, 1.0)
     agreement = np.where(n_valid > 0, stats[:, 0] / denom, 1.0).astype(np.float32)
