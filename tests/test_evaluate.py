@@ -228,3 +228,83 @@ def test_images_mode_segments_then_evaluates(tmp_path: Path) -> None:
         assert int(row["errors"]) == r.errors and int(row["gt_lines_ok"]) == r.gt_lines_ok
         assert float(row["dice"]) == pytest.approx(pixel_metrics(mask, gts[row["name"]])["dice"])
         assert float(row["dice"]) > 0.5  # the clean synthetic image is segmented sensibly
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    from samsem.runtime.load import default_bundle
+
+    family = "classical" if default_bundle() is None else "lite"
+    assert settings["model"]["family"] == family  # the model that made the masks, never null
+
+
+def test_layout_ground_truth_geojson_and_design_gds(tmp_path: Path) -> None:
+    """GeoJSON labels carry their size; a design GDSII is cropped by --offset and scaled by --nm-per-px."""
+    from samsem.vector import VectorOptions, write_vectors
+
+    rng = np.random.default_rng(5)
+    design = np.zeros((200, 300), np.uint8)
+    for _ in range(40):
+        y, x = int(rng.integers(0, 190)), int(rng.integers(0, 250))
+        design[y : y + 4, x : x + int(rng.integers(10, 50))] = 1
+    y0, x0 = 40, 60
+    gt = design[y0 : y0 + H, x0 : x0 + W].copy()
+    pred = gt.copy()
+    pred[:, 50:52] = 0  # opens
+    pred[5:85, 20] = 1  # shorts
+    write_mask(tmp_path / "pred" / "img0.png", pred)
+    write_vectors(gt, tmp_path / "gt", "img0", VectorOptions(formats=("geojson",), tolerance_px=0))
+    opts = VectorOptions(formats=("gds",), tolerance_px=0, nm_per_px=4.0, gds_layer=10)
+    write_vectors(design, tmp_path / "design", "chip", opts)
+    want = esd(pred, gt, ESDConfig(border=5, min_area=10))
+    assert want.opens > 0 and want.shorts > 0
+
+    out = tmp_path / "r1"
+    argv = ["--pred", str(tmp_path / "pred"), "--border", "5", "--min-area", "10"]
+    assert cli.main(["evaluate", *argv, "--gt", str(tmp_path / "gt"), "-o", str(out)]) == 0
+    (row,) = read_csv(out / "per_image.csv")
+    assert (int(row["opens"]), int(row["shorts"]), int(row["errors"])) == (
+        want.opens,
+        want.shorts,
+        want.errors,
+    )
+
+    out = tmp_path / "r2"
+    gds = ["--gt", str(tmp_path / "design" / "chip.gds"), "--gds-layer", "10", "--nm-per-px", "4"]
+    offset = f"--offset={x0 * 4},{-y0 * 4}"
+    assert cli.main(["evaluate", *argv, *gds, offset, "-o", str(out)]) == 0
+    (row,) = read_csv(out / "per_image.csv")
+    assert row["name"] == "img0" and int(row["errors"]) == want.errors
+    assert int(row["gt_lines"]) == want.gt_lines
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["layout"]["offset_nm"] == [240.0, -160.0] and settings["layout"]["gds_layer"] == 10
+    # the wrong layer gives an empty ground truth: every predicted line is a false positive
+    assert cli.main(["evaluate", *argv, *gds[:2], "-o", str(tmp_path / "r3"), offset]) == 0
+    (row,) = read_csv(tmp_path / "r3" / "per_image.csv")
+    assert int(row["gt_lines"]) == 0 and int(row["false_positives"]) > 0
+
+
+def test_single_files_and_several_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir, pairs = make_dataset(tmp_path)
+    out = tmp_path / "r"
+    argv = ["--pred", str(pred_dir / "img1.png"), "--gt", str(gt_dir / "img2.png"), "-o", str(out)]
+    assert cli.main(["evaluate", *argv]) == 0  # one file each: paired whatever their names
+    (row,) = read_csv(out / "per_image.csv")
+    assert row["name"] == "img1"
+    assert int(row["errors"]) == esd(pairs["img1"][0], pairs["img2"][1]).errors
+    err = _error(capsys, ["--pred", str(pred_dir), "--gt", str(gt_dir / "img2.png"), "-o", str(out)])
+    assert "one ground-truth file for 3 predictions" in err
+
+
+def test_report_names_the_model_and_the_border_rule(tmp_path: Path) -> None:
+    """report.json says which model made the masks (from samsem segment's reports) and the ESD rules."""
+    pred_dir, gt_dir, _ = make_dataset(tmp_path, n=1)
+    out = tmp_path / "r"
+    argv = ["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "-o", str(out)]
+    assert cli.main([*argv, "--border-rule", "drop"]) == 0
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["border_rule"] == "drop"
+    assert settings["model"].startswith("unknown: the predicted masks have no samsem reports")
+    (pred_dir / "img0.report.json").write_text(json.dumps({"model": {"family": "sam2", "device": "cuda"}}))
+    (pred_dir / "img0.png").rename(pred_dir / "img0.mask.png")
+    assert cli.main(argv) == 0
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["model"] == [{"family": "sam2", "device": "cuda"}]
+    assert settings["border_rule"] == "published"
