@@ -103,8 +103,12 @@ def test_report_files_and_numbers(tmp_path: Path) -> None:
 
     overlay = cv2.imread(str(out / "overlays" / "img0.png"))[..., ::-1]  # RGB
     pred, gt = pairs["img0"]
-    np.testing.assert_array_equal(overlay, render_overlay(esd_details(pred, gt, cfg)))
+    np.testing.assert_array_equal(overlay[:H, :W], render_overlay(esd_details(pred, gt, cfg)))
     assert tuple(overlay[9, 51]) == (255, 0, 0)  # the short
+    legend = overlay[H:]  # a legend band below, with every class colour as a swatch
+    assert legend.shape[0] > 40 and overlay.shape[1] >= W
+    colours = {tuple(int(v) for v in c) for c in legend.reshape(-1, 3)}
+    assert {PRED_COLOURS[2], PRED_COLOURS[3], PRED_COLOURS[4], MISSED_COLOUR, GT_COLOUR} <= colours
 
 
 def test_overlay_colours() -> None:

@@ -22,7 +22,7 @@ from samsem import svg
 from samsem.errors import InputError
 from samsem.evaluation.esd import ESDConfig, ESDResult, esd_details
 from samsem.evaluation.metrics import aji_parts, confusion, metrics_from_confusion
-from samsem.evaluation.overlay import render_overlay, write_error_histogram, write_png
+from samsem.evaluation.overlay import overlay_with_legend, write_error_histogram, write_png
 from samsem.io import atomic_path, image_info, read_mask, write_json
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
@@ -180,7 +180,7 @@ class Accumulator:
         conf = confusion(pred, gt)
         inter, union = aji_parts(pred, gt)
         overlay = Path("overlays") / f"{name}.png"
-        write_png(self.out / overlay, render_overlay(details))
+        write_png(self.out / overlay, overlay_with_legend(details))
         r = details.result
         self.total = self.total + r
         self.conf = [a + b for a, b in zip(self.conf, conf, strict=True)]
