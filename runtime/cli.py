@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 def _default_model_text() -> str:
     """What --model defaults to, as help text (the bundled model when the package has one)."""
-    from samsem.runtime.load import default_bundle
+    from importlib import resources
 
-    if default_bundle() is None:
+    # as samsem.runtime.load.default_bundle, without importing the runtime (help stays light)
+    if not (resources.files("samsem") / "data" / "default" / "manifest.json").is_file():
         return "default: the classical Sauvola segmenter (this install has no bundled model)"
     return "default: the bundled lite model (samsem/data/default)"
 
