@@ -183,6 +183,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from samsem.runtime.outputs import (
         ImageOutputs,
         RunSummary,
+        check_dir,
         check_distinct_names,
         complete_outputs,
         plan_image,
@@ -192,9 +193,10 @@ def run_segment(args: argparse.Namespace) -> int:
     from samsem.runtime.pipeline import FailedImage
 
     vector_options = _vector_options(args)
-    pipeline = _pipeline(args, "segment")
     files = list_images(args.inputs)
     check_distinct_names(files)
+    check_dir(args.out)  # before the model loads
+    pipeline = _pipeline(args, "segment")
     prepare_dir(args.out)
     summary = RunSummary()
     todo: dict[str, ImageOutputs] = {}
@@ -368,6 +370,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         read_gt,
     )
     from samsem.io import IMAGE_SUFFIXES, read_mask
+    from samsem.runtime.outputs import check_dir
 
     defaults = ESDConfig()
     cfg = ESDConfig(
@@ -387,6 +390,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     settings["border_rule"] = cfg.border_rule
     if any(f.suffix.lower() in (".gds", ".gdsii") for f in gt_files.values()):
         settings["layout"] = layout.to_json()
+    check_dir(args.out)
     acc = Accumulator(args.out, cfg)
     if args.pred is not None:
         pred_files = files_by_name(args.pred, MASK_SUFFIXES, "prediction", masks_only=True)

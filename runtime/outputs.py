@@ -113,6 +113,17 @@ def check_distinct_names(files: Iterable[Path]) -> None:
         seen[f.stem] = f
 
 
+def check_dir(out_dir: Path) -> None:
+    """InputError when ``out_dir`` cannot become a directory (it, or its nearest existing parent, is not
+    one); creates nothing, so a run can check its output folder before loading a model."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out_dir else f"lies under {p}, which is a file"
+                raise InputError(out_dir, f"{what}, not a directory", "an output directory")
+            return
+
+
 def prepare_dir(out_dir: Path) -> None:
     """Create the output folder; InputError when the path (or a parent) is a file."""
     try:

@@ -78,7 +78,12 @@ def _client(args: argparse.Namespace):
     )
 
 
-def _rpc_message(exc) -> str:
+def _rpc_message(exc, server: str | None = None) -> str:
+    import grpc
+
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and server is not None:
+        detail = str(exc.details() or "").rsplit(": ", 1)[-1]  # e.g. "Connection refused"
+        return f"cannot connect to the samsem server at {server} ({detail}); is `samsem serve` running there?"
     return f"{exc.code().name}: {exc.details()}"
 
 
@@ -125,6 +130,11 @@ def run_segment(args: argparse.Namespace) -> int:
             try:
                 out = client.segment(f, options=options, progress=progress)
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:  # no server: say so once, not per file
+                    print(f"samsem client: {_rpc_message(exc, args.server)}", file=sys.stderr)
+                    if summary.done:  # the server went away during the run
+                        summary.report("samsem client", args.out)
+                    return 1
                 summary.failures[f.name] = _rpc_message(exc)
                 continue
             except SamsemError as exc:
@@ -147,7 +157,7 @@ def run_info(args: argparse.Namespace) -> int:
             info = client.model_info()
             status = client.health()
     except grpc.RpcError as exc:
-        print(f"samsem client info: {_rpc_message(exc)}", file=sys.stderr)
+        print(f"samsem client info: {_rpc_message(exc, args.server)}", file=sys.stderr)
         return 1
     data = MessageToDict(info, preserving_proto_field_name=True)
     for key in ("manifest_json", "config_json"):
@@ -183,7 +193,7 @@ def run_job(args: argparse.Namespace) -> int:
                     )
                     job = snap
     except grpc.RpcError as exc:
-        print(f"samsem client job: {_rpc_message(exc)}", file=sys.stderr)
+        print(f"samsem client job: {_rpc_message(exc, args.server)}", file=sys.stderr)
         return 1
     print(MessageToJson(job, preserving_proto_field_name=True))
     if args.wait:
