@@ -47,12 +47,11 @@ def available_memory(device: torch.device) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:  # not Linux: psutil when installed, else the physical memory
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:  # elsewhere: free physical pages where the system tells, else all of them
+        return page * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        return page * os.sysconf("SC_PHYS_PAGES")
 
 
 def _gib(n: int) -> str:
