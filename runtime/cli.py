@@ -310,8 +310,8 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         type=_offset,
         default=(0.0, 0.0),
         metavar="X,Y",
-        help="layout position in nm of the image's top-left corner (default 0,0); the image crops the "
-        "window [X, X + W*NM] x [Y - H*NM, Y]",
+        help="layout position in nm of the image's top-left corner (default 0,0; write --offset=X,Y when X "
+        "is negative); the image crops the window [X, X + W*NM] x [Y - H*NM, Y]",
     )
     _add_model_options(p.add_argument_group("segmentation (with --images only)"))
     p.set_defaults(func=run_evaluate)
