@@ -206,6 +206,31 @@ def _export_model(
     return engines
 
 
+# format -> (module it needs, how to install it)
+FORMAT_NEEDS = {
+    "onnx": ("onnx", "pip install 'samsem[onnx]'"),
+    "trt": ("tensorrt", "pip install 'samsem[trt]' on a host with an NVIDIA GPU and CUDA"),
+}
+
+
+def check_requirements(options: ExportOptions) -> None:
+    """ConfigError naming what to install (or which device is missing) for the requested formats, before
+    any work is done."""
+    import importlib.util
+
+    for fmt, (module, install) in FORMAT_NEEDS.items():
+        wanted = fmt in options.formats or (fmt == "onnx" and "trt" in options.formats)
+        if wanted and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"--formats {fmt} needs {module}, which is not installed: {install}")
+    if "trt" in options.formats and not torch.cuda.is_available():
+        raise ConfigError("--formats trt builds TensorRT engines on a CUDA GPU; this host has none")
+    if "aoti" in options.formats and options.aoti_device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--formats aoti compiles for --aoti-device {options.aoti_device}, but CUDA is not available "
+            "(use --aoti-device cpu)"
+        )
+
+
 def write_bundle(
     out: str | Path,
     checkpoints: Sequence[str | Path],
@@ -220,6 +245,7 @@ def write_bundle(
     Two files with the same sha256 give one model. Returns the manifest written.
     """
     options = options or ExportOptions()
+    check_requirements(options)
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(out, "already exists", "a new directory, or --overwrite")

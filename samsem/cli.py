@@ -1,4 +1,4 @@
-"""The single `samsem` command line: a thin dispatcher over per-stage subcommand modules.
+"""The single `samsem` command line: one parser over per-stage subcommand modules.
 
 Each subcommand is registered by a function ``register(subparsers) -> None`` of its stage, which adds
 its parser and sets ``func=<callable(args) -> int>``; modules import their heavy dependencies inside
@@ -107,21 +107,56 @@ def filtered_native_stderr(drop: tuple[bytes, ...] = NATIVE_NOISE) -> Iterator[N
             os.close(saved)
 
 
+DESCRIPTION = """\
+samsem segments metal lines in SEM images of delayered ICs (SAM2 or the bundled lite model, two-scale
+pipeline) and measures masks electrically (ESD: opens, shorts, false positives and negatives per line)."""
+EPILOG = """\
+examples:
+  samsem segment examples/images -o out --preview     segment with the bundled model
+  samsem evaluate --pred out --gt examples/masks -o report
+  samsem COMMAND --help                               every option of a command, with its default
+
+exit codes: 0 ok, 1 some images or the engine failed, 2 usage or input error."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="samsem", description=__doc__.splitlines()[0])
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(
+        prog="samsem",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"samsem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for target in COMMANDS.values():
         module, _, function = target.partition(":")
         getattr(importlib.import_module(module), function)(sub)
-    return parser
+    return parser, sub
+
+
+def _parse(
+    parser: argparse.ArgumentParser, sub: argparse._SubParsersAction, argv: list[str]
+) -> argparse.Namespace:
+    """Parse ``argv``; an unknown flag is reported with the usage of the subcommand it was given to
+    (argparse alone would print the top-level usage)."""
+    args, extra = parser.parse_known_args(argv)
+    command = getattr(args, "command", None)
+    if extra and command is not None and command in argv:
+        sub.choices[command].parse_args(argv[argv.index(command) + 1 :])  # exits with its usage
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``samsem`` script; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, sub = _build()
+    args = _parse(parser, sub, list(sys.argv[1:] if argv is None else argv))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

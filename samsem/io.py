@@ -7,7 +7,9 @@ Reading rules
   1, 3 (RGB) and 4 (RGBA); 1-bit images become uint8 {0, 255}. Stored values are used as they are (a TIFF
   photometric MinIsWhite/palette interpretation is not applied, like tifffile).
 * The format is detected from the file's first bytes (a PNG named .tif is read as PNG); the suffix must still
-  be one of SUPPORTED_SUFFIXES. Of a multi-page TIFF only the first page is read.
+  be one of IMAGE_SUFFIXES (masks: SUPPORTED_SUFFIXES). Of a multi-page TIFF only the first page is read.
+  JPEG and BMP images are decoded by OpenCV like PNG (colour converted to gray by the same luma); they
+  are inputs only: masks are read and written as PNG/TIFF.
 * read_region on TIFF decodes only the strips/tiles that intersect the box, one at a time (uncompressed
   contiguous data is memory-mapped), so memory stays bounded by the box plus one decoded strip/tile; a TIFF
   stored as a single compressed strip is therefore decoded whole. On PNG it decodes the whole file and
@@ -43,7 +45,8 @@ import tifffile
 
 from samsem.errors import InputError
 
-SUPPORTED_SUFFIXES = (".png", ".tif", ".tiff")
+SUPPORTED_SUFFIXES = (".png", ".tif", ".tiff")  # masks and outputs
+IMAGE_SUFFIXES = (*SUPPORTED_SUFFIXES, ".jpg", ".jpeg", ".bmp")  # input images
 TILED_MIN_PIXELS = 4096 * 4096  # TIFF outputs with more pixels than this are written tiled
 TIFF_TILE = (512, 512)
 BIGTIFF_MIN_BYTES = 2**32 - 2**25  # pixel data above this (4 GB minus headroom) is written as BigTIFF
@@ -54,6 +57,10 @@ _TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[0-9a-f]{12}\.tmp(?P<suffix>\.[^.]*)?
 _OUTPUT_STEMS = (".mask", ".preview")  # NAME.mask.png|tif, NAME.preview.png
 _OUTPUT_SUFFIXES = (".report.json",)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_BMP_MAGIC = b"BM"
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, ...), not DHT/JPG/DAC
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels after decoding
 _SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "float", 6: "complex float"}
@@ -76,10 +83,11 @@ class ImageInfo:
 
 
 def image_info(path: str | Path) -> ImageInfo:
-    """Read only the header of a PNG/TIFF (no pixel decoding) and validate size, dtype and channels."""
-    path = _check_input(path)
-    if _sniff(path) == "png":
-        return _png_info(path)
+    """Read only the header of an image (no pixel decoding) and validate size, dtype and channels."""
+    path = _check_input(path, IMAGE_SUFFIXES)
+    kind = _sniff(path)
+    if kind in _HEADERS:
+        return _HEADERS[kind](path)
     with _open_tiff(path) as (_, info):
         return info
 
@@ -145,12 +153,16 @@ def _sniff(path: Path) -> str:
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
     if not head:
-        raise InputError(path, "empty file (0 bytes)", "a PNG or TIFF image")
+        raise InputError(path, "empty file (0 bytes)", "a PNG, TIFF, JPEG or BMP image")
     if head.startswith(_PNG_MAGIC):
         return "png"
     if head[:4] in _TIFF_MAGICS:
         return "tiff"
-    raise InputError(path, f"not a PNG or TIFF image (file starts with {head!r})")
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if head.startswith(_BMP_MAGIC):
+        return "bmp"
+    raise InputError(path, f"not a PNG, TIFF, JPEG or BMP image (file starts with {head!r})")
 
 
 def _validate(path: Path, height: int, width: int, dtype: np.dtype | None, channels: int, what: str) -> None:
@@ -164,12 +176,13 @@ def _validate(path: Path, height: int, width: int, dtype: np.dtype | None, chann
 
 def _read_raw(path: str | Path, box: tuple[int, int, int, int] | None) -> np.ndarray:
     """Decode (a box of) an image: (H, W, C) uint8/uint16 with C in (1, 3, 4), channels in RGB(A) order."""
-    path = _check_input(path)
-    if _sniff(path) == "png":
-        info = _png_info(path)
+    path = _check_input(path, IMAGE_SUFFIXES)
+    kind = _sniff(path)
+    if kind in _HEADERS:
+        info = _HEADERS[kind](path)
         if box is not None:
             _check_box(path, box, info)
-        raw = _decode_png(path, info)
+        raw = _decode_cv(path, info, kind.upper())
         if box is not None:
             y, x, h, w = box
             raw = raw[y : y + h, x : x + w].copy()
@@ -231,7 +244,8 @@ def _png_info(path: Path) -> ImageInfo:
     return info
 
 
-def _decode_png(path: Path, info: ImageInfo) -> np.ndarray:
+def _decode_cv(path: Path, info: ImageInfo, kind: str) -> np.ndarray:
+    """Decode a PNG, JPEG or BMP file with OpenCV: (H, W, C) in RGB(A) order."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -241,19 +255,64 @@ def _decode_png(path: Path, info: ImageInfo) -> np.ndarray:
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise InputError(path, f"corrupt or truncated PNG file (OpenCV: {exc})") from None
+        raise InputError(path, f"corrupt or truncated {kind} file (OpenCV: {exc})") from None
     finally:
         cv2.utils.logging.setLogLevel(level)
     if img is None:
-        raise InputError(path, "corrupt or truncated PNG file (OpenCV could not decode it)")
+        raise InputError(path, f"corrupt or truncated {kind} file (OpenCV could not decode it)")
     if img.shape[:2] != (info.height, info.width) or img.dtype != info.dtype:
-        raise InputError(path, "corrupt PNG file (decoded pixels do not match the header)")
+        raise InputError(path, f"corrupt {kind} file (decoded pixels do not match the header)")
     if img.ndim == 2:
         return img[:, :, None]
     if img.shape[2] not in (3, 4):
         raise InputError(path, f"unsupported number of channels ({img.shape[2]})", _EXPECT_CHANNELS)
     order = [2, 1, 0, 3][: img.shape[2]]  # BGR(A) -> RGB(A)
     return img[:, :, order]
+
+
+# JPEG and BMP (headers parsed here, pixels decoded by OpenCV) ------------------------------------------
+
+
+def _jpeg_info(path: Path) -> ImageInfo:
+    """Size and components from the JPEG start-of-frame segment (8-bit samples only)."""
+    with open(path, "rb") as fh:
+        data = fh.read(1 << 20)  # the frame header follows the metadata segments, well inside 1 MB
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _JPEG_SOF:
+            depth, height, width, comps = struct.unpack(">BHHB", data[i + 4 : i + 10])
+            info = ImageInfo(path, height, width, np.dtype(np.uint8), 3 if comps == 3 else comps)
+            _validate(
+                path, height, width, np.dtype(np.uint8) if depth == 8 else None, info.channels, f"{depth}-bit"
+            )
+            return info
+        i += 2 + length
+    raise InputError(path, "corrupt or truncated JPEG file (no frame header found)")
+
+
+def _bmp_info(path: Path) -> ImageInfo:
+    """Size and channels from the BMP info header (1-32 bits per pixel; OpenCV decodes to BGR(A))."""
+    with open(path, "rb") as fh:
+        head = fh.read(30)
+    if len(head) < 30:
+        raise InputError(path, f"truncated BMP file ({len(head)} bytes, header incomplete)")
+    width, height, _, bits = struct.unpack("<iiHH", head[18:30])
+    height = abs(height)  # negative: rows stored top-down
+    channels = 4 if bits == 32 else 3  # OpenCV expands palettes (also gray ones) to BGR
+    info = ImageInfo(path, height, width, np.dtype(np.uint8), channels)
+    _validate(path, height, width, np.dtype(np.uint8), channels, f"{bits}-bit")
+    return info
+
+
+# format -> header reader of the formats decoded whole by OpenCV
+_HEADERS = {"png": _png_info, "jpeg": _jpeg_info, "bmp": _bmp_info}
 
 
 # TIFF ----------------------------------------------------------------------------------------------------
@@ -500,9 +559,9 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file() and _is_input(f))
             if not files:
-                raise InputError(p, "directory contains no images", ", ".join(SUPPORTED_SUFFIXES))
+                raise InputError(p, "directory contains no images", ", ".join(IMAGE_SUFFIXES))
         elif p.is_file():
-            files = [_check_input(p)]
+            files = [_check_input(p, IMAGE_SUFFIXES)]
         elif any(c in str(item) for c in "*?["):
             files = sorted(
                 Path(f)
@@ -510,7 +569,7 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
                 if os.path.isfile(f) and _is_input(Path(f))
             )
             if not files:
-                raise InputError(p, "pattern matches no images", ", ".join(SUPPORTED_SUFFIXES))
+                raise InputError(p, "pattern matches no images", ", ".join(IMAGE_SUFFIXES))
         else:
             raise InputError(p, "file not found")
         found.extend(files)
@@ -526,4 +585,4 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def _is_input(path: Path) -> bool:
     """An image file that is not one of samsem's outputs (for directory and glob listings)."""
-    return path.suffix.lower() in SUPPORTED_SUFFIXES and not is_samsem_output(path)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not is_samsem_output(path)

@@ -263,16 +263,28 @@ class SamsemServer:
         address = f"{cfg.host}:{cfg.port}"
         if cfg.tls_cert is not None:
             creds = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)  # type: ignore[arg-type]
-            self.port = self.server.add_secure_port(address, creds)
-        else:
-            self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {address}")
-        await self.server.start()
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if cfg.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(cfg.host, cfg.metrics_port)
+        try:  # a port in use: one clear line (grpc raises RuntimeError, the metrics server OSError)
+            if cfg.tls_cert is not None:
+                self.port = self.server.add_secure_port(address, creds)
+            else:
+                self.port = self.server.add_insecure_port(address)
+            if self.port == 0:
+                raise RuntimeError("bind failed")
+            await self.server.start()
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if cfg.metrics_port is not None:
+                address = f"{cfg.host}:{cfg.metrics_port} (metrics)"
+                self.metrics_port = self.metrics.serve(cfg.host, cfg.metrics_port)
+        except (RuntimeError, OSError) as exc:
+            await self._abort_start()
+            reason = (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else "address in use or unavailable"
+            )
+            raise ConfigError(
+                f"cannot listen on {address}: {reason}; choose another port (0 = any free one) or stop the "
+                "process using it"
+            ) from None
         log(
             20,
             "serving",
@@ -286,6 +298,14 @@ class SamsemServer:
             model=self.pipeline.info.to_json() if self.pipeline.info is not None else {},
         )
         return self.port
+
+    async def _abort_start(self) -> None:
+        """Release what :meth:`start` built when it cannot bind (no drain: nothing was served)."""
+        await self.server.stop(None)
+        await asyncio.to_thread(self.jobs.shutdown)
+        await asyncio.to_thread(self.engine.close)
+        await asyncio.to_thread(self.executor.shutdown, True)
+        self.metrics.close()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, refuse new calls, let in-flight ones finish within the grace."""

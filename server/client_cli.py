@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -113,7 +114,12 @@ def _client(args: argparse.Namespace):
     )
 
 
-def _rpc_message(exc) -> str:
+def _rpc_message(exc, server: str | None = None) -> str:
+    import grpc
+
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and server is not None:
+        detail = str(exc.details() or "").rsplit(": ", 1)[-1]  # e.g. "Connection refused"
+        return f"cannot connect to the samsem server at {server} ({detail}); is `samsem serve` running there?"
     return f"{exc.code().name}: {exc.details()}"
 
 
@@ -133,7 +139,6 @@ def run_segment(args: argparse.Namespace) -> int:
         remove_stale_temps,
         write_outputs,
     )
-    from samsem.vector import FORMATS as VECTOR_FORMATS
 
     options = _options(args.option)
     vector = _vector_options(args)
@@ -145,14 +150,11 @@ def run_segment(args: argparse.Namespace) -> int:
     with _client(args) as client, tqdm(total=0, unit="tile", desc="segment", disable=None) as bar:
         for f in files:
             try:
-                outputs, _, _ = plan_image(f, args.out)
+                outputs, _, _ = plan_image(f, args.out, vector=vector.formats if vector else ())
             except SamsemError as exc:
                 summary.failures[f.name] = str(exc)
                 continue
-            vector_paths = [
-                args.out / f"{f.stem}{VECTOR_FORMATS[fmt][0]}" for fmt in (vector.formats if vector else ())
-            ]
-            if not args.overwrite and outputs.finished() and all(p.exists() for p in vector_paths):
+            if not args.overwrite and outputs.finished():
                 summary.skipped += 1
                 continue
             seen = {"total": 0, "done": 0}
@@ -168,18 +170,23 @@ def run_segment(args: argparse.Namespace) -> int:
             try:
                 out = client.segment(f, options=options, progress=progress, vector=vector)
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:  # no server: say so once, not per file
+                    print(f"samsem client: {_rpc_message(exc, args.server)}", file=sys.stderr)
+                    if summary.done:  # the server went away during the run
+                        summary.report("samsem client", args.out)
+                    return 1
                 summary.failures[f.name] = _rpc_message(exc)
                 continue
             except SamsemError as exc:
                 summary.failures[f.name] = str(exc)
                 continue
-            for path, fmt in zip(vector_paths, vector.formats if vector else (), strict=True):
+            report = {**out.report, "server": args.server}
+            for fmt, path in outputs.vectors:  # the server's vector files, as the local command names them
                 with atomic_path(path) as tmp:
                     tmp.write_bytes(out.vectors[fmt])
-            report = {**out.report, "server": args.server}
-            if vector_paths:
-                report["vectors"] = [p.name for p in vector_paths]
-            write_outputs(outputs, out.mask, report, protect=files)
+            if outputs.vectors:
+                report["vectors"] = {fmt: {"file": p.name} for fmt, p in outputs.vectors}
+            write_outputs(dataclasses.replace(outputs, vectors=()), out.mask, report, protect=files)
             summary.done += 1
     return summary.report("samsem client", args.out)
 
@@ -196,7 +203,7 @@ def run_info(args: argparse.Namespace) -> int:
             info = client.model_info()
             status = client.health()
     except grpc.RpcError as exc:
-        print(f"samsem client info: {_rpc_message(exc)}", file=sys.stderr)
+        print(f"samsem client info: {_rpc_message(exc, args.server)}", file=sys.stderr)
         return 1
     data = MessageToDict(info, preserving_proto_field_name=True)
     for key in ("manifest_json", "config_json"):
@@ -239,7 +246,7 @@ def run_job(args: argparse.Namespace) -> int:
                     )
                     job = snap
     except grpc.RpcError as exc:
-        print(f"samsem client job: {_rpc_message(exc)}", file=sys.stderr)
+        print(f"samsem client job: {_rpc_message(exc, args.server)}", file=sys.stderr)
         return 1
     print(MessageToJson(job, preserving_proto_field_name=True))
     if args.wait:

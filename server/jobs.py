@@ -326,16 +326,10 @@ class JobManager:
         rel = Path(f.input).relative_to(root)
         return root, rel, self.output_root or root, Path(f.out_rel)
 
-    def _outputs(self, f: FileRow, height: int, width: int) -> ImageOutputs:
+    def _outputs(self, job: _Job, f: FileRow, height: int, width: int) -> ImageOutputs:
         _, _, base, out_rel = self._places(f)
-        return image_outputs(Path(f.input), base / out_rel, height, width)
-
-    def _vector_names(self, job: _Job, stem: str) -> list[str]:
-        if job.vector is None:
-            return []
-        from samsem.vector import FORMATS as VECTOR_FORMATS
-
-        return [f"{stem}{VECTOR_FORMATS[fmt][0]}" for fmt in job.vector.formats]
+        vector = job.vector.formats if job.vector is not None else ()
+        return image_outputs(Path(f.input), base / out_rel, height, width, vector=vector)
 
     def _plan(self, job: _Job, f: FileRow) -> tuple[ImageOutputs, int, int, bool]:
         """(outputs, height, width, finished) of a file, opening it and its output folder confined."""
@@ -350,32 +344,27 @@ class JobManager:
         check_inputs(
             info.height, info.width, pipeline.count_inputs(info.height, info.width), self.limits.max_inputs
         )
-        outputs = self._outputs(f, info.height, info.width)
+        outputs = self._outputs(job, f, info.height, info.width)
         stem = Path(f.input).stem
         with self.pins.folder(base, out_rel) as out:
             remove_stale_temps(out, [stem])
-            names = [outputs.mask.name, outputs.report.name, *self._vector_names(job, stem)]
-            finished = all((out / n).exists() for n in names)
+            finished = all((out / p.name).exists() for p in outputs.requested())
         return outputs, info.height, info.width, finished
 
     def _write(self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict) -> list[str]:
         """Write a file's vector files, mask and report (last) into its confined output folder; returns
         the vector files' paths."""
         _, _, base, out_rel = self._places(f)
-        stem = Path(f.input).stem
-        vectors: list[str] = []
         with self.pins.folder(base, out_rel) as out:
-            if job.vector is not None:
-                from samsem.vector import write_vectors
-
-                written = write_vectors(mask, out, stem, job.vector)
-                vectors = [str(outputs.mask.parent / p.name) for p in written.values()]
-                report = {**report, "vectors": [Path(v).name for v in vectors]}
             pinned = dataclasses.replace(
-                outputs, mask=out / outputs.mask.name, report=out / outputs.report.name
+                outputs,
+                mask=out / outputs.mask.name,
+                report=out / outputs.report.name,
+                vectors=tuple((fmt, out / p.name) for fmt, p in outputs.vectors),
             )
-            write_outputs(pinned, mask, report, protect=[Path(x.input) for x in job.row.files])
-        return vectors
+            protect = [Path(x.input) for x in job.row.files]
+            write_outputs(pinned, mask, report, protect=protect, vector_options=job.vector)
+        return [str(p) for _, p in outputs.vectors]
 
     def _run(self, job: _Job) -> None:
         from samsem.io import read_image

@@ -38,32 +38,43 @@ def reference(pred: np.ndarray, gt: np.ndarray, cfg: ESDConfig) -> tuple[ESDResu
     gt_out = set(gl[interior].tolist()) - {0}
     small = {p for p in range(1, n_pred + 1) if sizes[p] < cfg.min_area}
     pred_lines = {p for p in range(1, n_pred + 1) if p not in small and p in pred_out}
+    band = {p for p in range(1, n_pred + 1) if p not in small and p not in pred_out}
+    hitters = pred_lines | (band if cfg.border_rule == "published" else set())
     gt_lines = {g for g in range(1, n_gt + 1) if g in gt_out}
     both = (pl > 0) & (gl > 0)
-    hits: dict[int, set[int]] = {p: set() for p in pred_lines}
+    hits: dict[int, set[int]] = {p: set() for p in hitters}
     codes = np.unique(pl[both].astype(np.int64) * (n_gt + 1) + gl[both])
     for p, g in zip((codes // (n_gt + 1)).tolist(), (codes % (n_gt + 1)).tolist(), strict=True):
-        if p in pred_lines:
+        if p in hitters:
             hits[p].add(g)
     hit_by: dict[int, set[int]] = {g: set() for g in gt_lines}
     for p, gs in hits.items():
         for g in gs & gt_lines:
             hit_by[g].add(p)
-    shorts = sum(max(len(gs & gt_lines) - 1, 0) for gs in hits.values())
-    fps = sum(1 for gs in hits.values() if not gs)
+    shorts = sum(max(len(hits[p] & gt_lines) - 1, 0) for p in pred_lines)
+    fps = sum(1 for p in pred_lines if not hits[p])
     opens = sum(1 for ps in hit_by.values() if len(ps) >= 2)
     fns = sum(1 for ps in hit_by.values() if not ps)
-    ok = {g for g, ps in hit_by.items() if len(ps) == 1 and len(hits[next(iter(ps))] & gt_lines) == 1}
+
+    def shorting(p: int) -> bool:  # a counted short
+        return p in pred_lines and len(hits[p] & gt_lines) >= 2
+
+    ok = {g for g, ps in hit_by.items() if len(ps) == 1 and not shorting(next(iter(ps)))}
 
     pred_cls = {p: PredClass.SMALL for p in small}
     for p in range(1, n_pred + 1):
         if p in small:
             continue
-        if p not in pred_lines:
+        if p not in hitters:
             pred_cls[p] = PredClass.IGNORED
             continue
         considered = hits[p] & gt_lines
-        if len(considered) >= 2:
+        if p in band:
+            if any(len(hit_by[g]) >= 2 for g in considered):
+                pred_cls[p] = PredClass.OPEN
+            else:
+                pred_cls[p] = PredClass.CORRECT if len(considered) == 1 else PredClass.IGNORED
+        elif len(considered) >= 2:
             pred_cls[p] = PredClass.SHORT
         elif len(considered) == 1:
             (g,) = considered
@@ -86,10 +97,60 @@ def reference(pred: np.ndarray, gt: np.ndarray, cfg: ESDConfig) -> tuple[ESDResu
     return result, pred_map, gt_map
 
 
+def published_port(pred: np.ndarray, gt: np.ndarray, border: int, min_area: int) -> tuple[int, ...]:
+    """The border logic of Rothaug et al.'s ESD (``libs/esd.py``, ``ESDResult._compute_errors``), restated
+    on pixel masks: lines are 8-connected components, "intersects" is sharing a pixel, the considered
+    region is the image without its ``border`` band, and predicted lines below ``min_area`` are
+    filtered out beforehand (as their ``compute_errors.py`` does). Every predicted line takes part in
+    the hits; a ground-truth line outside the considered region takes one hit off each line that hits
+    more than one line (no shorts with border lines); only errors of considered lines are counted.
+    Returns (opens, shorts, false positives, false negatives, considered ground-truth lines)."""
+    eight = np.ones((3, 3), int)
+    pl, n_pred = ndimage.label(pred != 0, structure=eight)
+    gl, n_gt = ndimage.label(gt != 0, structure=eight)
+    h, w = pred.shape
+    inner = np.zeros((h, w), bool)
+    inner[border : h - border, border : w - border] = True
+    sizes = np.bincount(pl.ravel(), minlength=n_pred + 1)
+    tracks = [p for p in range(1, n_pred + 1) if sizes[p] >= min_area]
+    track_hits = {t: 0 for t in tracks}
+    label_hits: dict[int, set[int]] = {g: set() for g in range(1, n_gt + 1)}
+    both = (pl > 0) & (gl > 0)
+    for t, g in set(zip(pl[both].tolist(), gl[both].tolist(), strict=True)):
+        if t in track_hits:
+            track_hits[t] += 1
+            label_hits[g].add(t)
+    track_inner = set(pl[inner].tolist())
+    label_inner = set(gl[inner].tolist())
+    opens = shorts = fps = fns = total = 0
+    for g in range(1, n_gt + 1):
+        consider = g in label_inner
+        if not consider:
+            for t in label_hits[g]:
+                if track_hits[t] > 1:
+                    track_hits[t] -= 1
+        else:
+            total += 1
+        if not label_hits[g]:
+            fns += consider
+        elif len(label_hits[g]) > 1:
+            opens += consider
+    for t in tracks:
+        if t in track_inner:
+            shorts += max(track_hits[t] - 1, 0)
+            fps += track_hits[t] == 0
+    return opens, shorts, fps, fns, total
+
+
 def assert_agrees(pred: np.ndarray, gt: np.ndarray, cfg: ESDConfig) -> ESDResult:
+    """esd and esd_details equal the reference; under the published rule the counts also equal the port
+    of the published ESD."""
     ref, ref_pred_map, ref_gt_map = reference(pred, gt, cfg)
     got = esd(pred, gt, cfg)
     assert got == ref
+    if cfg.border_rule == "published":
+        port = published_port(pred, gt, cfg.border, cfg.min_area)
+        assert (got.opens, got.shorts, got.false_positives, got.false_negatives, got.gt_lines) == port
     d = esd_details(pred, gt, cfg)
     assert d.result == ref
     np.testing.assert_array_equal(d.pred_class[d.pred_labels], ref_pred_map)
@@ -300,27 +361,98 @@ def test_border_line_hitting_only_ignored_lines_is_no_error() -> None:
     assert esd_details(pred, gt, BAND).pred_class[1] == PredClass.IGNORED
 
 
-def test_predicted_line_in_band_does_not_open_or_cover_a_gt_line() -> None:
+BAND_PIECE_GT = """
+    .#........
+    .#........
+    .#####....
+    ..........
+    ..........
+"""
+BAND_PIECE_PRED = """
+    .#........
+    ..........
+    ...###....
+    ..........
+    ..........
+"""
+
+
+def test_band_line_opens_and_covers_a_gt_line_by_default() -> None:
+    """The published rule (the default): a predicted line wholly in the band still hits."""
+    gt, pred = draw(BAND_PIECE_GT), draw(BAND_PIECE_PRED)
+    assert ESDConfig().border_rule == "published"
+    # the top pred piece lies wholly in the band but touches the considered gt line: an open
+    assert esd(pred, gt, BAND) == ESDResult(1, 0, 0, 0, gt_lines=1, gt_lines_ok=0, pred_lines=1)
+    d = esd_details(pred, gt, BAND)
+    assert d.pred_class[1:].tolist() == [PredClass.OPEN, PredClass.OPEN]
+    # with only the band piece, the considered gt line is not missed (the band piece is correct)
+    only_band = pred.copy()
+    only_band[2] = 0
+    assert esd(only_band, gt, BAND) == ESDResult(0, 0, 0, 0, 1, 1, 0)
+    assert esd_details(only_band, gt, BAND).pred_class[1] == PredClass.CORRECT
+    assert published_port(pred, gt, 2, 0) == (1, 0, 0, 0, 1)
+    assert published_port(only_band, gt, 2, 0) == (0, 0, 0, 0, 1)
+
+
+def test_band_line_own_short_and_false_positive_are_not_counted() -> None:
     gt = draw("""
-        .#........
-        .#........
-        .#####....
+        ..#..#....
+        ..#..#....
+        ..#..#....
+        ..#..#....
         ..........
         ..........
     """)
     pred = draw("""
-        .#........
+        ######..##
         ..........
-        ...###....
+        ..........
+        ..........
         ..........
         ..........
     """)
-    # the top pred piece is wholly in the band: ignored, so no open
-    assert esd(pred, gt, BAND) == ESDResult(0, 0, 0, 0, 1, 1, 1)
-    # with only the band piece, the considered gt line counts as missed
+    # the band line touches both considered gt lines (a short it does not count), the other band line
+    # touches nothing (a false positive it does not count); both gt lines are covered
+    r = esd(pred, gt, BAND)
+    assert r == ESDResult(0, 0, 0, 0, gt_lines=2, gt_lines_ok=2, pred_lines=0)
+    assert published_port(pred, gt, 2, 0) == (0, 0, 0, 0, 2)
+    assert esd_details(pred, gt, BAND).pred_class[1:].tolist() == [PredClass.IGNORED] * 2
+    # considered predicted lines doing the same are a short and a false positive
+    gt = draw("""
+        ..........
+        ..........
+        ..#..#....
+        ..#..#....
+        ..#..#....
+        ..#..#....
+        ..........
+        ..........
+    """)
+    pred = draw("""
+        ..........
+        ..........
+        ..#..#....
+        .######...
+        ..#..#....
+        ..#..#.#..
+        ..........
+        ..........
+    """)
+    assert esd(pred, gt, BAND) == ESDResult(0, 1, 1, 0, gt_lines=2, gt_lines_ok=0, pred_lines=2)
+    assert published_port(pred, gt, 2, 0) == (0, 1, 1, 0, 2)
+
+
+def test_drop_rule_leaves_band_lines_out() -> None:
+    """border_rule="drop": a predicted line wholly in the band neither opens nor covers a gt line."""
+    gt, pred = draw(BAND_PIECE_GT), draw(BAND_PIECE_PRED)
+    drop = ESDConfig(border=2, min_area=0, border_rule="drop")
+    assert esd(pred, gt, drop) == ESDResult(0, 0, 0, 0, 1, 1, 1)
     only_band = pred.copy()
     only_band[2] = 0
-    assert esd(only_band, gt, BAND) == ESDResult(0, 0, 0, 1, 1, 0, 0)
+    assert esd(only_band, gt, drop) == ESDResult(0, 0, 0, 1, 1, 0, 0)
+    assert esd_details(only_band, gt, drop).pred_class[1] == PredClass.IGNORED
+    with pytest.raises(ConfigError, match="border_rule"):
+        ESDConfig(border_rule="keep")
 
 
 def test_border_wider_than_image_ignores_everything() -> None:
@@ -419,7 +551,8 @@ def test_agrees_with_reference_on_random_masks(seed: int) -> None:
     h, w = rng.integers(1, 48, 2)
     gt = _random_layout(rng, h, w)
     pred = _perturb(rng, gt) if rng.random() < 0.8 else _random_layout(rng, h, w)
-    cfg = ESDConfig(border=int(rng.integers(0, 8)), min_area=int(rng.integers(0, 12)))
+    rule = "drop" if seed % 4 == 3 else "published"
+    cfg = ESDConfig(border=int(rng.integers(0, 8)), min_area=int(rng.integers(0, 12)), border_rule=rule)
     assert_agrees(pred, gt, cfg)
 
 
@@ -437,6 +570,7 @@ def test_agrees_with_reference_on_byte_aligned_noise(width: int, density: float)
 def test_random_cases_cover_every_error_kind() -> None:
     """The random generator above is only useful if it produces each kind of error."""
     seen = np.zeros(4, int)
+    rules_differ = 0
     for seed in range(400):
         rng = np.random.default_rng(seed)
         h, w = rng.integers(1, 48, 2)
@@ -445,7 +579,9 @@ def test_random_cases_cover_every_error_kind() -> None:
         cfg = ESDConfig(border=int(rng.integers(0, 8)), min_area=int(rng.integers(0, 12)))
         r = esd(pred, gt, cfg)
         seen += np.array([r.opens, r.shorts, r.false_positives, r.false_negatives]) > 0
+        rules_differ += r != esd(pred, gt, ESDConfig(cfg.border, cfg.min_area, border_rule="drop"))
     assert (seen >= 40).all(), seen
+    assert rules_differ >= 5  # so the comparison with the published port covers band lines that matter
 
 
 def _layout_prediction(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
@@ -479,6 +615,7 @@ def test_agrees_with_reference_on_real_layouts(shared_layouts) -> None:
         if n == 0:
             r = assert_agrees(pred, gt, ESDConfig())
             assert r.gt_lines > 100 and r.opens > 0 and r.shorts > 0 and r.false_negatives > 0
+            assert_agrees(pred, gt, ESDConfig(border_rule="drop"))
         y, x = int(rng.integers(0, gt.shape[0] - 1000)), int(rng.integers(0, gt.shape[1] - 1000))
         win = (slice(y, y + 1000), slice(x, x + 1000))
         assert_agrees(

@@ -103,8 +103,12 @@ def test_report_files_and_numbers(tmp_path: Path) -> None:
 
     overlay = cv2.imread(str(out / "overlays" / "img0.png"))[..., ::-1]  # RGB
     pred, gt = pairs["img0"]
-    np.testing.assert_array_equal(overlay, render_overlay(esd_details(pred, gt, cfg)))
+    np.testing.assert_array_equal(overlay[:H, :W], render_overlay(esd_details(pred, gt, cfg)))
     assert tuple(overlay[9, 51]) == (255, 0, 0)  # the short
+    legend = overlay[H:]  # a legend band below, with every class colour as a swatch
+    assert legend.shape[0] > 40 and overlay.shape[1] >= W
+    colours = {tuple(int(v) for v in c) for c in legend.reshape(-1, 3)}
+    assert {PRED_COLOURS[2], PRED_COLOURS[3], PRED_COLOURS[4], MISSED_COLOUR, GT_COLOUR} <= colours
 
 
 def test_overlay_colours() -> None:
@@ -244,3 +248,84 @@ def test_a_corrupt_later_file_leaves_no_partial_report(tmp_path: Path, capsys) -
     assert cli.main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out)]) == 0
     assert (out / "report.json").is_file() and (out / "overlays" / "img2.png").is_file()
     assert (out / "keep.txt").read_text() == "an earlier file"
+
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    from samsem.runtime.load import default_bundle
+
+    family = "classical" if default_bundle() is None else "lite"
+    assert settings["model"]["family"] == family  # the model that made the masks, never null
+
+
+def test_layout_ground_truth_geojson_and_design_gds(tmp_path: Path) -> None:
+    """GeoJSON labels carry their size; a design GDSII is cropped by --offset and scaled by --nm-per-px."""
+    from samsem.vector import VectorOptions, write_vectors
+
+    rng = np.random.default_rng(5)
+    design = np.zeros((200, 300), np.uint8)
+    for _ in range(40):
+        y, x = int(rng.integers(0, 190)), int(rng.integers(0, 250))
+        design[y : y + 4, x : x + int(rng.integers(10, 50))] = 1
+    y0, x0 = 40, 60
+    gt = design[y0 : y0 + H, x0 : x0 + W].copy()
+    pred = gt.copy()
+    pred[:, 50:52] = 0  # opens
+    pred[5:85, 20] = 1  # shorts
+    write_mask(tmp_path / "pred" / "img0.png", pred)
+    write_vectors(gt, tmp_path / "gt", "img0", VectorOptions(formats=("geojson",), tolerance_px=0))
+    opts = VectorOptions(formats=("gds",), tolerance_px=0, nm_per_px=4.0, gds_layer=10)
+    write_vectors(design, tmp_path / "design", "chip", opts)
+    want = esd(pred, gt, ESDConfig(border=5, min_area=10))
+    assert want.opens > 0 and want.shorts > 0
+
+    out = tmp_path / "r1"
+    argv = ["--pred", str(tmp_path / "pred"), "--border", "5", "--min-area", "10"]
+    assert cli.main(["evaluate", *argv, "--gt", str(tmp_path / "gt"), "-o", str(out)]) == 0
+    (row,) = read_csv(out / "per_image.csv")
+    assert (int(row["opens"]), int(row["shorts"]), int(row["errors"])) == (
+        want.opens,
+        want.shorts,
+        want.errors,
+    )
+
+    out = tmp_path / "r2"
+    gds = ["--gt", str(tmp_path / "design" / "chip.gds"), "--gds-layer", "10", "--nm-per-px", "4"]
+    offset = f"--offset={x0 * 4},{-y0 * 4}"
+    assert cli.main(["evaluate", *argv, *gds, offset, "-o", str(out)]) == 0
+    (row,) = read_csv(out / "per_image.csv")
+    assert row["name"] == "img0" and int(row["errors"]) == want.errors
+    assert int(row["gt_lines"]) == want.gt_lines
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["layout"]["offset_nm"] == [240.0, -160.0] and settings["layout"]["gds_layer"] == 10
+    # the wrong layer gives an empty ground truth: every predicted line is a false positive
+    assert cli.main(["evaluate", *argv, *gds[:2], "-o", str(tmp_path / "r3"), offset]) == 0
+    (row,) = read_csv(tmp_path / "r3" / "per_image.csv")
+    assert int(row["gt_lines"]) == 0 and int(row["false_positives"]) > 0
+
+
+def test_single_files_and_several_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir, pairs = make_dataset(tmp_path)
+    out = tmp_path / "r"
+    argv = ["--pred", str(pred_dir / "img1.png"), "--gt", str(gt_dir / "img2.png"), "-o", str(out)]
+    assert cli.main(["evaluate", *argv]) == 0  # one file each: paired whatever their names
+    (row,) = read_csv(out / "per_image.csv")
+    assert row["name"] == "img1"
+    assert int(row["errors"]) == esd(pairs["img1"][0], pairs["img2"][1]).errors
+    err = _error(capsys, ["--pred", str(pred_dir), "--gt", str(gt_dir / "img2.png"), "-o", str(out)])
+    assert "one ground-truth file for 3 predictions" in err
+
+
+def test_report_names_the_model_and_the_border_rule(tmp_path: Path) -> None:
+    """report.json says which model made the masks (from samsem segment's reports) and the ESD rules."""
+    pred_dir, gt_dir, _ = make_dataset(tmp_path, n=1)
+    out = tmp_path / "r"
+    argv = ["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "-o", str(out)]
+    assert cli.main([*argv, "--border-rule", "drop"]) == 0
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["border_rule"] == "drop"
+    assert settings["model"].startswith("unknown: the predicted masks have no samsem reports")
+    (pred_dir / "img0.report.json").write_text(json.dumps({"model": {"family": "sam2", "device": "cuda"}}))
+    (pred_dir / "img0.png").rename(pred_dir / "img0.mask.png")
+    assert cli.main(argv) == 0
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["model"] == [{"family": "sam2", "device": "cuda"}]
+    assert settings["border_rule"] == "published"

@@ -336,14 +336,18 @@ def _assert_input_error(path: Path, *fragments: str, func=read_image) -> InputEr
 def test_missing_directory_and_unknown_suffix(tmp_path: Path) -> None:
     _assert_input_error(tmp_path / "nope.png", "file not found")
     _assert_input_error(tmp_path, "is a directory")
-    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff")
-    err = _assert_input_error(tmp_path / "photo.jpg", "unsupported file type '.jpg'", func=image_info)
-    assert ".tif" in err.expected
+    (tmp_path / "photo.gif").write_bytes(b"GIF89a")
+    err = _assert_input_error(tmp_path / "photo.gif", "unsupported file type '.gif'", func=image_info)
+    assert ".tif" in err.expected and ".jpg" in err.expected
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff")
+    _assert_input_error(tmp_path / "cut.jpg", "corrupt or truncated JPEG", func=image_info)
+    (tmp_path / "cut.bmp").write_bytes(b"BM\x00")
+    _assert_input_error(tmp_path / "cut.bmp", "truncated BMP")
 
 
 def test_not_an_image_and_empty(tmp_path: Path) -> None:
     (tmp_path / "notes.png").write_text("hello, this is text")
-    _assert_input_error(tmp_path / "notes.png", "not a PNG or TIFF image")
+    _assert_input_error(tmp_path / "notes.png", "not a PNG, TIFF, JPEG or BMP image")
     (tmp_path / "empty.tif").write_bytes(b"")
     _assert_input_error(tmp_path / "empty.tif", "empty file (0 bytes)", func=image_info)
 
@@ -532,3 +536,28 @@ def test_list_images(tmp_path: Path, monkeypatch) -> None:
         list_images([tmp_path / "empty"])
     with pytest.raises(InputError, match=r"unsupported file type '\.txt'"):
         list_images([d / "notes.txt"])
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".bmp"])
+def test_jpeg_and_bmp_inputs_are_read_as_gray_like_png(tmp_path: Path, suffix: str) -> None:
+    """JPEG and BMP inputs: header facts without decoding, gray by the same luma as PNG, listed from
+    folders; colour BMP (lossless) gives exactly the PNG's gray values."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / f"colour{suffix}"), rgb)
+    cv2.imwrite(str(tmp_path / f"gray{suffix}"), gray)
+    cv2.imwrite(str(tmp_path / "colour.png"), rgb)
+    info = image_info(tmp_path / f"colour{suffix}")
+    assert (info.height, info.width, info.dtype) == (37, 53, np.uint8)
+    img = read_image(tmp_path / f"colour{suffix}")
+    assert img.shape == (37, 53) and img.dtype == np.uint8
+    png = read_image(tmp_path / "colour.png")
+    if suffix == ".bmp":
+        np.testing.assert_array_equal(img, png)
+        np.testing.assert_array_equal(read_image(tmp_path / "gray.bmp"), gray)
+    else:  # lossy: close to the PNG's gray values
+        assert np.abs(img.astype(int) - png).mean() < 40
+        assert np.abs(read_image(tmp_path / f"gray{suffix}").astype(int) - gray).mean() < 20
+    np.testing.assert_array_equal(read_region(tmp_path / f"colour{suffix}", 3, 4, 5, 6), img[3:8, 4:10])
+    assert tmp_path / f"colour{suffix}" in list_images([tmp_path])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -246,8 +248,18 @@ def test_foreign_files_give_clear_errors(tiny, tmp_path) -> None:
     spec, _ = tiny
     text = tmp_path / "notes.pt"
     text.write_text("definitely not a checkpoint")
-    with pytest.raises(InputError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(InputError, match=r"not a PyTorch checkpoint \(the file starts with b'definit") as err:
         load_model(text, spec)
+    assert not re.search(r"\(\d+\)", str(err.value))  # no bare pickle opcode such as "(105)"
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": {}, "hook": print}, pickled)
+    with pytest.raises(InputError, match="holding objects other than weights"):
+        load_model(pickled, spec)
+    cut = tmp_path / "cut.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, cut)
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.raises(InputError, match="damaged or truncated PyTorch checkpoint"):
+        load_model(cut, spec)
     tensor = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), tensor)
     with pytest.raises(InputError, match="holds a Tensor"):

@@ -145,3 +145,113 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path) -> None:
     assert b"terminated (SIGTERM); finished outputs are kept" in err
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
     assert len(list(out.glob("*.report.json"))) < 40
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_rerun_with_new_outputs_writes_only_the_missing_ones(image_dir: Path, tmp_path: Path, capsys) -> None:
+    """An image is finished only when every requested output exists; a rerun asking for more writes the
+    missing previews and vector files from the existing mask without segmenting again."""
+    from samsem.vector import read_layout_mask
+
+    out = tmp_path / "out"
+    base = ["segment", str(image_dir), "-o", str(out), "--model", "classical"]
+    assert main(base) == 0
+    capsys.readouterr()
+    masks = {s: (out / f"{s}.mask.png").stat().st_mtime_ns for s in ("sem0", "sem1")}
+
+    assert main([*base, "--preview"]) == 0
+    err = capsys.readouterr().err
+    assert "0 segmented, 2 completed from existing masks, 0 skipped" in err, err
+    for stem in ("sem0", "sem1"):
+        assert (out / f"{stem}.preview.png").stat().st_size > 0
+        assert (out / f"{stem}.mask.png").stat().st_mtime_ns == masks[stem]
+        assert json.loads((out / f"{stem}.report.json").read_text())["preview"] == f"{stem}.preview.png"
+
+    assert main([*base, "--preview", "--vector", "svg,geojson,gds", "--tolerance", "0"]) == 0
+    assert "2 completed" in capsys.readouterr().err
+    for stem, shape in [("sem0", (300, 420)), ("sem1", (256, 256))]:
+        mask = read_mask(out / f"{stem}.mask.png")
+        for suffix in (".mask.svg", ".mask.geojson", ".mask.gds"):
+            back = read_layout_mask(out / f"{stem}{suffix}", shape)
+            np.testing.assert_array_equal(back, mask)  # tolerance 0: exact pixel outlines
+        report = json.loads((out / f"{stem}.report.json").read_text())
+        assert report["vectors"]["gds"] == {
+            "file": f"{stem}.mask.gds",
+            "tolerance_px": 0.0,
+            "nm_per_px": 1.0,
+            "layer": 0,
+            "datatype": 0,
+        }
+        assert report["preview"] == f"{stem}.preview.png"  # kept
+
+    before = _mtimes(out)
+    assert main([*base, "--preview", "--vector", "svg"]) == 0
+    assert "0 segmented, 2 skipped" in capsys.readouterr().err
+    assert _mtimes(out) == before
+
+    (out / "sem1.mask.geojson").unlink()
+    assert main([*base, "--vector", "geojson"]) == 0
+    assert "1 completed" in capsys.readouterr().err
+    changed = {k for k, v in _mtimes(out).items() if before.get(k) != v}
+    assert changed == {"sem1.mask.geojson", "sem1.report.json"}
+
+
+def test_vector_outputs_of_a_fresh_run_use_the_gds_options(image_dir: Path, tmp_path: Path) -> None:
+    from samsem.evaluation.esd import esd
+    from samsem.vector import read_layout_mask
+
+    out = tmp_path / "out"
+    args = ["segment", str(image_dir / "sem0.png"), "-o", str(out), "--model", "classical"]
+    opts = ["--vector", "gds,svg", "--nm-per-px", "4", "--gds-layer", "17", "--gds-datatype", "3"]
+    assert main([*args, *opts]) == 0
+    assert not (out / "sem0.mask.geojson").exists()
+    mask = read_mask(out / "sem0.mask.png")
+    gds = read_layout_mask(out / "sem0.mask.gds", mask.shape, gds_layer=17, gds_datatype=3, nm_per_px=4.0)
+    assert esd(gds, mask) == esd(mask, mask)  # simplified within 1 px, every line kept
+    assert read_layout_mask(out / "sem0.mask.gds", mask.shape, gds_layer=0, nm_per_px=4.0).sum() == 0
+
+
+def test_vectors_of_a_large_tiff_mask_are_read_band_by_band(
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Masks above LARGE_PIXELS are TIFFs; completing their vector files reads them band by band."""
+    from samsem.runtime import outputs
+    from samsem.vector import extract, iter_bands, read_layout_mask
+
+    monkeypatch.setattr(outputs, "LARGE_PIXELS", 100 * 100)
+    seen: list[int] = []
+
+    def bands(path, band_rows: int = 64):
+        for band in iter_bands(path, band_rows):
+            seen.append(band.shape[0])
+            yield band
+
+    monkeypatch.setattr("samsem.vector.iter_bands", bands)
+    out = tmp_path / "out"
+    args = ["segment", str(image_dir / "sem0.png"), "-o", str(out), "--model", "classical"]
+    assert main(args) == 0
+    assert (out / "sem0.mask.tif").exists()
+    assert main([*args, "--vector", "geojson", "--tolerance", "0"]) == 0
+    mask = read_mask(out / "sem0.mask.tif")
+    assert seen and max(seen) == 64 and sum(seen) == 300  # never the whole mask at once
+    np.testing.assert_array_equal(read_layout_mask(out / "sem0.mask.geojson"), mask)
+    assert len(extract(mask).lines) > 0
+
+
+def test_bad_vector_options_are_usage_errors(image_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    args = ["segment", str(image_dir / "sem0.png"), "-o", str(tmp_path / "o"), "--model", "classical"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--vector", "svg,dxf"])
+    assert exit_.value.code == 2 and "unknown format(s) dxf" in capsys.readouterr().err
+    assert main([*args, "--vector", "gds", "--nm-per-px", "-1"]) == 2
+    assert "nm per pixel must be positive" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "gdstk" else real(name))
+    assert main([*args, "--vector", "gds"]) == 2
+    assert "pip install 'samsem[vector]'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

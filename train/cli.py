@@ -7,18 +7,19 @@ run folder's own ``config.json`` (so ``samsem train --out RUN`` alone resumes a 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 # (flag, config field ("outer__inner" for nested), type, choices, help)
 OPTIONS: list[tuple[str, str, type, tuple[str, ...] | None, str]] = [
-    ("--family", "family", str, ("sam2", "lite"), "model family (lite: the small CNN, own defaults)"),
+    ("--family", "family", str, ("sam2", "lite"), "model family; its own defaults apply (shown per family)"),
     (
         "--config",
         "model_config",
         str,
         None,
-        'SAM2 config ("sam2.1_hiera_t", ...) or "tiny" (random test model)',
+        'model size: SAM2 config ("sam2.1_hiera_t", ...), lite "default"; "tiny" = small random test model',
     ),
     ("--checkpoint", "init_checkpoint", str, None, "weights to start from (official SAM2 or samsem .pt)"),
     ("--input-size", "input_size", int, None, "model input side S in pixels"),
@@ -65,13 +66,31 @@ SWITCHES = [
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 
 
-def _default(field: str) -> Any:
-    from samsem.train.config import TrainConfig
+def _default(field: str, family: str = "sam2") -> Any:
+    """The value ``field`` takes for ``family`` when not given (FAMILY_DEFAULTS over TrainConfig)."""
+    from samsem.train.config import family_config
 
-    value: Any = TrainConfig()
+    value: Any = family_config(family)
     for part in field.split("__"):
         value = getattr(value, part)
     return value
+
+
+def _default_text(field: str) -> str:
+    """Help text of a default: one value, or one per family where the families differ."""
+    from samsem.train.config import FAMILY_DEFAULTS
+
+    values = {family: _default(field, family) for family in FAMILY_DEFAULTS}
+    if field == "family":
+        return f"default {_default(field)}"
+    if field == "init_checkpoint":
+        return "default: none, SAM2 starts from random weights unless given, lite from scratch"
+    if field == "batch_size":
+        per = ", ".join(f"{f} {v}" for f, v in values.items())
+        return f"default: the largest that fits in memory, at most {per}"
+    if len(set(map(repr, values.values()))) == 1:
+        return f"default {next(iter(values.values()))}"
+    return "default " + ", ".join(f"{f}: {v}" for f, v in values.items())
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -87,14 +106,14 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             type=typ,
             choices=choices,
             metavar=None if choices else metavars[typ],
-            help=f"{text} (default {_default(field)})",
+            help=f"{text} ({_default_text(field)})",
         )
     for flag, field, text in SWITCHES:
         parser.add_argument(
             flag,
             dest=field,
             action=argparse.BooleanOptionalAction,
-            help=f"{text} (default {_default(field)})",
+            help=f"{text} ({_default_text(field)})",
         )
     parser.add_argument(
         "--freeze", action="append", choices=PARTS, help="keep this SAM2 part frozen (repeatable)"
@@ -134,13 +153,36 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
     return cfg
 
 
+def fit_batch(cfg: Any, args: argparse.Namespace, resuming: bool) -> Any:
+    """``cfg`` with a batch size that fits in memory (logged): the user's or the saved one is kept (with a
+    warning when it does not fit); otherwise the largest up to the family's default, with gradient
+    accumulation raised (unless given) so that an optimizer step still sees the default's samples."""
+    import math
+
+    from samsem.train.memory import plan_batch
+    from samsem.train.task import resolve_device
+
+    given = cfg.batch_size if args.batch_size is not None or resuming else None
+    plan = plan_batch(cfg, resolve_device(cfg.device), given)
+    message = plan.message
+    changes: dict[str, Any] = {"batch_size": plan.batch_size}
+    if plan.batch_size < cfg.batch_size and args.batch_size is None and args.accumulation is None:
+        changes["accumulation"] = math.ceil(cfg.batch_size * cfg.accumulation / plan.batch_size)
+        message += f"; accumulating {changes['accumulation']} batches per optimizer step"
+    print(f"samsem train: {message}", file=sys.stderr)
+    return cfg.with_overrides(**changes)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     parser = subparsers.add_parser(
         "train",
-        help="fine-tune SAM2 (pixel + Betti-matching losses)",
-        description="Fine-tune a model. Writes OUT/last.pt, OUT/best.pt (samsem checkpoints), OUT/log.csv, "
-        "OUT/curves.png; rerunning with the same OUT resumes from OUT/last.pt.",
+        help="fine-tune SAM2 or train the lite model (pixel + Betti-matching losses)",
+        description="Fine-tune SAM2 (--family sam2, the default) or train the lite CNN (--family lite). "
+        "Defaults depend on the family: where they differ, the help shows each. Without --batch-size the "
+        "largest batch that fits in the available memory is used (at most the family's default) and named "
+        "in the log. Writes OUT/last.pt, OUT/best.pt (samsem checkpoints), OUT/log.csv, OUT/curves.png "
+        "and prints one line per epoch; rerunning with the same OUT resumes from OUT/last.pt.",
     )
     add_config_options(parser)
     parser.add_argument("--resume", metavar="PT", help="continue from this last.pt (default OUT/last.pt)")
@@ -151,7 +193,9 @@ def run(args: argparse.Namespace) -> int:
     """Train; prints where the best checkpoint is. Returns the exit code."""
     from samsem.train.loop import train
 
-    cfg = config_from_args(args, Path(args.out))
+    run_dir = Path(args.out)
+    resuming = bool(args.train_config) or args.resume is not None or (run_dir / "config.json").is_file()
+    cfg = fit_batch(config_from_args(args, run_dir), args, resuming)
     result = train(cfg, resume=args.resume)
     rate = "n/a" if result.best_rate == float("inf") else f"{result.best_rate:.4f}"
     print(f"best epoch {result.best_epoch} (validation ESD rate {rate}): {result.run_dir / 'best.pt'}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,6 +128,20 @@ def validate(task: Task, samples: list[Sample], cfg: TrainConfig) -> dict[str, f
     return out
 
 
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """The line printed after each epoch: loss (and its Betti part), validation ESD, times."""
+    parts = [f"epoch {row['epoch'] + 1}/{epochs}: loss {row['train_loss']:.4f}"]
+    if row.get("betti_on"):
+        parts[0] += f" (Betti {row.get('train_betti', 0.0):.4f})"
+    if "val_rate" in row:
+        errors, lines = int(row["val_errors"]), int(row["val_gt_lines"])
+        parts.append(f"validation ESD rate {row['val_rate']:.4f} ({errors} errors / {lines} lines)")
+    else:
+        parts.append("no validation images")
+    parts.append(f"{row['train_s']:.1f} s + {row['val_s']:.1f} s validation")
+    return ", ".join(parts) + (", best so far" if row["best"] else "")
+
+
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, restval="")
@@ -205,8 +220,10 @@ def train(
     """
     from tqdm import tqdm
 
+    from samsem.runtime.outputs import prepare_dir
+
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_dir(out)  # InputError when a file is in the way
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     samples = discover_all(cfg.data)
@@ -292,6 +309,7 @@ def train(
         row["train_s"] = train_s
         row["best"] = int(key < best_key)
         history.append(row)
+        tqdm.write(epoch_line(row, cfg.epochs), file=sys.stderr)
         if row["best"]:
             best_epoch, best_key = epoch, key
             task.save(str(out / "best.pt"), {"train_config": cfg.to_dict(), "epoch": epoch, "val": row})

@@ -8,6 +8,7 @@ and saves and restores weights in the checkpoint format the runtime loads. Addin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -51,6 +52,44 @@ class Task(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MemoryCost:
+    """Training memory of a model (fp32 on the CPU; bf16 autocast on a GPU needs less): ``fixed_bytes``
+    (weights, gradients, AdamW moments, runtime) plus ``per_sample_bytes`` per sample of a batch
+    (activations kept for the backward pass, growing with the input area); ``basis`` says where the
+    figures come from."""
+
+    fixed_bytes: int
+    per_sample_bytes: int
+    basis: str
+
+    def total(self, batch: int) -> int:
+        """Bytes a batch of ``batch`` samples needs."""
+        return self.fixed_bytes + batch * self.per_sample_bytes
+
+
+_MB = 1 << 20
+# Per model size: (fixed MiB, activation bytes per input pixel per sample), measured with
+# tools/calibrate_train_memory.py on the 2-core dev CPU (peak RSS growth over two AdamW steps, Betti
+# term off; batch 1 and 2 at input 256, hiera-t also at 512, where the per-pixel figure is 13 % higher:
+# the figures below are the 512 ones, or the 256 ones x 1.13). E.g. hiera-t: 874 MiB at batch 1 and
+# 1035 at batch 2 (input 256), 1346 and 2075 at 512, 3470 and 5814 at 1024 (2344 bytes per pixel there:
+# the estimate is 15-25 % high at 1024, on the safe side); 12 x 1024^2 inputs need 28-36 GiB. hiera-l was
+# not measured: fixed from its parameter count (16 bytes per trainable parameter + 230 MiB, which fits
+# t, s and b+ within 4 %), activations extrapolated linearly in embedding width x depth from t and b+.
+SAM2_MEMORY = {"t": (720, 2920), "s": (870, 3310), "b+": (1440, 5230), "l": (3570, 11600)}
+SAM2_SIZES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+# The lite CNN ("default"; "tiny" is smaller and costs at most this): measured at input 512, batch 1
+# and 4 (478 and 1401 MiB: 1229 bytes per pixel; 1050 at input 256).
+LITE_MEMORY = (175, 1230)
+BETTI_BYTES_PER_SAMPLE = 16 * _MB  # the Betti term at 256 x 256: measured +5 MB per sample (hiera-t)
+
+
+def _cost(fixed_mb: int, per_pixel: int, cfg: TrainConfig, basis: str) -> MemoryCost:
+    per_sample = per_pixel * cfg.input_size**2 + (BETTI_BYTES_PER_SAMPLE if cfg.betti_on_ever else 0)
+    return MemoryCost(fixed_mb * _MB, per_sample, basis)
+
+
 def resolve_device(name: str) -> torch.device:
     """ "auto" -> CUDA when available, else CPU; otherwise the named device (ConfigError if unusable)."""
     from samsem.runtime.models.checkpoint import torch_device
@@ -64,6 +103,15 @@ class SAM2Task:
     """SAM2 fine-tuning: one positive point per input, multimask output, best-of-3 loss + IoU head."""
 
     family = "sam2"
+
+    @staticmethod
+    def memory(cfg: TrainConfig) -> MemoryCost:
+        """Estimated training memory of ``cfg`` (see SAM2_MEMORY; unknown configs count as hiera-l)."""
+        name = "t" if cfg.model_config == "tiny" else cfg.model_config.rsplit("_", 1)[-1]
+        size = SAM2_SIZES.get(name, name)
+        if size in SAM2_MEMORY:
+            return _cost(*SAM2_MEMORY[size], cfg, f"SAM2 hiera-{size}, measured on a CPU")
+        return _cost(*SAM2_MEMORY["l"], cfg, f"{cfg.model_config}: unknown size, counted as hiera-l")
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         from samsem.runtime.models.registry import build_model, load_model
@@ -117,6 +165,11 @@ class LiteTask:
     """The lite CNN: the whole input in, one logit map out; trained from scratch or from a checkpoint."""
 
     family = "lite"
+
+    @staticmethod
+    def memory(cfg: TrainConfig) -> MemoryCost:
+        """Estimated training memory of ``cfg`` (see LITE_MEMORY)."""
+        return _cost(*LITE_MEMORY, cfg, "lite model, measured on a CPU")
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         from samsem.runtime.models.lite import LiteSpec, tiny_lite_spec
@@ -174,11 +227,21 @@ def _segmenter(model: nn.Module, spec: Any, device: torch.device, amp: bool) -> 
     return family.segmenter(backend, family.input_size(spec))
 
 
-def make_task(cfg: TrainConfig, device: torch.device) -> Task:
-    """The training task of ``cfg.family``, as its registry entry names it ("module:Class")."""
+def task_class(family: str) -> Any:
+    """The training task class of ``family``, as its registry entry names it ("module:Class")."""
     import importlib
 
     from samsem.runtime.models.registry import get_family
 
-    module, _, name = get_family(cfg.family).task.partition(":")
-    return getattr(importlib.import_module(module), name)(cfg, device)
+    module, _, name = get_family(family).task.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_task(cfg: TrainConfig, device: torch.device) -> Task:
+    """The training task of ``cfg.family``."""
+    return task_class(cfg.family)(cfg, device)
+
+
+def training_memory(cfg: TrainConfig) -> MemoryCost:
+    """Estimated memory of training ``cfg`` (the family task's ``memory``), without building the model."""
+    return task_class(cfg.family).memory(cfg)

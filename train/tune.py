@@ -155,9 +155,10 @@ def tune(
     """Run the requested steps (1, 2 or both, in order); writes OUT/step<k>/best.json and returns
     {step: {"params", "checkpoint", "value", "trials"}}."""
     from samsem.io import write_json
+    from samsem.runtime.outputs import prepare_dir
 
     out = Path(base.out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_dir(out)  # InputError when a file is in the way
     url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     summary: dict[int, dict[str, Any]] = {}
     step1: tuple[dict[str, Any], str] | None = None

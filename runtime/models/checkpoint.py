@@ -75,6 +75,24 @@ def torch_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def unreadable_reason(path: Path, exc: Exception) -> str:
+    """Why torch.load failed on ``path``, in words (torch's own messages are often a bare pickle opcode)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as err:
+        return f"cannot read the file ({err.strerror or err})"
+    if not head:
+        return "empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):  # the zip archive torch.save writes
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            return "a PyTorch file holding objects other than weights (it may run code, so it is not loaded)"
+        return "a damaged or truncated PyTorch checkpoint (its zip archive cannot be read)"
+    if head[:1] == b"\x80":  # a pickle protocol header: torch.save's legacy format or a plain pickle
+        return "a pickle file that is not a plain PyTorch weights file"
+    return f"not a PyTorch checkpoint (the file starts with {head!r}, not a PyTorch zip archive)"
+
+
 def read_checkpoint(path: str | Path, expected: str = "a samsem checkpoint") -> Checkpoint:
     """Load and validate a checkpoint file; InputError (with ``expected`` as the hint) for foreign files."""
     path = Path(path)
@@ -83,8 +101,7 @@ def read_checkpoint(path: str | Path, expected: str = "a samsem checkpoint") -> 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, ...) for foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"not a readable PyTorch checkpoint ({first[:200]})", expected) from exc
+        raise InputError(path, unreadable_reason(path, exc), expected) from None
     if not isinstance(obj, dict):
         raise InputError(path, f"checkpoint holds a {type(obj).__name__}, not a dict", expected)
     family = spec = None

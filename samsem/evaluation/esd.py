@@ -5,16 +5,20 @@ share at least one pixel. Rules, applied in this order:
 
 1. Predicted lines smaller than ``min_area`` pixels are dropped (class ``SMALL``; they count for nothing).
 2. The border band is every pixel closer than ``border`` pixels to an image edge. A ground-truth line
-   lying wholly inside the band is *ignored*; so is a predicted line lying wholly inside it: such a
-   predicted line is left out entirely (no false positive, no short, no part of an open, and it does not
-   save a ground-truth line from being missed).
-3. Among the remaining (*considered*) predicted lines, a line hitting k >= 2 considered ground-truth lines
-   is a **short** counting k - 1; hits on ignored ground-truth lines never make shorts, and a line that
-   hits only ignored lines is no error. A line hitting no ground-truth line at all is a **false positive**.
-4. A considered ground-truth line hit by two or more considered predicted lines is an **open** (counts 1);
-   one hit by none is a **false negative**.
-5. A considered ground-truth line is *ok* when it is hit by exactly one considered predicted line and that
-   line hits no other considered ground-truth line (it is neither open, missed nor shorted).
+   lying wholly inside the band is *ignored*. A predicted line lying wholly inside it is a *band line*:
+   its own false positive or short is never counted, but (default ``border_rule="published"``, the rule
+   of Rothaug et al.'s ESD that the SAMSEM paper uses) it still hits ground-truth lines: it can make a
+   considered line an open, and a considered line it alone hits is no false negative. With
+   ``border_rule="drop"`` band lines are left out entirely (no part of an open, and they do not save a
+   ground-truth line from being missed).
+3. Among the *considered* predicted lines (at least ``min_area`` pixels, not wholly in the band), a line
+   hitting k >= 2 considered ground-truth lines is a **short** counting k - 1; hits on ignored ground-truth
+   lines never make shorts, and a line that hits only ignored lines is no error. A line hitting no
+   ground-truth line at all is a **false positive**.
+4. A considered ground-truth line hit by two or more predicted lines (considered, or band lines under the
+   published rule) is an **open** (counts 1); one hit by none is a **false negative**.
+5. A considered ground-truth line is *ok* when it is hit by exactly one predicted line and that line is
+   not a counted short (the line is neither open, missed nor shorted).
 
 ``ESD rate = (opens + shorts + false positives + false negatives) / considered ground-truth lines``.
 
@@ -45,7 +49,7 @@ class PredClass(IntEnum):
     SHORT = 2  # hits two or more considered gt lines
     OPEN = 3  # hits exactly one considered gt line that is open (hit by other predicted lines too)
     FALSE_POSITIVE = 4  # hits no gt line at all
-    IGNORED = 5  # wholly inside the border band, or hits only ignored gt lines
+    IGNORED = 5  # in the band and neither correct nor part of an open, or hits only ignored gt lines
     SMALL = 6  # fewer than min_area pixels, dropped before everything else
 
 
@@ -53,23 +57,30 @@ class GTClass(IntEnum):
     """Classification of a ground-truth line (``ESDDetails.gt_class``); 0 is the background slot."""
 
     NONE = 0
-    OK = 1  # hit by exactly one predicted line that hits no other considered gt line
+    OK = 1  # hit by exactly one predicted line, which is not a counted short
     OPEN = 2  # hit by two or more predicted lines
-    SHORTED = 3  # hit by exactly one predicted line, which is a short
+    SHORTED = 3  # hit by exactly one predicted line, which is a (counted) short
     FALSE_NEGATIVE = 4  # hit by no predicted line
     IGNORED = 5  # wholly inside the border band
 
 
+BORDER_RULES = ("published", "drop")
+
+
 @dataclass(frozen=True)
 class ESDConfig:
-    """ESD rules: ``border`` width of the ignored band in pixels, ``min_area`` smallest predicted line."""
+    """ESD rules: ``border`` width of the ignored band in pixels, ``min_area`` smallest predicted line,
+    ``border_rule`` what a predicted line wholly in the band does (module docstring, rule 2)."""
 
     border: int = 35
     min_area: int = 35
+    border_rule: str = "published"
 
     def __post_init__(self) -> None:
         if self.border < 0 or self.min_area < 0:
             raise ConfigError(f"ESD border and min_area must be >= 0, got {self.border}, {self.min_area}")
+        if self.border_rule not in BORDER_RULES:
+            raise ConfigError(f"ESD border_rule must be one of {BORDER_RULES}, got {self.border_rule!r}")
 
 
 @dataclass(frozen=True)
@@ -216,28 +227,31 @@ def _inner(row, start, end, label, n: int, h: int, w: int, b: int) -> np.ndarray
 
 
 @nb.njit(cache=True)
-def _classify(pred_size, pred_inner, gt_inner, pair_p, pair_g, min_area: int):
-    """Apply the ESD rules; returns ``(pred_class, gt_class, counts)``, counts = opens, shorts, fps,
-    fns, gt considered, gt ok, pred considered (int64)."""
+def _classify(pred_size, pred_inner, gt_inner, pair_p, pair_g, min_area: int, band_hits: bool):
+    """Apply the ESD rules (``band_hits``: band lines hit gt lines, the published rule); returns
+    ``(pred_class, gt_class, counts)``, counts = opens, shorts, fps, fns, gt considered, gt ok, pred
+    considered (int64)."""
     n_pred = pred_size.shape[0] - 1
     n_gt = gt_inner.shape[0] - 1
     considered = np.zeros(n_pred + 1, np.bool_)
+    hitting = np.zeros(n_pred + 1, np.bool_)  # lines whose hits count: considered (+ band lines)
     pred_class = np.zeros(n_pred + 1, np.int8)
     for p in range(1, n_pred + 1):
         if pred_size[p] < min_area:
             pred_class[p] = 6  # SMALL
-        elif not pred_inner[p]:
-            pred_class[p] = 5  # IGNORED (in the band)
-        else:
-            considered[p] = True
+            continue
+        considered[p] = pred_inner[p]
+        hitting[p] = pred_inner[p] or band_hits
+        if not pred_inner[p]:
+            pred_class[p] = 5  # IGNORED (in the band), unless it turns out correct or part of an open
     k = np.zeros(n_pred + 1, np.int64)  # considered gt lines hit
     any_hit = np.zeros(n_pred + 1, np.bool_)
-    h = np.zeros(n_gt + 1, np.int64)  # considered pred lines hitting
+    h = np.zeros(n_gt + 1, np.int64)  # hitting pred lines per gt line
     first = np.zeros(n_gt + 1, np.int64)
     for t in range(pair_p.shape[0]):
         p = pair_p[t]
         g = pair_g[t]
-        if not considered[p]:
+        if not hitting[p]:
             continue
         any_hit[p] = True
         if gt_inner[g]:
@@ -258,13 +272,15 @@ def _classify(pred_size, pred_inner, gt_inner, pair_p, pair_g, min_area: int):
         elif h[g] >= 2:
             gt_class[g] = 2  # OPEN
             counts[0] += 1
-        elif k[first[g]] >= 2:
+        elif k[first[g]] >= 2 and considered[first[g]]:
             gt_class[g] = 3  # SHORTED
         else:
             gt_class[g] = 1  # OK
             counts[5] += 1
     for p in range(1, n_pred + 1):
         if not considered[p]:
+            if hitting[p] and k[p] == 1:
+                pred_class[p] = 1  # a band line on one gt line: CORRECT, unless that line is open
             continue
         counts[6] += 1
         if k[p] >= 2:
@@ -279,8 +295,10 @@ def _classify(pred_size, pred_inner, gt_inner, pair_p, pair_g, min_area: int):
             counts[2] += 1
     for t in range(pair_p.shape[0]):
         p = pair_p[t]
-        if pred_class[p] == 1 and gt_class[pair_g[t]] == 2:
-            pred_class[p] = 3  # OPEN part
+        if not hitting[p] or gt_class[pair_g[t]] != 2:
+            continue
+        if pred_class[p] == 1 or not considered[p]:
+            pred_class[p] = 3  # OPEN part (a band line on an open gt line is one too)
     return pred_class, gt_class, counts
 
 
@@ -313,7 +331,9 @@ def _run_esd(pred: np.ndarray, gt: np.ndarray, cfg: ESDConfig):
     pred_inner = _inner(*pr, h, w, cfg.border)
     gt_inner = _inner(*gr, h, w, cfg.border)
     pred_size = run_sizes(pr[1], pr[2], pr[3], pr[4])
-    pred_class, gt_class, c = _classify(pred_size, pred_inner, gt_inner, pa, ga, cfg.min_area)
+    pred_class, gt_class, c = _classify(
+        pred_size, pred_inner, gt_inner, pa, ga, cfg.min_area, cfg.border_rule == "published"
+    )
     result = ESDResult(
         opens=int(c[0]),
         shorts=int(c[1]),

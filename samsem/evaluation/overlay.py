@@ -3,6 +3,7 @@
 Colours (RGB): predicted lines are filled white when correct, red when a short, blue when part of an open,
 green when a false positive and grey when ignored or below min_area; ground-truth lines show as a dark
 grey underlay, missed ones (false negatives) are outlined yellow; the ignored border band is dimmed.
+:func:`overlay_with_legend` adds a legend band below with these meanings and the image's counts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numba as nb
 import numpy as np
 
 from samsem.evaluation.esd import ESDDetails, ESDResult, GTClass, PredClass
+from samsem.legend import LegendEntry, add_legend
 
 # RGB colour of each predicted-line class, indexed by PredClass
 PRED_COLOURS: dict[PredClass, tuple[int, int, int]] = {
@@ -87,6 +89,35 @@ def render_overlay(details: ESDDetails, cfg: OverlayConfig = OverlayConfig()) ->
     b = details.config.border
     _outline_and_dim(image, missed, grown, np.array(MISSED_COLOUR, np.uint8), b, cfg.dim)
     return image
+
+
+def overlay_legend(details: ESDDetails, cfg: OverlayConfig = OverlayConfig()) -> list[LegendEntry]:
+    """The legend of :func:`render_overlay` (RGB colours) with the image's counts."""
+    r = details.result
+    n_pred = np.bincount(details.pred_class[1:], minlength=len(PredClass))
+    grey = PRED_COLOURS[PredClass.IGNORED]
+    d = int(255 * cfg.dim)
+    return [
+        LegendEntry(PRED_COLOURS[PredClass.CORRECT], f"correct line (lines ok: {r.gt_lines_ok})"),
+        LegendEntry(PRED_COLOURS[PredClass.SHORT], f"short ({r.shorts})"),
+        LegendEntry(PRED_COLOURS[PredClass.OPEN], f"part of an open (opens: {r.opens})"),
+        LegendEntry(PRED_COLOURS[PredClass.FALSE_POSITIVE], f"false positive ({r.false_positives})"),
+        LegendEntry(MISSED_COLOUR, f"missed ground-truth line ({r.false_negatives})", "outline"),
+        LegendEntry(GT_COLOUR, "ground truth (not covered)"),
+        LegendEntry(
+            grey,
+            f"not counted: in the band or on ignored lines ({n_pred[PredClass.IGNORED]}), "
+            f"< {details.config.min_area} px ({n_pred[PredClass.SMALL]})",
+        ),
+        LegendEntry((d, d, d), f"border band, {details.config.border} px (dimmed)"),
+    ]
+
+
+def overlay_with_legend(details: ESDDetails, cfg: OverlayConfig = OverlayConfig()) -> np.ndarray:
+    """:func:`render_overlay` with the legend band below: (H + h, max(W, 560), 3) uint8 RGB; the overlay
+    keeps its pixels in the top-left (H, W) corner."""
+    title = f"ESD rate {r.rate:.3f}" if (r := details.result).gt_lines else "ESD"
+    return add_legend(render_overlay(details, cfg), overlay_legend(details, cfg), title=title)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,12 @@ from samsem import svg
 from samsem.errors import InputError
 from samsem.evaluation.esd import ESDConfig, ESDResult, esd_details
 from samsem.evaluation.metrics import aji_parts, confusion, metrics_from_confusion
-from samsem.evaluation.overlay import render_overlay, write_error_histogram, write_png
-from samsem.io import atomic_path, image_info, write_json
+from samsem.evaluation.overlay import overlay_with_legend, write_error_histogram, write_png
+from samsem.io import atomic_path, image_info, read_mask, write_json
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
-GT_SUFFIXES = (*MASK_SUFFIXES, ".svg")
+LAYOUT_SUFFIXES = (".geojson", ".gds", ".gdsii")  # read with samsem.vector.read_layout_mask
+GT_SUFFIXES = (*MASK_SUFFIXES, ".svg", *LAYOUT_SUFFIXES)
 COUNT_FIELDS = ("opens", "shorts", "false_positives", "false_negatives", "errors")
 LINE_FIELDS = ("gt_lines", "gt_lines_ok", "pred_lines")
 
@@ -39,10 +41,51 @@ def match_key(path: Path) -> str:
     return stem[: -len(".mask")] if stem.endswith(".mask") else stem
 
 
+@dataclass(frozen=True)
+class LayoutOptions:
+    """How a GDSII layout becomes a ground-truth mask (see samsem.vector.read_layout_mask): layer,
+    datatype and cell, the image's pixel size in nm and the layout position (x, y) in nm of its top-left
+    corner."""
+
+    gds_layer: int = 0
+    gds_datatype: int = 0
+    nm_per_px: float = 1.0
+    offset_nm: tuple[float, float] = (0.0, 0.0)
+    gds_cell: str | None = None
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "offset_nm": list(self.offset_nm)}
+
+
+def read_gt(path: Path, shape: tuple[int, int], layout: LayoutOptions = LayoutOptions()) -> np.ndarray:
+    """Ground truth (H, W) uint8 {0, 1} of the given shape from a mask, SVG label, GeoJSON or GDSII file
+    (InputError when it cannot be read or its own size differs)."""
+    if path.suffix.lower() in LAYOUT_SUFFIXES:
+        from samsem.vector import read_layout_mask
+
+        return read_layout_mask(
+            path,
+            shape,
+            gds_layer=layout.gds_layer,
+            gds_datatype=layout.gds_datatype,
+            nm_per_px=layout.nm_per_px,
+            offset_nm=layout.offset_nm,
+            gds_cell=layout.gds_cell,
+        )
+    return read_mask(path, shape=shape)
+
+
 def files_by_name(
     folder: Path, suffixes: tuple[str, ...], what: str, masks_only: bool = False
 ) -> dict[str, Path]:
-    """Files of ``folder`` with one of ``suffixes`` by matching name; InputError when none or ambiguous."""
+    """Files of ``folder`` with one of ``suffixes`` by matching name; InputError when none or ambiguous.
+
+    ``folder`` may also be a single file (with one of the suffixes).
+    """
+    if folder.is_file():
+        if folder.suffix.lower() not in suffixes:
+            raise InputError(folder, f"unsupported {what} file type {folder.suffix!r}", ", ".join(suffixes))
+        return {match_key(folder): folder}
     if not folder.is_dir():
         raise InputError(
             folder, "not found" if not folder.exists() else "is not a directory", f"a {what} directory"
@@ -85,12 +128,29 @@ def image_size(path: Path) -> tuple[int, int]:
     return info.height, info.width
 
 
+def gt_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) of a ground-truth file, None for layouts without a size of their own (GDSII, GeoJSON not
+    written by samsem), which take the prediction's size."""
+    suffix = path.suffix.lower()
+    if suffix in (".gds", ".gdsii"):
+        return None
+    if suffix == ".geojson":
+        import json
+
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8")).get("samsem") or {}
+            return int(meta["height"]), int(meta["width"])
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            return None  # read_gt reports an unreadable file
+    return image_size(path)
+
+
 def check_sizes(names: list[str], pred: dict[str, Path], gt: dict[str, Path]) -> None:
     """InputError naming every pair whose files differ in size."""
     bad = []
     for name in names:
-        ps, gs = image_size(pred[name]), image_size(gt[name])
-        if ps != gs:
+        ps, gs = image_size(pred[name]), gt_size(gt[name])
+        if gs is not None and ps != gs:
             bad.append(f"{pred[name].name} is {ps[0]}x{ps[1]} px but {gt[name].name} is {gs[0]}x{gs[1]} px")
     if bad:
         raise InputError(
@@ -120,7 +180,7 @@ class Accumulator:
         conf = confusion(pred, gt)
         inter, union = aji_parts(pred, gt)
         overlay = Path("overlays") / f"{name}.png"
-        write_png(self.out / overlay, render_overlay(details))
+        write_png(self.out / overlay, overlay_with_legend(details))
         r = details.result
         self.total = self.total + r
         self.conf = [a + b for a, b in zip(self.conf, conf, strict=True)]
