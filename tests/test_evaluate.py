@@ -232,6 +232,11 @@ def test_images_mode_segments_then_evaluates(tmp_path: Path) -> None:
         assert int(row["errors"]) == r.errors and int(row["gt_lines_ok"]) == r.gt_lines_ok
         assert float(row["dice"]) == pytest.approx(pixel_metrics(mask, gts[row["name"]])["dice"])
         assert float(row["dice"]) > 0.5  # the clean synthetic image is segmented sensibly
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    from samsem.runtime.load import default_bundle
+
+    family = "classical" if default_bundle() is None else "lite"
+    assert settings["model"]["family"] == family  # the model that made the masks, never null
 
 
 def test_a_corrupt_later_file_leaves_no_partial_report(tmp_path: Path, capsys) -> None:
@@ -248,12 +253,6 @@ def test_a_corrupt_later_file_leaves_no_partial_report(tmp_path: Path, capsys) -
     assert cli.main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out)]) == 0
     assert (out / "report.json").is_file() and (out / "overlays" / "img2.png").is_file()
     assert (out / "keep.txt").read_text() == "an earlier file"
-
-    settings = json.loads((out / "report.json").read_text())["settings"]
-    from samsem.runtime.load import default_bundle
-
-    family = "classical" if default_bundle() is None else "lite"
-    assert settings["model"]["family"] == family  # the model that made the masks, never null
 
 
 def test_layout_ground_truth_geojson_and_design_gds(tmp_path: Path) -> None:

@@ -67,3 +67,14 @@ def test_clean_mask_never_joins_or_splits_lines(seed: int) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match=">= 0"):
         PostprocessConfig(min_area=-1)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_band_wise_clean_up_equals_the_whole_image(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    m = (rng.random((150, 70)) < rng.uniform(0.35, 0.65)).astype(np.uint8)
+    cfg = PostprocessConfig(min_area=7, max_hole=15)
+    whole, banded = m.copy(), m.copy()
+    counts = clean_mask(whole, cfg, band_rows=10_000)
+    assert clean_mask(banded, cfg, band_rows=int(rng.integers(3, 40))) == counts
+    np.testing.assert_array_equal(banded, whole)

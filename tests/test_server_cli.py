@@ -139,14 +139,18 @@ def test_client_segment_writes_vector_files_beside_the_mask(images, tmp_path, ca
         vec = ["--vector", "svg,geojson,gds", "--tolerance", "0", "--nm-per-px", "4", "--gds-layer", "7"]
         assert main([*args, *vec]) == 0
         mask = read_mask(out / "a.mask.png")
-        for name in ("a.svg", "a.geojson"):
+        for name in ("a.mask.svg", "a.mask.geojson"):  # named as the local command names them
             np.testing.assert_array_equal(read_layout_mask(out / name), mask)
-        gds = read_layout_mask(out / "a.gds", mask.shape, gds_layer=7, nm_per_px=4.0)
+        gds = read_layout_mask(out / "a.mask.gds", mask.shape, gds_layer=7, nm_per_px=4.0)
         np.testing.assert_array_equal(gds, mask)
         report = json.loads((out / "a.report.json").read_text())
-        assert report["vectors"] == ["a.svg", "a.geojson", "a.gds"]
+        assert {fmt: v["file"] for fmt, v in report["vectors"].items()} == {
+            "svg": "a.mask.svg",
+            "geojson": "a.mask.geojson",
+            "gds": "a.mask.gds",
+        }
         assert main([*args, *vec]) == 0 and "0 segmented, 1 skipped" in capsys.readouterr().err
-        (out / "a.gds").unlink()  # an output missing: the image is done again
+        (out / "a.mask.gds").unlink()  # an output missing: the image is done again
         assert main([*args, *vec]) == 0 and "1 segmented" in capsys.readouterr().err
         assert main([*args, "--vector", "dxf"]) == 2
 

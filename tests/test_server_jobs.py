@@ -236,7 +236,10 @@ def test_jobs_write_vector_files_beside_the_mask(tree) -> None:
         done = _final(client, client.submit_job([str(tree["a"])], vector=opts).job_id, timeout=600)
         again = _final(client, client.submit_job([str(tree["a"])], vector=opts).job_id)
     (f,) = done.files
-    assert f.state == pb.FILE_DONE and [Path(p).name for p in f.vector_paths] == ["a.svg", "a.geojson"]
+    assert f.state == pb.FILE_DONE and [Path(p).name for p in f.vector_paths] == [
+        "a.mask.svg",
+        "a.mask.geojson",
+    ]
     mask = read_mask(f.mask_path)
     for path in f.vector_paths:
         np.testing.assert_array_equal(read_layout_mask(path), mask)

@@ -244,11 +244,8 @@ def word_view(mask: np.ndarray) -> np.ndarray:
     return mask.view(np.uint64) if ok else NO_WORDS
 
 
-def mask_runs(
-    mask: np.ndarray, diagonal: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Horizontal runs of ``mask`` (H, W) (nonzero = foreground) with their 8-connected labels
-    (4-connected with ``diagonal=False``).
+def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Horizontal runs of ``mask`` (H, W) (nonzero = foreground) with their 8-connected labels.
 
     Returns ``(row, start, end, label, n)``: (R,) int32 / int32 / int32 / int64 in raster order, run i
     covering ``mask[row[i], start[i]:end[i]]`` in component ``label[i]`` of ``1..n`` (numbered in raster
@@ -264,7 +261,7 @@ def mask_runs(
             break
         cap = n_runs
     label = np.empty(n_runs, np.int64)
-    n = link_runs(row, start, end, label, n_runs, diagonal)
+    n = link_runs(row, start, end, label, n_runs)
     return row[:n_runs], start[:n_runs], end[:n_runs], label, n
 
 
