@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from samsem.runtime.config import RunOptions
     from samsem.runtime.pipeline import Pipeline
 
 
@@ -33,19 +34,28 @@ def _add_model_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     p.add_argument("--batch-size", type=int, default=8, help="model inputs per batch (default 8)")
 
 
-def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
-    """The pipeline the model flags name (plus the run options ``args`` has), announced on stderr."""
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The run options the flags in ``args`` give (defaults for the flags a command lacks)."""
     from samsem.runtime.config import RunOptions
-    from samsem.runtime.load import load_pipeline
 
-    options = RunOptions(
+    return RunOptions(
         batch_size=args.batch_size,
         single_scale=getattr(args, "single_scale", None),
         seed=getattr(args, "seed", 0),
         fallback=getattr(args, "fallback", "sauvola"),
     )
+
+
+def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
+    """The pipeline the model flags name (plus the run options ``args`` has), announced on stderr."""
+    from samsem.runtime.load import load_pipeline
+
     pipeline = load_pipeline(
-        args.model, backend=args.backend, device=args.device, precision=args.precision, options=options
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        options=run_options(args),
     )
     info = pipeline.info
     if info is not None and info.kind == "classical":
@@ -88,11 +98,51 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the point prompts")
     p.add_argument("--preview", action="store_true", help="also write NAME.preview.png")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    _add_ray_options(p.add_argument_group("Ray cluster (docs/scale-out.md)"))
     p.set_defaults(func=run_segment)
+
+
+RAY_ONLY = ("workers", "gpus_per_worker", "threads_per_worker", "images_per_task")
+
+
+def _add_ray_options(g: argparse._ArgumentGroup) -> None:
+    """``--ray [ADDRESS]`` and the worker layout; the runner (samsem.runtime.cluster) is imported only
+    when --ray is given."""
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: inputs may also be URIs (s3://…, file:///…); ADDRESS: HOST:PORT, auto or "
+        "local (default: RAY_ADDRESS, the cluster `ray start` made here, else a local one); put --ray "
+        "after the inputs; writes OUT/run-manifest.jsonl",
+    )
+    g.add_argument("--workers", type=int, default=None, help="Ray workers (default: fill the cluster)")
+    g.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="GPUs per worker, e.g. 0.5 (default 1 on cuda)"
+    )
+    g.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        help="CPU threads each worker reserves and pins (default 1; GPU workers: the node's CPUs shared)",
+    )
+    g.add_argument("--images-per-task", type=int, default=None, help="images per Ray task (default 1)")
 
 
 def run_segment(args: argparse.Namespace) -> int:
     """Segment every input; per-file failures are reported and make the exit code 1."""
+    from samsem.errors import ConfigError
+
+    if getattr(args, "ray", None) is not None:
+        from samsem.runtime.cluster import run_segment_ray
+
+        return run_segment_ray(args, run_options(args))
+    given = [f"--{name.replace('_', '-')}" for name in RAY_ONLY if getattr(args, name, None) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} need --ray")
+
     from tqdm import tqdm
 
     from samsem.errors import SamsemError

@@ -29,12 +29,15 @@ LARGE_PIXELS = 8192 * 8192  # masks of larger images are written as tiled, compr
 
 @dataclass(frozen=True)
 class ImageOutputs:
-    """The output paths of one input image (``preview`` None when not requested)."""
+    """The output paths of one input image (``preview`` None when not requested). ``source``: the input
+    as the user named it when ``input`` is a local copy of a remote file (a URI such as s3://…); the
+    report records it as the input."""
 
     input: Path
     mask: Path
     report: Path
     preview: Path | None = None
+    source: str | None = None
 
     def finished(self) -> bool:
         """True when every requested output exists (the report is written last)."""
@@ -103,7 +106,7 @@ def write_outputs(
     from samsem.io import atomic_path, write_json, write_mask
 
     write_mask(outputs.mask, mask, protect=protect)
-    written = {**report, "input": str(outputs.input), "mask": outputs.mask.name}
+    written = {**report, "input": outputs.source or str(outputs.input), "mask": outputs.mask.name}
     if outputs.preview is not None:
         import cv2
 

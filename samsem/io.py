@@ -28,6 +28,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +49,8 @@ TIFF_TILE = (512, 512)
 BIGTIFF_MIN_BYTES = 2**32 - 2**25  # pixel data above this (4 GB minus headroom) is written as BigTIFF
 PNG_MAX_PIXELS = 2**30  # OpenCV refuses to decode larger PNGs (CV_IO_MAX_IMAGE_PIXELS)
 
+# atomic_path's temporary files: .STEM.<12 hex digits>.tmp<SUFFIX>
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[^.]+)?$")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels after decoding
@@ -363,7 +366,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(path, f"cannot create output directory ({exc.strerror or exc})") from None
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")  # see _TMP_NAME
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -375,6 +378,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def partial_files(directory: str | Path) -> list[Path]:
+    """The temporary files :func:`atomic_path` left in ``directory`` (not below it) when its writer died
+    before the rename (a killed process); sorted. Only safe to delete when no writer is running there."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _TMP_NAME.match(p.name) and p.is_file())
 
 
 def write_mask(path: str | Path, mask: np.ndarray, *, protect: Iterable[Path] = ()) -> Path:

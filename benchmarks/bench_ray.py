@@ -1,0 +1,135 @@
+"""Throughput of ``samsem segment --ray`` with 1 and 2 workers vs the local command on the same images.
+
+Every run is a fresh ``samsem segment`` process (imports, model load and all), timed from start to
+exit, so the Ray runs pay everything Ray adds: the driver's imports and connection, the worker
+processes, the dataset, the per-task round trips. The local command is pinned to one core
+(``taskset -c 0``, one OpenMP/Numba thread) like a Ray worker with ``--threads-per-worker 1``; the
+local command on every core is shown for reference. The Ray instance (``ray.init(num_cpus=2)`` in this
+process, as ``ray start --head`` would be) is started once before the Ray runs and timed separately.
+Every Ray run's masks are checked to be byte-identical to the local command's.
+
+    python benchmarks/bench_ray.py [--images 20] [--size 3072] [--workers 1 2] [--model PATH]
+                                   [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+PINNED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def _make_image(args: tuple[Path, int, int]) -> None:
+    from samsem.io import write_image
+    from samsem.synth.generate import generate_sample
+
+    path, size, seed = args
+    write_image(path, generate_sample("medium", size, size, seed=seed).image)
+
+
+def make_images(folder: Path, count: int, size: int) -> list[Path]:
+    """``count`` synthetic "medium" SEM images of ``size``² px in ``folder`` (kept between runs)."""
+    paths = [folder / f"sem{i:03d}.png" for i in range(count)]
+    todo = [(p, size, 1000 + i) for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        print(f"generating {len(todo)} images of {size}² px in {folder} ...", file=sys.stderr)
+        folder.mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_make_image, todo))
+    return paths
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of a command (its stderr is shown when it fails)."""
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def same_masks(a: Path, b: Path) -> bool:
+    masks = sorted(p.name for p in a.glob("*.mask.*"))
+    return bool(masks) and all((a / m).read_bytes() == (b / m).read_bytes() for m in masks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20, help="number of images (default 20)")
+    parser.add_argument("--size", type=int, default=3072, help="image side in px (default 3072)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts")
+    parser.add_argument("--model", default=None, help="model argument (default: the bundled model)")
+    parser.add_argument("--data", type=Path, default=None, help="folder of the generated images (kept)")
+    args = parser.parse_args()
+
+    import ray
+
+    data = args.data or Path(tempfile.gettempdir()) / f"samsem-bench-ray-{args.size}"
+    images = make_images(data, args.images, args.size)
+    work = Path(tempfile.mkdtemp(prefix="samsem-bench-ray-"))
+    folder = work / "images"
+    folder.mkdir()
+    for p in images:
+        (folder / p.name).symlink_to(p)
+    segment = [sys.executable, "-m", "samsem.cli", "segment", str(folder)]
+    if args.model:
+        segment += ["--model", args.model]
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    load = os.getloadavg()[0]
+    rows: list[tuple[str, float]] = []
+    try:
+        local1 = timed([*pin, *segment, "-o", str(work / "local1")], PINNED)
+        rows.append(("local command, 1 thread (pinned)", local1))
+        rows.append(("local command, all cores", timed([*segment, "-o", str(work / "local")])))
+        t0 = time.perf_counter()
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        start = time.perf_counter() - t0
+        address = ray.get_runtime_context().gcs_address
+        walls = {}
+        for w in args.workers:
+            out = work / f"ray{w}"
+            cmd = [
+                *segment,
+                "-o",
+                str(out),
+                f"--ray={address}",
+                "--workers",
+                str(w),
+                "--threads-per-worker",
+                "1",
+            ]
+            walls[w] = timed(cmd)
+            if not same_masks(work / "local1", out):
+                raise SystemExit(f"Ray with {w} workers wrote different masks")
+            records = [json.loads(line) for line in (out / "run-manifest.jsonl").read_text().splitlines()]
+            pids = {r["pid"] for r in records if r.get("event") == "image"}
+            rows.append((f"Ray, {w} worker(s) x 1 thread ({len(pids)} processes)", walls[w]))
+        ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    n = len(images)
+    print(f"{n} images of {args.size}² px, {os.cpu_count()} CPUs, load average {load:.1f} at the start")
+    print(f"Ray instance start (ray.init, like `ray start --head`): {start:.1f} s, not included below")
+    print("| run | wall s | images/s | vs local 1 thread |")
+    print("|---|---|---|---|")
+    for name, wall in rows:
+        print(f"| {name} | {wall:.1f} | {n / wall:.3f} | {local1 / wall:.2f}x |")
+    if 1 in walls:
+        print(f"Ray overhead, 1 worker vs the local command on one thread: {walls[1] / local1 - 1:+.1%}")
+        for w in (w for w in walls if w != 1):
+            print(f"speed-up, {w} workers vs 1: {walls[1] / walls[w]:.2f}x")
+    print("masks: byte-identical to the local command in every Ray run")
+
+
+if __name__ == "__main__":
+    main()
