@@ -8,7 +8,7 @@ local command on every core is shown for reference. The Ray instance (``ray.init
 process, as ``ray start --head`` would be) is started once before the Ray runs and timed separately.
 Every Ray run's masks are checked to be byte-identical to the local command's.
 
-    python benchmarks/bench_ray.py [--images 20] [--size 3072] [--workers 1 2] [--model PATH]
+    python benchmarks/bench_ray.py [--images 20] [--size 2048] [--workers 1 2] [--model PATH]
                                    [--data DIR]
 """
 
@@ -54,7 +54,9 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    print(f"{wall:7.1f} s  {' '.join(cmd[-6:])}", file=sys.stderr, flush=True)
+    return wall
 
 
 def same_masks(a: Path, b: Path) -> bool:
@@ -62,10 +64,21 @@ def same_masks(a: Path, b: Path) -> bool:
     return bool(masks) and all((a / m).read_bytes() == (b / m).read_bytes() for m in masks)
 
 
+def stage_costs(out: Path) -> tuple[int, dict[str, float]]:
+    """(model inputs, stage -> seconds summed over images) from the reports in ``out``."""
+    inputs, stages = 0, {}
+    for path in sorted(out.glob("*.report.json")):
+        report = json.loads(path.read_text())
+        inputs += report["n_patches"] + (report["mode"] == "two-scale")
+        for stage, seconds in report["timings_s"].items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    return inputs, stages
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20, help="number of images (default 20)")
-    parser.add_argument("--size", type=int, default=3072, help="image side in px (default 3072)")
+    parser.add_argument("--size", type=int, default=2048, help="image side in px (default 2048)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts")
     parser.add_argument("--model", default=None, help="model argument (default: the bundled model)")
     parser.add_argument("--data", type=Path, default=None, help="folder of the generated images (kept)")
@@ -89,6 +102,7 @@ def main() -> None:
     try:
         local1 = timed([*pin, *segment, "-o", str(work / "local1")], PINNED)
         rows.append(("local command, 1 thread (pinned)", local1))
+        inputs, stages = stage_costs(work / "local1")
         rows.append(("local command, all cores", timed([*segment, "-o", str(work / "local")])))
         t0 = time.perf_counter()
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -129,6 +143,10 @@ def main() -> None:
         for w in (w for w in walls if w != 1):
             print(f"speed-up, {w} workers vs 1: {walls[1] / walls[w]:.2f}x")
     print("masks: byte-identical to the local command in every Ray run")
+    costs = ", ".join(f"{k} {1e3 * v / inputs:.1f}" for k, v in stages.items())
+    rest = 1e3 * (local1 - sum(stages.values())) / inputs
+    print(f"local command, 1 thread, ms per model input ({inputs} inputs): {costs}; the rest {rest:.1f}")
+    print("  (the rest: process start-up, imports, model load, mask writes)")
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_segment)
 
 
-RAY_ONLY = ("workers", "gpus_per_worker", "threads_per_worker", "images_per_task")
+RAY_ONLY = ("workers", "gpus_per_worker", "threads_per_worker", "images_per_call")
 
 
 def _add_ray_options(g: argparse._ArgumentGroup) -> None:
@@ -128,7 +128,12 @@ def _add_ray_options(g: argparse._ArgumentGroup) -> None:
         default=None,
         help="CPU threads each worker reserves and pins (default 1; GPU workers: the node's CPUs shared)",
     )
-    g.add_argument("--images-per-task", type=int, default=None, help="images per Ray task (default 1)")
+    g.add_argument(
+        "--images-per-call",
+        type=int,
+        default=None,
+        help="images a worker segments together, batching their model inputs (default 1)",
+    )
 
 
 def run_segment(args: argparse.Namespace) -> int:

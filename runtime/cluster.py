@@ -5,8 +5,9 @@ The one module that imports ``ray`` and ``pyarrow`` (inside functions, so import
 * **Inputs** are listed on the driver: local files, folders and globs with :func:`samsem.io.list_images`
   (as the local command does), URIs with ``pyarrow.fs`` (``s3://…``, ``gs://…``, ``hdfs://…``,
   ``file:///…``: a file, a folder or a glob such as ``s3://bucket/chip7/*.tif``). Only names are listed;
-  no image is opened by the driver. They become a Ray Data dataset of one ``input`` column, split into
-  blocks of ``images_per_task`` rows.
+  no image is opened by the driver. They become a Ray Data dataset of one ``input`` column in at most
+  :data:`BLOCKS_PER_WORKER` blocks per worker (a block is one Ray task; fewer, larger blocks keep a
+  million-image run's bookkeeping small, more keep the tail short).
 * **Workers** are Ray Data actors (:class:`SegmentWorker`, ``ActorPoolStrategy``), each reserving
   ``gpus_per_worker`` GPUs (fractions allowed; 0 = a CPU worker) and ``threads_per_worker`` CPUs. A worker
   pins itself to that many free cores of its node (:func:`pin_threads`), loads the pipeline once with
@@ -41,7 +42,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from samsem.runtime.pipeline import Pipeline, SegmentResult
 
 MANIFEST = "run-manifest.jsonl"
+BLOCKS_PER_WORKER = 32  # Ray tasks per worker at most; a task reports its images when it ends
 WORKER_START_S = 900  # longest wait for the workers to start and load the model before a run fails
 _GLOB_CHARS = "*?["
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -114,15 +116,15 @@ class ClusterOptions:
     workers: actors (None: every GPU / ``gpus_per_worker``, or every CPU / ``threads_per_worker``).
     gpus_per_worker: GPUs per actor, fractions allowed (None: 1 with a CUDA device, else 0).
     threads_per_worker: CPUs each actor reserves and pins (None: 1 for CPU workers; for GPU workers the
-    CPUs of the smallest GPU node shared among its workers). images_per_task: inputs per Ray task
-    (model inputs are batched across them; a killed worker redoes at most one task's unfinished images).
+    CPUs of the smallest GPU node shared among its workers). images_per_call: images segmented in one
+    pipeline call (model inputs are batched across them, which fills a GPU's batches with small images).
     """
 
     address: str | None = None
     workers: int | None = None
     gpus_per_worker: float | None = None
     threads_per_worker: int | None = None
-    images_per_task: int = 1
+    images_per_call: int = 1
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -131,8 +133,8 @@ class ClusterOptions:
             raise ConfigError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(f"--threads-per-worker must be >= 1, got {self.threads_per_worker}")
-        if self.images_per_task < 1:
-            raise ConfigError(f"--images-per-task must be >= 1, got {self.images_per_task}")
+        if self.images_per_call < 1:
+            raise ConfigError(f"--images-per-call must be >= 1, got {self.images_per_call}")
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,12 @@ class Layout:
 
 
 def plan_layout(
-    nodes: Sequence[Mapping[str, float]], device: str, options: ClusterOptions, tasks: int
+    nodes: Sequence[Mapping[str, float]], device: str, options: ClusterOptions, calls: int
 ) -> Layout:
     """The actor layout for a cluster of ``nodes`` (each node's total resources, keys "CPU", "GPU").
 
     An actor must fit on one node; ``options.workers`` beyond what the nodes hold is a ConfigError
-    (Ray would wait for resources forever). Never more actors than ``tasks``.
+    (Ray would wait for resources forever). Never more actors than pipeline ``calls``.
     """
     cuda = device.startswith("cuda")
     if cuda and device != "cuda":
@@ -186,7 +188,7 @@ def plan_layout(
     workers = options.workers or capacity
     if workers > capacity:
         raise ConfigError(f"--workers {workers}: the Ray cluster holds at most {capacity} such workers")
-    return Layout(max(1, min(workers, tasks)), gpus, threads)
+    return Layout(max(1, min(workers, calls)), gpus, threads)
 
 
 # -------------------------------------------------------------------------------------------- listing
@@ -395,8 +397,7 @@ def segment_inputs(
 
 def _columns(records: Sequence[ImageRecord]) -> dict[str, np.ndarray]:
     """Records as a Ray Data batch (column name -> array)."""
-    rows = [asdict(r) for r in records]
-    return {key: np.array([row[key] for row in rows]) for key in asdict(ImageRecord("", "done"))}
+    return {f.name: np.array([getattr(r, f.name) for r in records]) for f in fields(ImageRecord)}
 
 
 def _records(batch: Mapping[str, np.ndarray]) -> list[ImageRecord]:
@@ -423,13 +424,13 @@ class SegmentWorker:
 
     def __init__(self, job: SegmentJob, threads: int, protect: Sequence[str] = ()) -> None:
         self.cores = pin_threads(threads)  # before the runtime (numba, onnxruntime, cv2) starts
+        import cv2
         import ray
 
         from samsem.runtime.config import RunOptions
         from samsem.runtime.load import load_pipeline
 
-        if "cv2" in sys.modules:
-            sys.modules["cv2"].setNumThreads(threads)
+        cv2.setNumThreads(threads)
         self.job = job
         self.protect = tuple(Path(p) for p in protect)
         options = RunOptions(**job.options)
@@ -556,13 +557,13 @@ def segment_on_ray(
     prepare_dir(out_dir)
     _remove_partial_files(out_dir)
     in_out = tuple(f for f in files if not is_uri(f) and Path(f).resolve().parent == out_dir.resolve())
-    tasks = math.ceil(len(files) / cluster.images_per_task)
+    calls = math.ceil(len(files) / cluster.images_per_call)
     summary = RunSummary()
     manifest = out_dir / MANIFEST
     run_id = uuid.uuid4().hex[:12]
     records: list[ImageRecord] = []  # what the run returned, in arrival order
     with _connected(cluster.address), _data_context(), open(manifest, "a", encoding="utf-8") as log:
-        layout = plan_layout(_cluster_nodes(), job.device, cluster, tasks)
+        layout = plan_layout(_cluster_nodes(), job.device, cluster, calls)
         where = ray.get_runtime_context().gcs_address
         print(f"samsem segment: {len(files)} images on Ray at {where}: {layout.describe()}", file=stream)
         start = {
@@ -572,14 +573,15 @@ def segment_on_ray(
             "inputs": len(files),
             "address": where,
             **asdict(layout),
-            "images_per_task": cluster.images_per_task,
+            "images_per_call": cluster.images_per_call,
             "job": asdict(job),
         }
         _write_line(log, start)
-        ds = ray.data.from_items([{"input": f} for f in files], override_num_blocks=tasks)
+        blocks = min(calls, layout.workers * BLOCKS_PER_WORKER)
+        ds = ray.data.from_items([{"input": f} for f in files], override_num_blocks=blocks)
         mapped = ds.map_batches(
             SegmentWorker,
-            batch_size=cluster.images_per_task,
+            batch_size=cluster.images_per_call,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=layout.workers),
             num_cpus=layout.threads,
@@ -669,7 +671,7 @@ def run_segment_ray(args: argparse.Namespace, options: RunOptions) -> int:
         args.workers,
         args.gpus_per_worker,
         args.threads_per_worker,
-        args.images_per_task or 1,
+        args.images_per_call or 1,
     )
     run = segment_on_ray(args.inputs, job, cluster)
     code = run.summary.report("samsem segment", Path(args.out))

@@ -112,9 +112,9 @@ def ray_address() -> str:
 
 def test_layout_fills_cpus_or_gpus_and_refuses_what_does_not_fit() -> None:
     cpu_nodes = [{"CPU": 8.0}, {"CPU": 4.0}]
-    assert plan_layout(cpu_nodes, "cpu", ClusterOptions(), tasks=100) == Layout(12, 0.0, 1)
+    assert plan_layout(cpu_nodes, "cpu", ClusterOptions(), calls=100) == Layout(12, 0.0, 1)
     assert plan_layout(cpu_nodes, "cpu", ClusterOptions(threads_per_worker=3), 100) == Layout(3, 0.0, 3)
-    assert plan_layout(cpu_nodes, "cpu", ClusterOptions(), tasks=5).workers == 5  # no idle actors
+    assert plan_layout(cpu_nodes, "cpu", ClusterOptions(), calls=5).workers == 5  # no idle actors
     gpu_nodes = [{"CPU": 64.0, "GPU": 8.0}, {"CPU": 32.0, "GPU": 8.0}, {"CPU": 16.0}]  # + a CPU head
     assert plan_layout(gpu_nodes, "cuda", ClusterOptions(), 1000) == Layout(16, 1.0, 4)
     assert plan_layout(gpu_nodes, "cuda", ClusterOptions(gpus_per_worker=0.5), 1000) == Layout(32, 0.5, 2)
@@ -169,6 +169,43 @@ def test_worker_logic_skips_finished_and_names_remote_inputs(
     assert partial_files(tmp_path / "out") == []
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="2 cores"
+)
+def test_workers_pin_themselves_to_distinct_free_cores(tmp_path: Path) -> None:
+    """Two processes asking for one thread each hold different cores; a third finds none free and
+    is not pinned; numba then sizes its pool from the pinned affinity."""
+    code = (
+        "import sys; from samsem.runtime.cluster import pin_threads; cores = pin_threads(1)\n"
+        "import json, numba; print(json.dumps([cores, numba.config.NUMBA_NUM_THREADS]), flush=True)\n"
+        "sys.stdin.read()"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the lock files live in the temp folder
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
+        first, second = (json.loads(p.stdout.readline()) for p in procs if p.stdout is not None)
+        assert first[1] == second[1] == 1 and len(first[0]) == len(second[0]) == 1 and first[0] != second[0]
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) == 2:
+            third = subprocess.run(
+                [sys.executable, "-c", code], input="", capture_output=True, text=True, env=env
+            )
+            assert json.loads(third.stdout)[0] == allowed
+    finally:
+        for p in procs:
+            p.communicate("", timeout=30)
+
+
 def test_ray_flags_need_ray(tmp_path: Path, capsys) -> None:
     assert main(["segment", str(tmp_path), "-o", str(tmp_path / "o"), "--workers", "2"]) == 2
     assert "--workers need --ray" in capsys.readouterr().err
@@ -209,7 +246,7 @@ def test_ray_run_equals_local_command_and_resumes(
     (out / "sem4.mask.png").unlink()
     (out / ".sem5.0123456789ab.tmp.png").write_bytes(b"partial")
     uri = f"file://{images}/sem*.png"
-    assert main(["segment", uri, "-o", str(out), "--ray", "--images-per-task", "3"]) == 0
+    assert main(["segment", uri, "-o", str(out), "--ray", "--images-per-call", "3"]) == 0
     assert f"2 segmented, {N_IMAGES - 2} skipped" in capsys.readouterr().err
     assert_same_outputs(out, reference, [s for s in stems if s not in ("sem3", "sem4")])
     assert_same_outputs(out, reference, ["sem3", "sem4"], uri_of=lambda s: f"file://{images}/{s}.png")
