@@ -50,12 +50,9 @@ def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
     """The pipeline the model flags name (plus the run options ``args`` has), announced on stderr."""
     from samsem.runtime.load import load_pipeline
 
+    options = run_options(args)
     pipeline = load_pipeline(
-        args.model,
-        backend=args.backend,
-        device=args.device,
-        precision=args.precision,
-        options=run_options(args),
+        args.model, backend=args.backend, device=args.device, precision=args.precision, options=options
     )
     info = pipeline.info
     if info is not None and info.kind == "classical":
