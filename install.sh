@@ -7,4 +7,4 @@ cd "$(dirname "$0")"
 python -m pip install --quiet --upgrade pip setuptools wheel
 python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 SAM2_BUILD_CUDA=0 python -m pip install --quiet --no-build-isolation "sam2==1.1.0"
-python -m pip install --quiet -e ".[train,onnx,server,vector,test]"
+python -m pip install --quiet -e ".[train,onnx,server,vector,dist,test]"

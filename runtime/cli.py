@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from samsem.runtime.config import RunOptions
     from samsem.runtime.pipeline import Pipeline
     from samsem.vector import VectorOptions
 
@@ -58,18 +59,24 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
-    """The pipeline the model flags name (plus the run options ``args`` has), announced on stderr."""
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The run options the flags in ``args`` give (defaults for the flags a command lacks)."""
     from samsem.runtime.config import RunOptions
-    from samsem.runtime.load import load_pipeline
 
-    options = RunOptions(
+    return RunOptions(
         batch_size=args.batch_size,
         single_scale=getattr(args, "single_scale", None),
         seed=getattr(args, "seed", 0),
         fallback=getattr(args, "fallback", "model2"),
         decision=getattr(args, "decision", "robust"),
     )
+
+
+def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
+    """The pipeline the model flags name (plus the run options ``args`` has), announced on stderr."""
+    from samsem.runtime.load import load_pipeline
+
+    options = run_options(args)
     pipeline = load_pipeline(
         args.model, backend=args.backend, device=args.device, precision=args.precision, options=options
     )
@@ -147,7 +154,42 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
         "--gds-layer", type=_non_negative, default=0, metavar="N", help="GDSII layer (default 0)"
     )
     vec.add_argument("--gds-datatype", type=_non_negative, default=0, metavar="N", help="GDSII datatype (0)")
+    _add_ray_options(p.add_argument_group("Ray cluster (docs/scale-out.md)"))
     p.set_defaults(func=run_segment)
+
+
+RAY_ONLY = ("workers", "gpus_per_worker", "threads_per_worker", "images_per_call")
+
+
+def _add_ray_options(g: argparse._ArgumentGroup) -> None:
+    """``--ray [ADDRESS]`` and the worker layout; the runner (samsem.runtime.cluster) is imported only
+    when --ray is given."""
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: inputs may also be URIs (s3://…, file:///…); ADDRESS: HOST:PORT, auto or "
+        "local (default: RAY_ADDRESS, the cluster `ray start` made here, else a local one); put --ray "
+        "after the inputs; writes OUT/run-manifest.jsonl",
+    )
+    g.add_argument("--workers", type=int, default=None, help="Ray workers (default: fill the cluster)")
+    g.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="GPUs per worker, e.g. 0.5 (default 1 on cuda)"
+    )
+    g.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        help="CPU threads each worker reserves and pins (default 1; GPU workers: the node's CPUs shared)",
+    )
+    g.add_argument(
+        "--images-per-call",
+        type=int,
+        default=None,
+        help="images a worker segments together, batching their model inputs (default 1)",
+    )
 
 
 def _vector_formats(text: str) -> tuple[str, ...]:
@@ -184,6 +226,16 @@ def _vector_options(args: argparse.Namespace) -> VectorOptions | None:
 
 def run_segment(args: argparse.Namespace) -> int:
     """Segment every input; per-file failures are reported and make the exit code 1."""
+    from samsem.errors import ConfigError
+
+    if getattr(args, "ray", None) is not None:
+        from samsem.runtime.cluster import run_segment_ray
+
+        return run_segment_ray(args, run_options(args), _vector_options(args))
+    given = [f"--{name.replace('_', '-')}" for name in RAY_ONLY if getattr(args, name, None) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} need --ray")
+
     from tqdm import tqdm
 
     from samsem.errors import SamsemError

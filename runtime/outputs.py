@@ -51,13 +51,15 @@ VECTOR_SUFFIXES = {"svg": ".mask.svg", "geojson": ".mask.geojson", "gds": ".mask
 @dataclass(frozen=True)
 class ImageOutputs:
     """The output paths of one input image (``preview`` None when not requested; ``vectors`` the
-    requested (format, path) pairs)."""
+    requested (format, path) pairs). ``source``: the input as the user named it when ``input`` is a local
+    copy of a remote file (a URI such as s3://…); the report records it as the input."""
 
     input: Path
     mask: Path
     report: Path
     preview: Path | None = None
     vectors: tuple[tuple[str, Path], ...] = ()
+    source: str | None = None
 
     def requested(self) -> list[Path]:
         """Every requested output path: mask, preview, vector files, report."""
@@ -213,7 +215,7 @@ def write_outputs(
     from samsem.io import write_json, write_mask
 
     write_mask(outputs.mask, mask, protect=protect)
-    written = {**report, "input": str(outputs.input), "mask": outputs.mask.name}
+    written = {**report, "input": outputs.source or str(outputs.input), "mask": outputs.mask.name}
     if outputs.preview is not None:
         if image is None:
             raise ValueError("a preview needs the image")

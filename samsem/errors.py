@@ -23,6 +23,10 @@ class InputError(SamsemError):
         tail = f" (expected {expected})" if expected else ""
         super().__init__(f"{where}{reason}{tail}")
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[Path | None, str, str | None]]:
+        """Pickle by the constructor's arguments (an error crossing processes, e.g. from a Ray worker)."""
+        return type(self), (self.path, self.reason, self.expected)
+
 
 class ConfigError(SamsemError):
     """An option or configuration value is invalid."""

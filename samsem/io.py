@@ -460,6 +460,15 @@ def is_samsem_output(path: str | Path) -> bool:
     )
 
 
+def partial_files(directory: str | Path) -> list[Path]:
+    """The temporary files :func:`atomic_path` left in ``directory`` (not below it) when its writer died
+    before the rename (a killed process); sorted. Only safe to delete when no writer is running there."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if temp_target(p.name) is not None and p.is_file())
+
+
 def write_mask(path: str | Path, mask: np.ndarray, *, protect: Iterable[Path] = ()) -> Path:
     """Write a mask ((H, W) bool or integer; nonzero = metal) as uint8 {0, 255} PNG or zlib-TIFF."""
     mask = np.asarray(mask)

@@ -7,6 +7,9 @@ pixel for pixel.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +132,26 @@ def test_lite_bundle_is_one_graph(tmp_path) -> None:
     np.testing.assert_allclose(logits[0], logits[1], rtol=0, atol=LOGIT_ATOL)
     probs = [seg.predict(images, None)[0] for seg in (ort_seg, torch_seg)]
     np.testing.assert_array_equal(probs[0] >= 0.5, probs[1] >= 0.5)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="2 cores"
+)
+def test_onnxruntime_stays_inside_the_process_cpu_affinity() -> None:
+    """A process restricted to one core (taskset, a pinned Ray worker) gets no ONNX Runtime pool thread
+    pinned elsewhere (its default pool pins threads to cores of its own choosing)."""
+    code = (
+        "import os; from pathlib import Path\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from samsem.runtime.load import load_pipeline\n"
+        "load_pipeline(backend='onnxruntime')\n"
+        "cpus = set()\n"
+        "for t in Path('/proc/self/task').iterdir():\n"
+        "    lines = (t / 'status').read_text().splitlines()\n"
+        "    cpus |= {x.split()[1] for x in lines if x.startswith('Cpus_allowed_list')}\n"
+        "print(sorted(cpus))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip() == f"['{min(os.sched_getaffinity(0))}']"

@@ -87,13 +87,14 @@ def test_runtime_import_loads_no_heavy_optional_library() -> None:
         "import samsem, samsem.cli, samsem.runtime.pipeline, samsem.runtime.load\n"
         "import samsem.runtime.bundle.open\n"
         "import samsem.runtime.backends.ort, samsem.runtime.backends.trt, samsem.evaluation.esd\n"
-        "import samsem.runtime.models.registry, samsem.runtime.outputs\n"
+        "import samsem.runtime.models.registry, samsem.runtime.outputs, samsem.runtime.cluster\n"
         "samsem.cli.build_parser()\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    heavy = {"tensorrt", "onnxruntime", "grpc", "ray", "topolosses", "optuna", "gdstk", "samsem.train.loop"}
+    heavy = {"tensorrt", "onnxruntime", "grpc", "ray", "pyarrow", "topolosses", "optuna", "gdstk"}
+    heavy.add("samsem.train.loop")
     assert not heavy & loaded, heavy & loaded
 
 
@@ -105,3 +106,22 @@ def test_command_line_help_imports_no_model_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_only_the_cluster_runner_imports_ray() -> None:
+    """Ray (and pyarrow, which comes with it) belong to samsem.runtime.cluster; samsem.runtime.cli
+    imports that module only when --ray is given."""
+    owner = ROOT / "runtime" / "cluster.py"
+    bad = []
+    for folder in ("runtime", "export", "train", "server", "samsem"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in _imports(path):
+                for name in _modules(node):
+                    if name.split(".")[0] in ("ray", "pyarrow") and path != owner:
+                        bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, bad
+    code = (
+        "import sys, samsem.runtime.cli; print(sorted({'ray', 'samsem.runtime.cluster'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,6 +8,7 @@ opened, so a graph built for other shapes is refused with an InputError naming t
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,20 @@ from samsem.runtime.backends.base import BackendEntry, EngineFiles, chain
 from samsem.runtime.models.iospec import EngineSpec
 
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
+
+
+def allowed_threads() -> int | None:
+    """The number of CPUs this process may run on when it is restricted to fewer than the machine has
+    (taskset, a cpuset, a pinned Ray worker), else None.
+
+    ONNX Runtime's default intra-op pool is sized by the machine's physical cores and pins its threads
+    to cores itself, outside the process's affinity (a process restricted to core 0 still got a pool
+    thread pinned to core 1); an explicit thread count keeps it inside.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = len(os.sched_getaffinity(0))
+    return allowed if allowed < (os.cpu_count() or allowed) else None
 
 
 def providers_for(device: str, available: Sequence[str]) -> list[str]:
@@ -80,6 +95,9 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
+        threads = allowed_threads()
+        if threads is not None:
+            options.intra_op_num_threads = threads
         self.sessions: list[tuple[EngineSpec, Any]] = []
         for spec, path in graphs:
             try:
