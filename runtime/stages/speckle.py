@@ -22,7 +22,7 @@ from samsem.evaluation.components import label_runs
 _CHUNKS_PER_THREAD = 4
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _count_range(masks: np.ndarray, max_size: int, lo: int, hi: int, out: np.ndarray) -> None:
     """Speckle counts of ``masks[lo:hi]`` (N, h, w) uint8 into ``out[lo:hi]``."""
     h, w = masks.shape[1], masks.shape[2]
