@@ -30,7 +30,12 @@ def _add_model_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--batch-size", type=int, default=8, help="model inputs per batch (default 8)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="model inputs per batch (default: from free GPU memory on CUDA, else 8)",
+    )
 
 
 def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
