@@ -38,7 +38,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from samsem.runtime.config import PipelineConfig
 from samsem.runtime.models import lite as lm
 from samsem.runtime.models import sam2 as sm
 from samsem.runtime.pipeline import Pipeline
+from samsem.runtime.stages.tiling import TilingConfig
 
 ENGINES = (
     "eager-fp32",
@@ -445,6 +446,8 @@ def pipeline_rows(
     family = get_family("lite" if case.points == 0 else "sam2")
     seg = family.segmenter(backend, case.size)
     cfg = PipelineConfig(batch_size=args.pipeline_batch)
+    if args.tiny:
+        cfg = replace(cfg, tiling=TilingConfig(patch_size=64))
     image = sem_like(args.image, seed=0)
     n_inputs = Pipeline(seg, seg, cfg, device=str(device)).count_inputs(*image.shape)
     # the engine alone on as many inputs, same batch size, inputs already on the device
@@ -462,7 +465,7 @@ def pipeline_rows(
         seg.predict_tensors(inputs[:b], None if points is None else points[:b])
     sync(device)
     engine_s = time.perf_counter() - t0
-    stage_sets = [("device", str(device)), ("host", None)]
+    stage_sets = [("device", str(device)), ("host", "host")]
     for where, dev in stage_sets:
         row = {
             "model": case.name,
@@ -527,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.image = min(args.image, 512)
         args.pipeline_batch = min(args.pipeline_batch, 8)
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # small CPU ops: one thread, no OpenMP hand-offs on a shared machine
     device = torch.device(args.device)
     budget = Budget(args.budget_s)
     meta = {

@@ -99,9 +99,10 @@ class Pipeline:
     model1/model2: :class:`Segmenter` for the whole-image and patch scales; either may be None when
     ``config.single_scale`` selects the other. ``info`` (what the models are) goes into every report.
     device: where the stages run: None chooses the models' CUDA device when every segmenter runs on one
-    through a tensor-capable backend (device-resident stages), else the host (numpy stages); "cpu" or
-    "cuda[:N]" forces the device-resident stages there (tests run them on "cpu"). workers: host threads
-    for the stages (default: the usable cores); prefetch: images read ahead.
+    through a tensor-capable backend (device-resident stages), else the host (numpy stages); "host"
+    forces the numpy stages; "cpu" or "cuda[:N]" forces the device-resident stages there (tests run
+    them on "cpu"). workers: host threads for the stages (default: the usable cores); prefetch: images
+    read ahead.
     Build one with :func:`samsem.runtime.load.load_pipeline`.
     """
 
@@ -132,7 +133,7 @@ class Pipeline:
         self.workers = workers or default_workers()
         self.prefetch = prefetch
         used = [model1 if scale != 2 else None, model2 if scale != 1 else None]
-        self.device = device or tensor_device(used)
+        self.device = tensor_device(used) if device is None else None if device == "host" else device
         self.stages: StageSet = (
             HostStages(self.config, model1, model2)
             if self.device is None
