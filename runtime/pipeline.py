@@ -361,7 +361,11 @@ class _Run:
         if len(parts) == 1:
             prepared = parts[0]
         else:
-            points = None if parts[0].points is None else np.concatenate([p.points for p in parts])  # type: ignore[misc]
+            points = (
+                None
+                if parts[0].points is None
+                else np.concatenate([p.points for p in parts if p.points is not None])
+            )
             prepared = Prepared(
                 np.concatenate([p.images for p in parts]),
                 points,
@@ -425,7 +429,8 @@ class _Run:
         while self.open:
             head = self.open[0]
             if isinstance(head, FailedImage):
-                yield self.open.popleft()
+                self.open.popleft()
+                yield head
                 continue
             if head.done < head.n_inputs:
                 return

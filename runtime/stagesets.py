@@ -223,7 +223,10 @@ class HostStages:
     def prepare(self, items: Sequence[Item]) -> Prepared:
         seg = self.model1 if items[0].scale == 1 else self.model2
         assert seg is not None
-        images, points, has_fg, times = [], [], [], []
+        images: list[np.ndarray] = []
+        points: list[np.ndarray | None] = []
+        has_fg: list[bool] = []
+        times: list[dict[str, float]] = []
         for it in items:
             if it.scale == 1:
                 assert it.job.whole is not None
@@ -355,7 +358,8 @@ class DeviceStages:
         patch_pos = [k for k, it in enumerate(items) if it.scale == 2]
         for k, it in enumerate(items):
             if it.scale == 1:
-                parts[k] = torch.from_numpy(it.job.whole).to(self.device)[None]  # type: ignore[arg-type]
+                assert it.job.whole is not None
+                parts[k] = torch.from_numpy(it.job.whole).to(self.device)[None]
                 points[k] = it.job.whole_points
                 has_fg[k] = it.job.whole_has_fg
         mapped = None
@@ -440,7 +444,7 @@ class DeviceStages:
             to1 = torch.from_numpy(dec.source == Source.MODEL1).to(self.device)[:, None, None]
             chosen = torch.where(to1, a, b).to(torch.uint8)
             for k in np.flatnonzero(dec.source == Source.FALLBACK):
-                fill = _fallback(cfg, items[k].job, boxes[k], p)
+                fill = _fallback(cfg, items[int(k)].job, boxes[k], p)
                 chosen[int(k)] = torch.from_numpy(fill).to(self.device)
         else:
             chosen = m2.to(torch.uint8)

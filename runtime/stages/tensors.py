@@ -77,13 +77,13 @@ def extract_patches(
     out = image[ys[:, :, None], xs[:, None, :]]
     if bool(((boxes[:, 2] - boxes[:, 0]) < patch).any() or ((boxes[:, 3] - boxes[:, 1]) < patch).any()):
         inside = (ar[None, :, None] < h[:, :, None]) & (ar[None, None, :] < w[:, :, None])
-        fill = np.asarray(pad_value).astype(_numpy_dtype(image.dtype)).item()
+        fill: float | int = np.asarray(pad_value).astype(_numpy_dtype(image.dtype)).item()
         out = torch.where(inside, out, torch.full((), fill, dtype=out.dtype, device=dev))
     return out
 
 
 def _numpy_dtype(dtype: torch.dtype) -> type:
-    return {torch.uint8: np.uint8, torch.int32: np.uint16}.get(dtype, np.float32)  # type: ignore[return-value]
+    return {torch.uint8: np.uint8, torch.int32: np.uint16}.get(dtype, np.float32)
 
 
 def apply_range(image: torch.Tensor, levels: tuple[float, float]) -> torch.Tensor:
