@@ -347,8 +347,15 @@ class _Run:
 
     def _submit(self, batch: list[Item]) -> None:
         """Start preparing a batch's inputs; run the model on the batch before it."""
-        if self.stages.threaded:
-            futures = [self.pool.submit(self.stages.prepare, c) for c in _chunks(batch, self.pipe.workers)]
+        if self.stages.threaded:  # chunks on the workers, written into one batch array
+            size = self.pipe._segmenter(batch[0]).input_size
+            images = np.empty((len(batch), size, size), np.float32)
+            futures, start = [], 0
+            for chunk in _chunks(batch, self.pipe.workers):
+                futures.append(
+                    self.pool.submit(self.stages.prepare, chunk, images[start : start + len(chunk)])
+                )
+                start += len(chunk)
         else:
             futures = [_Done(self.stages.prepare(batch))]
         self.ahead.append((batch, futures))
@@ -366,8 +373,11 @@ class _Run:
                 if parts[0].points is None
                 else np.concatenate([p.points for p in parts if p.points is not None])
             )
+            base = parts[0].images.base  # the chunks are views of one batch array
             prepared = Prepared(
-                np.concatenate([p.images for p in parts]),
+                base
+                if base is not None and len(base) == len(items)
+                else np.concatenate([p.images for p in parts]),
                 points,
                 np.concatenate([p.has_fg for p in parts]),
                 [t for p in parts for t in p.times],

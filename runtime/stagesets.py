@@ -107,8 +107,9 @@ class StageSet(Protocol):
         """Make ``job.image``/``job.out`` where the stages work (runs on the reading thread)."""
         ...
 
-    def prepare(self, items: Sequence[Item]) -> Prepared:
-        """Model inputs and prompts of ``items`` (any mix of scales sharing one segmenter)."""
+    def prepare(self, items: Sequence[Item], out: np.ndarray | None = None) -> Prepared:
+        """Model inputs and prompts of ``items`` (any mix of scales sharing one segmenter); the host
+        stages write the inputs into ``out`` (len(items), S, S) float32 when given."""
         ...
 
     def predict(self, seg: Segmenter, prepared: Prepared) -> tuple[Any, np.ndarray]:
@@ -196,8 +197,10 @@ class HostStages:
         job.image = job.raw
         job.out = np.zeros(job.raw.shape, np.uint8)
 
-    def _patch(self, item: Item, seg: Segmenter) -> tuple[np.ndarray, np.ndarray | None, bool, dict]:
-        """Model input (S, S), prompts and has_fg of one patch."""
+    def _patch(
+        self, item: Item, seg: Segmenter, out: np.ndarray
+    ) -> tuple[np.ndarray | None, bool, dict[str, float]]:
+        """Model input of one patch written into ``out`` (S, S); its prompts and has_fg."""
         job, cfg = item.job, self.config
         p, size = job.tiling.patch, seg.input_size
         box = job.tiling.boxes[item.index]
@@ -208,7 +211,7 @@ class HostStages:
         else:
             crop = extract_patch(job.raw, box, p, pad_value=job.levels[0])
         mapped = apply_range(crop, job.levels)
-        image = resize_square(mapped, size)
+        image = resize_square(mapped, size, out)
         t1 = time.perf_counter()
         points, has_fg = None, True
         if seg.uses_prompts:  # on the patch at its own resolution when the model input enlarges it
@@ -217,31 +220,33 @@ class HostStages:
             points, has_fg = pts[0], bool(fg[0])
             if source is not image:
                 points = to_input_coords(points, (p, p), size)
-        times = {"prepare": t1 - t0, "prompts": time.perf_counter() - t1}
-        return image, points, has_fg, times
+        times = {"prepare": t1 - t0}
+        if seg.uses_prompts:
+            times["prompts"] = time.perf_counter() - t1
+        return points, has_fg, times
 
-    def prepare(self, items: Sequence[Item]) -> Prepared:
+    def prepare(self, items: Sequence[Item], out: np.ndarray | None = None) -> Prepared:
         seg = self.model1 if items[0].scale == 1 else self.model2
         assert seg is not None
-        images: list[np.ndarray] = []
+        if out is None:
+            out = np.empty((len(items), seg.input_size, seg.input_size), np.float32)
         points: list[np.ndarray | None] = []
         has_fg: list[bool] = []
         times: list[dict[str, float]] = []
-        for it in items:
+        for k, it in enumerate(items):
             if it.scale == 1:
                 assert it.job.whole is not None
-                images.append(it.job.whole)
+                out[k] = it.job.whole
                 points.append(it.job.whole_points)
                 has_fg.append(it.job.whole_has_fg)
                 times.append({})
             else:
-                image, pts, fg, t = self._patch(it, seg)
-                images.append(image)
+                pts, fg, t = self._patch(it, seg, out[k])
                 points.append(pts)
                 has_fg.append(fg)
                 times.append(t)
         stacked = None if points[0] is None else np.stack(points)  # type: ignore[arg-type]
-        return Prepared(np.stack(images), stacked, np.asarray(has_fg, bool), times)
+        return Prepared(out, stacked, np.asarray(has_fg, bool), times)
 
     def predict(self, seg: Segmenter, prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
         images, run = prepared.images, np.flatnonzero(prepared.has_fg)
@@ -346,7 +351,7 @@ class DeviceStages:
         job.image = self.T.upload(job.raw, self.device)
         job.out = self.torch.zeros(job.raw.shape, dtype=self.torch.uint8, device=self.device)
 
-    def prepare(self, items: Sequence[Item]) -> Prepared:
+    def prepare(self, items: Sequence[Item], out: np.ndarray | None = None) -> Prepared:
         torch, T, cfg = self.torch, self.T, self.config
         seg = self.model1 if items[0].scale == 1 else self.model2
         assert seg is not None
@@ -391,7 +396,9 @@ class DeviceStages:
         t2 = time.perf_counter()
         images = torch.cat(parts) if len(parts) > 1 else parts[0]
         stacked = np.stack(points) if seg.uses_prompts else None
-        per = {"prepare": (t1 - t0) / len(items), "prompts": (t2 - t1) / len(items)}
+        per = {"prepare": (t1 - t0) / len(items)}
+        if seg.uses_prompts:
+            per["prompts"] = (t2 - t1) / len(items)
         return Prepared(images, stacked, has_fg, [dict(per) for _ in items])
 
     def predict(self, seg: Segmenter, prepared: Prepared) -> tuple[Any, np.ndarray]:

@@ -14,7 +14,7 @@ from samsem.runtime.pipeline import FailedImage, Pipeline
 from samsem.runtime.stages import prompts as pr
 from samsem.runtime.stages.decision import DecisionConfig, decide, patch_stats
 from samsem.runtime.stages.postprocess import remove_specks
-from samsem.runtime.stages.preprocess import resize_region
+from samsem.runtime.stages.preprocess import apply_range, resize_region
 from samsem.runtime.stages.speckle import count_speckles
 from samsem.runtime.stages.tiling import TilingConfig
 
@@ -256,3 +256,15 @@ def test_points_from_runs_equal_sampling_the_mask() -> None:
         assert has[0] == (len(expect) > 0)
         if has[0]:
             np.testing.assert_array_equal(points[0], expect)
+
+
+def test_fused_intensity_mapping_equals_the_float32_formula() -> None:
+    rng = np.random.default_rng(3)
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        image = rng.integers(0, top + 1, (37, 53)).astype(dtype)
+        for levels in ((10.3, 200.7), (0.0, 1.0), (1000.5, 1000.75), (float(top) * 0.2, float(top) * 0.9)):
+            lo, hi = levels
+            ref = np.clip((image.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0, 1)
+            np.testing.assert_array_equal(apply_range(image, levels), ref)
+    floats = rng.random((4, 5, 6)).astype(np.float32)  # other shapes and dtypes: the numpy path
+    np.testing.assert_array_equal(apply_range(floats, (0.25, 0.75)), np.clip((floats - 0.25) * 2, 0, 1))

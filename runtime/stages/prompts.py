@@ -32,7 +32,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError, InputError
-from samsem.evaluation.components import count_runs, label_runs
+from samsem.evaluation.components import link_runs, scan_runs, word_view
 
 
 @dataclass(frozen=True)
@@ -131,20 +131,39 @@ def foreground_levels(hists: np.ndarray, cfg: PromptConfig) -> np.ndarray:
     double precision (the population standard deviation ``cv2.meanStdDev`` gives); shared by the numpy
     and the torch prompt stages, so both take the same levels.
     """
-    hists = np.asarray(hists, np.int64)
-    out = np.full(len(hists), NO_LEVEL, np.int64)
-    values = np.arange(256, dtype=np.float64)
-    for i, hist in enumerate(hists):
-        n = int(hist.sum())
-        if n == 0:
-            continue
-        mean = float(hist @ values) / n
-        std = np.sqrt(max(float(hist @ (values * values)) / n - mean * mean, 0.0))
-        if std / 255.0 < cfg.min_contrast:
-            continue
-        quant = int(np.searchsorted(np.cumsum(hist), cfg.bright_quantile * n, side="left"))
-        out[i] = min(max(_otsu(hist) + 1, quant), NO_LEVEL)
+    hists = np.ascontiguousarray(hists, np.int64).reshape(-1, 256)
+    out = np.empty(len(hists), np.int64)
+    for i in range(len(hists)):
+        out[i] = _level(hists[i], float(cfg.min_contrast), float(cfg.bright_quantile))
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _level(hist: np.ndarray, min_contrast: float, quantile: float) -> int:
+    """:func:`foreground_levels` of one histogram. The moments are sums of integers below 2**53, exact
+    in float64 in any order, so the standard deviation is the one ``cv2.meanStdDev`` computes."""
+    n = 0
+    s1 = 0.0
+    s2 = 0.0
+    for v in range(256):
+        n += hist[v]
+        s1 += float(v * hist[v])
+        s2 += float(v * v * hist[v])
+    if n == 0:
+        return NO_LEVEL
+    mean = s1 / n
+    std = np.sqrt(max(s2 / n - mean * mean, 0.0))
+    if std / 255.0 < min_contrast:
+        return NO_LEVEL
+    target = quantile * n
+    quant = 256
+    cum = 0
+    for v in range(256):
+        cum += hist[v]
+        if cum >= target:
+            quant = v
+            break
+    return min(max(_otsu(hist) + 1, quant), NO_LEVEL)
 
 
 def min_object_px(cfg: PromptConfig, n_pixels: int) -> int:
@@ -153,15 +172,16 @@ def min_object_px(cfg: PromptConfig, n_pixels: int) -> int:
 
 
 @nb.njit(cache=True, nogil=True)
-def _kept_runs(mask: np.ndarray, min_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _kept_runs(mask: np.ndarray, words: np.ndarray, min_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs (row, start, end), in raster order, of the 8-connected components of ``mask`` (H, W) uint8
-    with ``>= min_px`` pixels."""
-    cap = max(count_runs(mask), 1)
+    with ``>= min_px`` pixels (``words``: its uint64 view for skipping 8 pixels at a time, or NO_WORDS)."""
+    cap = max(mask.shape[0] * ((mask.shape[1] + 1) // 2), 1)  # most runs an H x W mask can have
     rows = np.empty(cap, np.int32)
     starts = np.empty(cap, np.int32)
     ends = np.empty(cap, np.int32)
     labels = np.empty(cap, np.int64)
-    n_runs, n_comp = label_runs(mask, rows, starts, ends, labels)
+    n_runs = scan_runs(mask, words, rows, starts, ends)
+    n_comp = link_runs(rows, starts, ends, labels, n_runs, True)
     sizes = np.zeros(n_comp + 1, np.int64)
     for r in range(n_runs):
         sizes[labels[r]] += ends[r] - starts[r]
@@ -190,7 +210,8 @@ def _foreground_runs(image: np.ndarray, cfg: PromptConfig) -> tuple[np.ndarray, 
     if cfg.morph_radius > 0:
         d = 2 * cfg.morph_radius + 1
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
-    return _kept_runs(fg, max(min_object_px(cfg, u8.size), 1))
+    fg = np.ascontiguousarray(fg)
+    return _kept_runs(fg, word_view(fg), max(min_object_px(cfg, u8.size), 1))
 
 
 def candidate_foreground(image: np.ndarray, cfg: PromptConfig) -> np.ndarray:
@@ -217,14 +238,26 @@ def _points_from_runs(
     rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int, rng: np.random.Generator
 ) -> np.ndarray:
     """(n, 2) float32 (x, y) of foreground pixels drawn like :func:`sample_points` from runs."""
-    lengths = (ends - starts).astype(np.int64)
-    cum = np.cumsum(lengths)
-    ranks = pick_ranks(int(cum[-1]) if len(cum) else 0, n, rng)
+    ranks = pick_ranks(int((ends - starts).sum()), n, rng)
     if ranks.size == 0:
         return np.zeros((0, 2), np.float32)
-    r = np.searchsorted(cum, ranks, side="right")
-    x = starts[r] + (ranks - (cum[r] - lengths[r]))
-    return np.stack([x, rows[r]], axis=1).astype(np.float32)
+    return _locate(rows, starts, ends, ranks)
+
+
+@nb.njit(cache=True, nogil=True)
+def _locate(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """(n, 2) float32 (x, y) of the pixels of raster rank ``ranks`` in the runs (row, start, end)."""
+    out = np.empty((ranks.shape[0], 2), np.float32)
+    for k in range(ranks.shape[0]):
+        left = ranks[k]
+        for r in range(rows.shape[0]):
+            length = ends[r] - starts[r]
+            if left < length:
+                out[k, 0] = starts[r] + left
+                out[k, 1] = rows[r]
+                break
+            left -= length
+    return out
 
 
 def sample_points(fg: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
