@@ -21,7 +21,8 @@ time would overrun the budget; estimates of compile times are corrected by the o
 
 Timing: CUDA events around each call after warm-up calls (compilation, graph capture), median of
 ``--repeat`` calls, inputs alternating between two random sets. Tables (Markdown and JSON) are rewritten
-after every measurement, so a run stopped early keeps what it measured. ``--tiny`` swaps in tiny models
+after every measurement, so a run stopped early keeps what it measured; a watchdog ends the process 45 s
+after the budget if a step overruns its estimate by that much. ``--tiny`` swaps in tiny models
 and sizes so that the whole script runs on a CPU in seconds (the test of this file).
 """
 
@@ -550,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         free, total = torch.cuda.mem_get_info(device)
         meta["gpu_memory_gib"] = f"{free / 2**30:.1f} free of {total / 2**30:.1f}"
     tables = Tables(args.out, meta)
+    watchdog = threading.Timer(args.budget_s + 45.0, _hard_stop, args=(tables, budget))
+    watchdog.daemon = True
+    watchdog.start()
     torch.backends.cuda.matmul.allow_tf32 = True  # fp32 eager as users run it on Ampere+ (TF32 matmuls)
     torch.backends.cudnn.allow_tf32 = True
     ceilings(device, tables, args.tiny)
@@ -582,9 +586,17 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # keep going: the tables say what failed
             tables.note(f"{what} {name} failed: {type(exc).__name__}: {str(exc)[:300]}")
             traceback.print_exc()
+    watchdog.cancel()
     tables.note(f"finished in {budget.elapsed():.0f} s of {args.budget_s:.0f} s")
     print(tables.markdown())
     return 0
+
+
+def _hard_stop(tables: Tables, budget: Budget) -> None:
+    """A step overran the budget by far: keep the tables and end the process (exit status 3)."""
+    tables.note(f"stopped by the watchdog after {budget.elapsed():.0f} s (a step overran its estimate)")
+    print(tables.markdown(), flush=True)
+    os._exit(3)
 
 
 if __name__ == "__main__":

@@ -356,14 +356,16 @@ class _Run:
                     self.pool.submit(self.stages.prepare, chunk, images[start : start + len(chunk)])
                 )
                 start += len(chunk)
-        else:
-            futures = [_Done(self.stages.prepare(batch))]
+        else:  # prepared when the model runs the batch before (see _run_next)
+            futures = []
         self.ahead.append((batch, futures))
         while len(self.ahead) > _LOOKAHEAD:
             self._run_next()
 
     def _run_next(self) -> None:
         items, futures = self.ahead.popleft()
+        if not futures:
+            futures.append(_Done(self.stages.prepare(items)))
         parts: list[Prepared] = [f.result() for f in futures]
         if len(parts) == 1:
             prepared = parts[0]
@@ -388,11 +390,13 @@ class _Run:
         t0 = time.perf_counter()
         probs, scores = self.stages.predict(seg, prepared)
         share = (time.perf_counter() - t0) / len(items)
+        if self.ahead and not self.ahead[0][1]:  # device stages: prepare the next batch while the model runs
+            self.ahead[0][1].append(_Done(self.stages.prepare(self.ahead[0][0])))
         patches: list[int] = []
         for k, it in enumerate(items):
             it.job.add_times({f"model{it.scale}": share})
             if it.scale == 1:
-                self.stages.take_model1(it, probs[k], float(scores[k]))
+                self.stages.take_model1(it, probs[k], scores[k])
                 if self.pipe.config.single_scale == 1:  # done when its patches are filled
                     self._finish(self.stages.fill_from_model1, it.job)
                 else:

@@ -16,6 +16,7 @@ path agrees only to float rounding).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,12 +81,13 @@ class Item:
 class Prepared:
     """Model inputs of a batch: images (B, S, S) float32 (numpy or tensor), points (B, P, 2) float32 in
     input pixels (None without prompts), has_fg (B,) bool (False: no candidate foreground, not run),
-    times: per-item stage seconds."""
+    times: per-item stage seconds; ready: a CUDA event the inputs are ready at (device stages on a GPU)."""
 
     images: Any
     points: np.ndarray | None
     has_fg: np.ndarray
     times: list[dict[str, float]]
+    ready: Any = None
 
 
 @dataclass
@@ -112,15 +114,16 @@ class StageSet(Protocol):
         stages write the inputs into ``out`` (len(items), S, S) float32 when given."""
         ...
 
-    def predict(self, seg: Segmenter, prepared: Prepared) -> tuple[Any, np.ndarray]:
-        """Run ``seg`` on the inputs with foreground: probs (B, h, w) float32, scores (B,) float32 host."""
+    def predict(self, seg: Segmenter, prepared: Prepared) -> tuple[Any, Any]:
+        """Run ``seg`` on the inputs with foreground: probs (B, h, w) float32, scores (B,) float32 (on the
+        device for the device stages, which return as soon as the model is launched)."""
         ...
 
-    def take_model1(self, item: Item, prob: Any, score: float) -> None:
+    def take_model1(self, item: Item, prob: Any, score: Any) -> None:
         """Keep model 1's output of ``item.job``."""
         ...
 
-    def finish(self, items: Sequence[Item], probs: Any, scores: np.ndarray) -> list[Finished]:
+    def finish(self, items: Sequence[Item], probs: Any, scores: Any) -> list[Finished]:
         """Decide and paste patches (scale-2 items) given their probs (n, h, w) and scores (n,)."""
         ...
 
@@ -262,8 +265,8 @@ class HostStages:
         out[run] = probs
         return out, scores
 
-    def take_model1(self, item: Item, prob: Any, score: float) -> None:
-        item.job.prob1, item.job.score1 = prob, score
+    def take_model1(self, item: Item, prob: Any, score: Any) -> None:
+        item.job.prob1, item.job.score1 = prob, float(score)
 
     def finish(self, items: Sequence[Item], probs: np.ndarray, scores: np.ndarray) -> list[Finished]:
         cfg = self.config
@@ -346,12 +349,33 @@ class DeviceStages:
         self.torch = torch
         self.T = tensors
         self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        # uploads (reading thread) and input preparation run on their own streams, beside the model's
+        self.upload_stream = torch.cuda.Stream(self.device) if cuda else None
+        self.prepare_stream = torch.cuda.Stream(self.device) if cuda else None
+
+    def _on(self, stream: Any) -> Any:
+        return self.torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
     def open(self, job: Job) -> None:
-        job.image = self.T.upload(job.raw, self.device)
-        job.out = self.torch.zeros(job.raw.shape, dtype=self.torch.uint8, device=self.device)
+        torch = self.torch
+        with self._on(self.upload_stream):
+            job.image = self.T.upload(job.raw, self.device)
+            job.out = torch.zeros(job.raw.shape, dtype=torch.uint8, device=self.device)
+        if self.upload_stream is not None:
+            self.upload_stream.synchronize()
+            job.image.record_stream(self.prepare_stream)  # freed only when that stream's work is done
+            job.out.record_stream(torch.cuda.current_stream(self.device))
 
     def prepare(self, items: Sequence[Item], out: np.ndarray | None = None) -> Prepared:
+        with self._on(self.prepare_stream):
+            prepared = self._prepare(items)
+            if self.prepare_stream is not None:
+                prepared.ready = self.torch.cuda.Event()
+                prepared.ready.record(self.prepare_stream)
+        return prepared
+
+    def _prepare(self, items: Sequence[Item]) -> Prepared:
         torch, T, cfg = self.torch, self.T, self.config
         seg = self.model1 if items[0].scale == 1 else self.model2
         assert seg is not None
@@ -401,11 +425,15 @@ class DeviceStages:
             per["prompts"] = (t2 - t1) / len(items)
         return Prepared(images, stacked, has_fg, [dict(per) for _ in items])
 
-    def predict(self, seg: Segmenter, prepared: Prepared) -> tuple[Any, np.ndarray]:
+    def predict(self, seg: Segmenter, prepared: Prepared) -> tuple[Any, Any]:
         torch = self.torch
         images = prepared.images
+        if prepared.ready is not None:  # inputs made on the preparation stream
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(prepared.ready)
+            images.record_stream(current)
         run = np.flatnonzero(prepared.has_fg)
-        scores = np.zeros(len(images), np.float32)
+        scores = torch.zeros(len(images), dtype=torch.float32, device=self.device)
         if not run.size:
             size = seg.input_size
             return torch.zeros((len(images), size, size), device=self.device), scores
@@ -415,18 +443,19 @@ class DeviceStages:
             points = torch.from_numpy(prepared.points[run]).to(self.device)
         sub = images if run.size == len(images) else images[idx]
         probs, sc = seg.predict_tensors(sub, points)  # type: ignore[attr-defined]
-        scores[run] = sc.float().cpu().numpy()
+        scores[idx] = sc.to(torch.float32)
         if run.size == len(images):
             return probs, scores
         out = torch.zeros((len(images), *probs.shape[1:]), dtype=probs.dtype, device=self.device)
         out[idx] = probs
         return out, scores
 
-    def take_model1(self, item: Item, prob: Any, score: float) -> None:
-        item.job.prob1, item.job.score1 = prob, score
+    def take_model1(self, item: Item, prob: Any, score: Any) -> None:
+        item.job.prob1, item.job.score1 = prob, float(score)
 
-    def finish(self, items: Sequence[Item], probs: Any, scores: np.ndarray) -> list[Finished]:
+    def finish(self, items: Sequence[Item], probs: Any, scores: Any) -> list[Finished]:
         torch, T, cfg = self.torch, self.T, self.config
+        scores = scores.cpu().numpy()  # waits for the model
         two_scale = cfg.single_scale is None
         p = items[0].job.tiling.patch
         t0 = time.perf_counter()

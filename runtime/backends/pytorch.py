@@ -41,7 +41,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Autocast(nn.Module):
-    """``module`` under ``torch.autocast(dtype)`` (None: plain float32); outputs come back float32."""
+    """``module`` under ``torch.autocast(dtype)`` (None: plain float32); outputs come back float32. The
+    autocast weight cache is off: a cast cached inside a captured CUDA graph would be freed after it."""
 
     def __init__(self, module: nn.Module, dtype: torch.dtype | None) -> None:
         super().__init__()
@@ -49,7 +50,8 @@ class Autocast(nn.Module):
         self.dtype = dtype
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with torch.autocast(args[0].device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        enabled = self.dtype is not None
+        with torch.autocast(args[0].device.type, dtype=self.dtype, enabled=enabled, cache_enabled=False):
             outs = self.module(*args)
         outs = (outs,) if isinstance(outs, torch.Tensor) else outs
         return tuple(o.float() for o in outs)
@@ -99,7 +101,17 @@ class ExecMode:
 
 def _compiled(mode: str | None) -> Callable[[nn.Module], Callable[..., tuple[torch.Tensor, ...]]]:
     def build(module: nn.Module) -> Callable[..., tuple[torch.Tensor, ...]]:
-        return cast(Any, torch.compile(module, dynamic=False, mode=mode))
+        compiled = cast(Any, torch.compile(module, dynamic=False, mode=mode))
+        if mode != "reduce-overhead":
+            return compiled
+
+        def replay(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            # Inductor's CUDA graphs reuse their output memory on the next replay: a new step each call,
+            # and outputs copied out (the pipeline keeps model 1's output across later batches)
+            torch.compiler.cudagraph_mark_step_begin()
+            return tuple(o.clone() for o in compiled(*args))
+
+        return replay
 
     return build
 
