@@ -44,10 +44,10 @@ def compile_aoti(
     t0 = time.perf_counter()
     model = AutocastIO(copy.deepcopy(module).to(dev).eval(), torch.float16 if fp16 else None)
     args = tuple(a.to(dev) for a in example_inputs(spec))
-    dims = {
-        BATCH: torch.export.Dim(BATCH, min=1, max=limits.batch[2]),
-        POINTS: torch.export.Dim(POINTS, min=1, max=limits.points[2]),
-    }
+    # only the symbolic sizes the io-spec uses (lite has no points); export needs max > min
+    used = {d for t in spec.inputs for d in t.dims if isinstance(d, str)}
+    limit = {BATCH: limits.batch[2], POINTS: limits.points[2]}
+    dims = {name: torch.export.Dim(name, min=1, max=max(limit[name], 2)) for name in used}
     shapes = tuple({i: dims[d] for i, d in enumerate(t.dims) if isinstance(d, str)} for t in spec.inputs)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # attribute-assigned-during-export notes from sam2's caches

@@ -42,7 +42,12 @@ def _add_model_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto (default)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
-    p.add_argument("--batch-size", type=_positive, default=8, help="model inputs per batch (default 8)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=None,
+        help="model inputs per batch (default: from free GPU memory on CUDA, else 8)",
+    )
 
 
 def _positive(text: str) -> int:

@@ -25,20 +25,24 @@ from samsem.runtime.stages.tiling import TilingConfig
 class RunOptions:
     """Choices of one run, applied over the model's configuration.
 
-    batch_size: model inputs per batch; single_scale: 1 or 2 runs only that model (no decision), None
+    batch_size: model inputs per batch (None: chosen from free GPU memory on CUDA by
+    :func:`~samsem.runtime.load.load_pipeline`, the model configuration's otherwise); single_scale: 1 or
+    2 runs only that model (no decision), None
     both; seed: seed of the point prompts; fallback: what fills patches where both models are speckled
     ("sauvola", "model1" or "model2"); decision: the per-patch rule ("robust" or the SAMSEM paper's
     "paper", see :mod:`samsem.runtime.stages.decision`).
     """
 
-    batch_size: int = 8
+    batch_size: int | None = 8
     single_scale: int | None = None
     seed: int = 0
     fallback: str = "model2"
     decision: str = "robust"
 
     def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.single_scale not in (None, 1, 2):
             raise ConfigError(f"single_scale must be 1, 2 or None, got {self.single_scale!r}")
@@ -93,7 +97,7 @@ class PipelineConfig:
         what a caller may override."""
         return replace(
             self,
-            batch_size=options.batch_size,
+            batch_size=self.batch_size if options.batch_size is None else options.batch_size,
             single_scale=options.single_scale,
             seed=options.seed,
             decision=replace(self.decision, fallback=options.fallback, rule=options.decision),

@@ -108,15 +108,20 @@ def resolve_model_arg(model: str | Path) -> tuple[ModelSource, ...]:
     return tuple(_parse_source(p) for p in parts)
 
 
-def _checkpoint(source: ModelSource, device: str, precision: str) -> tuple[Segmenter, ModelCard]:
-    """A checkpoint's segmenter on the torch backend and its card; the file is read once."""
-    from samsem.runtime.backends.pytorch import TorchBackend
+def _checkpoint(
+    source: ModelSource, device: str, precision: str, backend_name: str = "torch"
+) -> tuple[Segmenter, ModelCard]:
+    """A checkpoint's segmenter on a torch backend (eager, compiled, CUDA graphs) and its card; the file
+    is read once."""
+    from samsem.runtime.backends.base import get_backend
     from samsem.runtime.models.registry import load_model
 
     spec = None if source.config is None else _named_spec(source.config)
     loaded = load_model(source.path, spec, device=device)
     size = loaded.family.input_size(loaded.spec)
-    backend = TorchBackend(loaded.module, device=device, precision=precision)
+    wrap = get_backend(backend_name).wrap
+    assert wrap is not None
+    backend = wrap(loaded.module, device, precision)
     card = ModelCard(loaded.family.name, str(source.path), size, loaded.family.spec_name(loaded.spec))
     return loaded.family.segmenter(backend, size), card
 
@@ -141,11 +146,14 @@ def load_models(
                 sources[0].path, "a bundle cannot be paired with another model", "one BUNDLE_DIR"
             )
         return _load_bundle(sources[0].path, backend, device, precision)
-    if backend not in ("auto", "torch"):
-        raise ConfigError(f"backend {backend} needs a model bundle (samsem export); checkpoints run on torch")
-    loaded = [_checkpoint(s, device, precision) for s in sources]
+    name = "torch" if backend == "auto" else backend
+    if get_backend(name).wrap is None:
+        raise ConfigError(
+            f"backend {backend} needs a model bundle (samsem export); checkpoints run on the torch backends"
+        )
+    loaded = [_checkpoint(s, device, precision, name) for s in sources]
     info = ModelInfo(
-        "checkpoint", tuple(card for _, card in loaded), backend="torch", device=device, precision=precision
+        "checkpoint", tuple(card for _, card in loaded), backend=name, device=device, precision=precision
     )
     return LoadedModels(loaded[0][0], loaded[-1][0], info)
 
@@ -215,7 +223,8 @@ def load_pipeline(
 
     config: the model's pipeline configuration for checkpoints and the classical segmenters (a bundle
     carries its own; giving one for a bundle is a ConfigError). options: batch size, scales, seed and
-    fallback (default RunOptions()).
+    fallback (default RunOptions()); a batch size of None is chosen from the free GPU memory on CUDA
+    (:mod:`samsem.runtime.backends.memory`), the model configuration's elsewhere.
     """
     options = options or RunOptions()
     if model is None:
@@ -226,4 +235,8 @@ def load_pipeline(
     if loaded.config is not None and config is not None:
         raise ConfigError("a model bundle carries its own pipeline configuration; pass only run options")
     base = loaded.config or config or PipelineConfig()
+    if options.batch_size is None and device.startswith("cuda"):  # from free GPU memory
+        from samsem.runtime.backends.memory import auto_batch_size
+
+        options = replace(options, batch_size=auto_batch_size(loaded.model2, device))
     return Pipeline(loaded.model1, loaded.model2, base.with_options(options), loaded.info)

@@ -5,38 +5,56 @@ For each image: model 1 sees the whole image resized to its input size; model 2 
 model 1's mask, model 2's mask or the Sauvola fallback; each pixel is taken from the one patch whose
 centre is nearest (:mod:`~samsem.runtime.stages.stitch`).
 
-Work is streamed: model inputs are produced lazily and batched up to ``batch_size`` across images
-(model-1 and model-2 inputs share a batch when one set of weights serves both scales), each patch is
-decided and pasted into the output as soon as its batch returns, and model 1's output is kept at its
-low resolution and upsampled only inside the patch at hand. Peak memory is therefore the image, its
-output mask and a per-batch budget, whatever the image size.
+Work is streamed so that the model never waits for the runtime:
+
+* a reading thread loads the next images (``prefetch`` ahead), computes their intensity levels, model
+  1's input and its prompts, and (device path) uploads them, while the current image is segmented;
+* model inputs are produced lazily and batched up to ``batch_size`` across images (model-1 and model-2
+  inputs share a batch when one set of weights serves both scales); the inputs of the next batch are
+  prepared while the model runs the current one, and a batch's decisions and stitching run while the
+  model runs the next;
+* on the host (:class:`~samsem.runtime.stagesets.HostStages`) each batch's preparation and decisions are
+  split over ``workers`` threads (OpenCV and the Numba kernels release the GIL); when the models run on
+  CUDA (:class:`~samsem.runtime.stagesets.DeviceStages`) the same stages run as torch operations on the
+  GPU and the image, the model's outputs and the mask stay there until the mask is finished.
+
+Model 1's output is kept at its low resolution and upsampled only inside the patch at hand. Peak memory
+is therefore the images in flight, their masks and a per-batch budget, whatever the image size.
 
 Per-image work depends only on (image, models, config): prompts are seeded by (seed, scale, patch
-index), never by the order of images in a run, so any worker process gives the same mask.
+index), never by the order of images or threads, patches write disjoint pixels, and results come in
+input order, so any worker count and any worker process give the same mask.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
-import cv2
 import numpy as np
 
-from samsem.errors import SamsemError
+from samsem.errors import ConfigError, SamsemError
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.models.segmenter import Segmenter
-from samsem.runtime.report import ImageReport, ModelInfo, PatchRecord
-from samsem.runtime.stages.classical import classical_segment
-from samsem.runtime.stages.decision import Reason, Source, decide
+from samsem.runtime.report import ImageReport, ModelInfo
 from samsem.runtime.stages.postprocess import clean_mask
-from samsem.runtime.stages.preprocess import apply_range, intensity_range, resize_region, resize_square
-from samsem.runtime.stages.prompts import make_prompts
-from samsem.runtime.stages.stitch import paste_owned
-from samsem.runtime.stages.tiling import Tiling, extract_patch, make_tiling
+from samsem.runtime.stages.preprocess import apply_range, intensity_range, resize_square
+from samsem.runtime.stages.prompts import make_prompts, to_input_coords
+from samsem.runtime.stages.tiling import Tiling, make_tiling
+from samsem.runtime.stagesets import DeviceStages, Finished, HostStages, Item, Job, Prepared, StageSet
 
 ImageLoader = Callable[[], np.ndarray]
+
+# batches whose inputs are prepared before the model runs the current one
+_LOOKAHEAD = 1
 
 
 @dataclass
@@ -57,40 +75,22 @@ class FailedImage:
     error: SamsemError
 
 
-@dataclass
-class _Job:
-    """State of one image while its model inputs are in flight."""
-
-    name: str
-    raw: np.ndarray
-    levels: tuple[float, float]
-    tiling: Tiling
-    out: np.ndarray
-    pending: int = 0
-    prob1: np.ndarray | None = None
-    score1: float | None = None
-    patches: list[PatchRecord] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def model1_prob(self) -> np.ndarray:
-        """Model 1's probabilities (h, w); the pipeline orders batches so they come before any use."""
-        if self.prob1 is None:
-            raise RuntimeError(f"{self.name}: model 1's output is used before it arrived")
-        return self.prob1
-
-    def add_time(self, stage: str, seconds: float) -> None:
-        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+def default_workers() -> int:
+    """CPU worker threads of a pipeline: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
-@dataclass
-class _Item:
-    """One model input: the whole image (scale 1, index -1) or one patch (scale 2)."""
-
-    job: _Job
-    scale: int
-    index: int
-    image: np.ndarray  # (S, S) float32 in [0, 1]
+def tensor_device(segmenters: Sequence[Segmenter | None]) -> str | None:
+    """The CUDA device all given segmenters run on through tensor-capable backends, else None."""
+    devices = {getattr(s, "tensor_device", None) for s in segmenters if s is not None}
+    if len(devices) == 1:
+        (device,) = devices
+        if isinstance(device, str) and device.startswith("cuda"):
+            return device
+    return None
 
 
 class Pipeline:
@@ -98,6 +98,11 @@ class Pipeline:
 
     model1/model2: :class:`Segmenter` for the whole-image and patch scales; either may be None when
     ``config.single_scale`` selects the other. ``info`` (what the models are) goes into every report.
+    device: where the stages run: None chooses the models' CUDA device when every segmenter runs on one
+    through a tensor-capable backend (device-resident stages), else the host (numpy stages); "host"
+    forces the numpy stages; "cpu" or "cuda[:N]" forces the device-resident stages there (tests run
+    them on "cpu"). workers: host threads for the stages (default: the usable cores); prefetch: images
+    read ahead.
     Build one with :func:`samsem.runtime.load.load_pipeline`.
     """
 
@@ -107,6 +112,10 @@ class Pipeline:
         model2: Segmenter | None,
         config: PipelineConfig | None = None,
         info: ModelInfo | None = None,
+        *,
+        device: str | None = None,
+        workers: int | None = None,
+        prefetch: int = 1,
     ) -> None:
         self.config = config or PipelineConfig()
         scale = self.config.single_scale
@@ -114,9 +123,22 @@ class Pipeline:
             raise SamsemError("model 1 is required unless single_scale == 2")
         if scale != 1 and model2 is None:
             raise SamsemError("model 2 is required unless single_scale == 1")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        if prefetch < 1:
+            raise ConfigError(f"prefetch must be >= 1, got {prefetch}")
         self.model1 = model1
         self.model2 = model2
         self.info = info
+        self.workers = workers or default_workers()
+        self.prefetch = prefetch
+        used = [model1 if scale != 2 else None, model2 if scale != 1 else None]
+        self.device = tensor_device(used) if device is None else None if device == "host" else device
+        self.stages: StageSet = (
+            HostStages(self.config, model1, model2)
+            if self.device is None
+            else DeviceStages(self.config, model1, model2, self.device)
+        )
 
     # ------------------------------------------------------------------ public API
     def segment(self, image: np.ndarray, name: str = "image") -> SegmentResult:
@@ -134,32 +156,15 @@ class Pipeline:
         """Segment a stream of images, batching model inputs across them.
 
         sources: (name, loader) pairs; a loader returns (H, W) uint8/uint16 and may raise
-        :class:`SamsemError`, which yields a :class:`FailedImage` instead of stopping the run.
-        ``progress(n)`` is called with the number of model inputs finished after every batch.
-        Results come in input order.
+        :class:`SamsemError`, which yields a :class:`FailedImage` instead of stopping the run. Loaders
+        are called on a reading thread, ``prefetch`` images ahead. ``progress(n)`` is called with the
+        number of model inputs finished after every batch. Results come in input order.
         """
-        jobs: list[_Job | FailedImage] = []
-        batch: list[_Item] = []
-        for name, load in sources:
-            try:
-                job = self._open(name, load)
-            except SamsemError as exc:
-                jobs.append(FailedImage(name, exc))
-                yield from self._pop_finished(jobs)
-                continue
-            jobs.append(job)
-            for item in self._items(job):
-                if batch and self._segmenter(batch[0]) is not self._segmenter(item):
-                    self._run_batch(batch, progress)
-                    batch = []
-                batch.append(item)
-                if len(batch) == self.config.batch_size:
-                    self._run_batch(batch, progress)
-                    batch = []
-                    yield from self._pop_finished(jobs)
-        if batch:
-            self._run_batch(batch, progress)
-        yield from self._pop_finished(jobs)
+        run = _Run(self, sources, progress)
+        try:
+            yield from run.results()
+        finally:
+            run.close()
 
     def count_inputs(self, height: int, width: int) -> int:
         """Number of model inputs an image of this size needs (for progress bars)."""
@@ -171,166 +176,56 @@ class Pipeline:
         return (0 if scale == 1 else len(tiling)) + (0 if scale == 2 else 1)
 
     # ------------------------------------------------------------------ internals
-    def _segmenter(self, item: _Item) -> Segmenter:
+    def _segmenter(self, item: Item) -> Segmenter:
         return self.model1 if item.scale == 1 else self.model2  # type: ignore[return-value]
 
-    def _open(self, name: str, load: ImageLoader) -> _Job:
+    def _open_job(self, name: str, load: ImageLoader) -> Job:
+        """Read one image and make what its model inputs need (runs on the reading thread)."""
         t0 = time.perf_counter()
         raw = load()
         if raw.ndim != 2 or raw.size == 0:
             raise SamsemError(f"{name}: expected a non-empty (H, W) grayscale image, got shape {raw.shape}")
+        t1 = time.perf_counter()
         cfg = self.config
-        job = _Job(
-            name=name,
-            raw=raw,
-            levels=intensity_range(raw, cfg.low_pct, cfg.high_pct),
-            tiling=make_tiling(raw.shape[0], raw.shape[1], cfg.tiling),
-            out=np.zeros(raw.shape, np.uint8),
-        )
-        job.pending = self._n_inputs(job.tiling)
-        job.add_time("read", time.perf_counter() - t0)
+        tiling = make_tiling(raw.shape[0], raw.shape[1], cfg.tiling)
+        job = Job(name, raw, intensity_range(raw, cfg.low_pct, cfg.high_pct), tiling, self._n_inputs(tiling))
+        t2 = time.perf_counter()
+        times = {"read": t1 - t0, "levels": t2 - t1}
+        if cfg.single_scale != 2:
+            seg = self.model1
+            assert seg is not None
+            size = seg.input_size
+            job.whole = apply_range(resize_square(raw, size), job.levels)  # resized as uint8: no float copy
+            t3 = time.perf_counter()
+            times["prepare"] = t3 - t2
+            if seg.uses_prompts:  # at the image's own resolution when the input enlarges it
+                enlarge = raw.shape[0] <= size and raw.shape[1] <= size and raw.shape != (size, size)
+                source = apply_range(raw, job.levels) if enlarge else job.whole
+                points, has_fg = make_prompts(source[None], cfg.prompts, [(cfg.seed, 1, 0)])
+                job.whole_points = to_input_coords(points[0], raw.shape, size) if enlarge else points[0]
+                job.whole_has_fg = bool(has_fg[0])
+                times["prompts"] = time.perf_counter() - t3
+        t4 = time.perf_counter()
+        self.stages.open(job)
+        times["upload"] = time.perf_counter() - t4
+        job.add_times(times)
         return job
 
-    def _items(self, job: _Job) -> Iterator[_Item]:
-        """Model inputs of one image, produced lazily so only a batch's worth exists at a time."""
+    def _items(self, job: Job) -> Iterator[Item]:
+        """Model inputs of one image, in order: the whole image first, then the patches."""
         if self.config.single_scale != 2:
-            t0 = time.perf_counter()
-            small = resize_square(job.raw, self.model1.input_size)  # type: ignore[union-attr]
-            img = apply_range(small, job.levels)
-            job.add_time("prepare", time.perf_counter() - t0)
-            yield _Item(job, 1, -1, img)
+            yield Item(job, 1, -1)
         if self.config.single_scale != 1:
-            patch = job.tiling.patch
-            for index, box in enumerate(job.tiling.boxes):
-                t0 = time.perf_counter()
-                crop = extract_patch(job.raw, box, patch, pad_value=job.levels[0])
-                img = resize_square(apply_range(crop, job.levels), self.model2.input_size)  # type: ignore[union-attr]
-                job.add_time("prepare", time.perf_counter() - t0)
-                yield _Item(job, 2, index, img)
+            for index in range(len(job.tiling)):
+                yield Item(job, 2, index)
 
-    def _predict(self, items: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
-        """Run the batch's segmenter; inputs without prompt candidates are empty with score 0."""
-        seg = self._segmenter(items[0])
-        images = np.stack([it.image for it in items])
-        probs_out: list[np.ndarray | None] = [None] * len(items)
-        scores = np.zeros(len(items), np.float32)
-        if seg.uses_prompts:
-            seeds = [(self.config.seed, it.scale, it.index + 1) for it in items]
-            points, has_fg = make_prompts(images, self.config.prompts, seeds)
-        else:
-            points, has_fg = None, np.ones(len(items), bool)
-        run = np.flatnonzero(has_fg)
-        if run.size:
-            probs, sc = seg.predict(images[run], None if points is None else points[run])
-            for k, i in enumerate(run):
-                probs_out[i] = probs[k]
-                scores[i] = sc[k]
-        shape = probs_out[run[0]].shape if run.size else (seg.input_size, seg.input_size)
-        for i in np.flatnonzero(~has_fg):
-            probs_out[i] = np.zeros(shape, np.float32)
-        return np.stack(probs_out), scores  # type: ignore[arg-type]
-
-    def _run_batch(self, batch: list[_Item], progress: Callable[[int], None] | None) -> None:
-        t0 = time.perf_counter()
-        probs, scores = self._predict(batch)
-        share = (time.perf_counter() - t0) / len(batch)
-        for it in batch:
-            it.job.add_time(f"model{it.scale}", share)
-        # model-1 outputs first: a job's patches may share this batch with its whole-image input
-        for it, prob, score in zip(batch, probs, scores, strict=True):
-            if it.scale == 1:
-                it.job.prob1, it.job.score1 = prob, float(score)
-                it.job.pending -= 1
-                if self.config.single_scale == 1:
-                    self._fill_from_model1(it.job)
-        patches = [
-            (it, prob, float(score))
-            for it, prob, score in zip(batch, probs, scores, strict=True)
-            if it.scale == 2
-        ]
-        if patches:
-            self._decide_and_paste(patches)
-        if progress is not None:
-            progress(len(batch))
-
-    def _fill_from_model1(self, job: _Job) -> None:
-        t0 = time.perf_counter()
-        for index, (box, owned) in enumerate(zip(job.tiling.boxes, job.tiling.owned, strict=True)):
-            m1 = (resize_region(job.model1_prob, job.out.shape, owned) >= self.config.threshold).astype(
-                np.uint8
-            )
-            job.out[owned[0] : owned[2], owned[1] : owned[3]] = m1
-            job.patches.append(PatchRecord(index, _box(box), "model1", score=job.score1))
-        job.add_time("stitch", time.perf_counter() - t0)
-
-    def _decide_and_paste(self, patches: list[tuple[_Item, np.ndarray, float]]) -> None:
-        cfg = self.config
-        p = patches[0][0].job.tiling.patch
-        t0 = time.perf_counter()
-        m2 = np.zeros((len(patches), p, p), np.uint8)
-        m1 = np.zeros_like(m2)
-        valid = np.zeros((len(patches), p, p), bool)
-        for k, (it, prob, _) in enumerate(patches):
-            job = it.job
-            box = job.tiling.boxes[it.index]
-            bh, bw = int(box[2] - box[0]), int(box[3] - box[1])
-            valid[k, :bh, :bw] = True
-            m2[k] = cv2.resize(prob, (p, p), interpolation=cv2.INTER_LINEAR) >= cfg.threshold
-            if cfg.single_scale is None:
-                m1[k, :bh, :bw] = resize_region(job.model1_prob, job.out.shape, box) >= cfg.threshold
-        if cfg.single_scale is None:
-            side1 = self.model1.input_size  # type: ignore[union-attr]
-            scale1 = np.array([max(it.job.raw.shape) / side1 for it, _, _ in patches])
-            dec = decide(m1, m2, cfg.decision, valid, scale1)
-        t1 = time.perf_counter()
-        for k, (it, _, score) in enumerate(patches):
-            job = it.job
-            box = job.tiling.boxes[it.index]
-            owned = job.tiling.owned[it.index]
-            bh, bw = int(box[2] - box[0]), int(box[3] - box[1])
-            if cfg.single_scale is None:
-                source = Source(int(dec.source[k]))
-                chosen = {Source.MODEL1: dec.mask1[k], Source.MODEL2: dec.mask2[k]}.get(source)
-                if chosen is None:
-                    chosen = self._fallback(job, box, p)
-                rec = PatchRecord(
-                    it.index,
-                    _box(box),
-                    source.name.lower(),
-                    Reason(int(dec.reason[k])).name.lower(),
-                    int(dec.speckles1[k]),
-                    int(dec.speckles2[k]),
-                    float(dec.agreement[k]),
-                    score,
-                    bool(dec.flagged[k]),
-                )
-            else:
-                chosen = m2[k]
-                rec = PatchRecord(it.index, _box(box), "model2", score=score)
-            paste_owned(job.out, chosen[:bh, :bw], box, owned)
-            job.patches.append(rec)
-            job.pending -= 1
-        share = (time.perf_counter() - t1) / len(patches)
-        dshare = (t1 - t0) / len(patches)
-        for it, _, _ in patches:
-            it.job.add_time("decide", dshare)
-            it.job.add_time("stitch", share)
-
-    def _fallback(self, job: _Job, box: np.ndarray, patch: int) -> np.ndarray:
-        """Sauvola on the patch at full resolution: (patch, patch) uint8 {0, 1}."""
-        crop = extract_patch(job.raw, box, patch, pad_value=job.levels[0])
-        return classical_segment(apply_range(crop, job.levels), self.config.fallback)
-
-    def _pop_finished(self, jobs: list[_Job | FailedImage]) -> Iterator[SegmentResult | FailedImage]:
-        while jobs and (isinstance(jobs[0], FailedImage) or jobs[0].pending == 0):
-            job = jobs.pop(0)
-            yield job if isinstance(job, FailedImage) else self._result(job)
-
-    def _result(self, job: _Job) -> SegmentResult:
+    def _result(self, job: Job) -> SegmentResult:
+        """Finish an image: its mask on the host, cleaned, and its report."""
         cfg = self.config
         t0 = time.perf_counter()
-        clean_mask(job.out, cfg.postprocess)
-        job.add_time("postprocess", time.perf_counter() - t0)
+        mask = self.stages.mask(job)
+        clean_mask(mask, cfg.postprocess)
+        job.add_times({"postprocess": time.perf_counter() - t0})
         report = ImageReport(
             name=job.name,
             height=int(job.raw.shape[0]),
@@ -342,12 +237,236 @@ class Pipeline:
             mode="two-scale" if cfg.single_scale is None else f"single-scale {cfg.single_scale}",
             model1_score=job.score1,
             patches=tuple(sorted(job.patches, key=lambda r: r.index)),
-            foreground_fraction=float(job.out.mean()),
+            foreground_fraction=float(mask.mean()),
             timings_s=dict(job.timings),
         )
-        return SegmentResult(job.name, job.raw, job.out, report)
+        return SegmentResult(job.name, job.raw, mask, report)
 
 
-def _box(box: np.ndarray) -> tuple[int, int, int, int]:
-    y0, x0, y1, x1 = (int(v) for v in box)
-    return y0, x0, y1, x1
+_END = object()
+
+
+@dataclass
+class _Crash:
+    """An unexpected error on the reading thread, re-raised on the consumer's."""
+
+    error: BaseException
+
+
+def _chunks(items: list[Item], n: int) -> list[list[Item]]:
+    """``items`` split into at most ``n`` contiguous, nearly equal chunks."""
+    n = max(1, min(n, len(items)))
+    bounds = [len(items) * k // n for k in range(n + 1)]
+    return [items[bounds[k] : bounds[k + 1]] for k in range(n)]
+
+
+class _Done(Future):
+    """An already finished future (stage calls made on the consumer's thread)."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.set_result(value)
+
+
+class _Run:
+    """One ``segment_many`` call: the reading thread, the worker pool and the bookkeeping.
+
+    All job state is changed on the consumer's thread, except each job's mask, into which workers paste
+    disjoint owned regions.
+    """
+
+    def __init__(
+        self,
+        pipe: Pipeline,
+        sources: Iterable[tuple[str, ImageLoader]],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.pipe = pipe
+        self.stages = pipe.stages
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(pipe.workers, thread_name_prefix="samsem-stage")
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=pipe.prefetch)
+        self.stop = threading.Event()
+        self.open: deque[Job | FailedImage] = deque()  # input order, not yet yielded
+        self.ahead: deque[tuple[list[Item], list[Future]]] = deque()  # batches waiting for the model
+        self.finishing: deque[Future] = deque()  # decisions in flight, in submission order
+        self.final: dict[int, Future] = {}  # id(job) -> its finished result
+        self.reader = threading.Thread(target=self._read, args=(iter(sources),), daemon=True)
+        self.reader.start()
+
+    # ------------------------------------------------------------ reading thread
+    def _read(self, sources: Iterator[tuple[str, ImageLoader]]) -> None:
+        try:
+            for name, load in sources:
+                if self.stop.is_set():
+                    return
+                try:
+                    entry: Any = self.pipe._open_job(name, load)
+                except SamsemError as exc:
+                    entry = FailedImage(name, exc)
+                self._put(entry)
+            self._put(_END)
+        except BaseException as exc:  # re-raised on the consumer's thread
+            self._put(_Crash(exc))
+
+    def _put(self, entry: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    # ------------------------------------------------------------ consumer
+    def results(self) -> Iterator[SegmentResult | FailedImage]:
+        pipe = self.pipe
+        batch: list[Item] = []
+        while True:
+            entry = self.queue.get()
+            if entry is _END:
+                break
+            if isinstance(entry, _Crash):
+                raise entry.error
+            self.open.append(entry)
+            if isinstance(entry, Job):
+                for item in pipe._items(entry):
+                    if batch and pipe._segmenter(batch[0]) is not pipe._segmenter(item):
+                        self._submit(batch)
+                        batch = []
+                    batch.append(item)
+                    if len(batch) == pipe.config.batch_size:
+                        self._submit(batch)
+                        batch = []
+                        yield from self._ready(block=False)
+            yield from self._ready(block=False)
+        if batch:
+            self._submit(batch)
+        while self.ahead:
+            self._run_next()
+        yield from self._ready(block=True)
+
+    def _submit(self, batch: list[Item]) -> None:
+        """Start preparing a batch's inputs; run the model on the batch before it."""
+        if self.stages.threaded:  # chunks on the workers, written into one batch array
+            size = self.pipe._segmenter(batch[0]).input_size
+            images = np.empty((len(batch), size, size), np.float32)
+            futures, start = [], 0
+            for chunk in _chunks(batch, self.pipe.workers):
+                futures.append(
+                    self.pool.submit(self.stages.prepare, chunk, images[start : start + len(chunk)])
+                )
+                start += len(chunk)
+        else:  # prepared when the model runs the batch before (see _run_next)
+            futures = []
+        self.ahead.append((batch, futures))
+        while len(self.ahead) > _LOOKAHEAD:
+            self._run_next()
+
+    def _run_next(self) -> None:
+        items, futures = self.ahead.popleft()
+        if not futures:
+            futures.append(_Done(self.stages.prepare(items)))
+        parts: list[Prepared] = [f.result() for f in futures]
+        if len(parts) == 1:
+            prepared = parts[0]
+        else:
+            points = (
+                None
+                if parts[0].points is None
+                else np.concatenate([p.points for p in parts if p.points is not None])
+            )
+            base = parts[0].images.base  # the chunks are views of one batch array
+            prepared = Prepared(
+                base
+                if base is not None and len(base) == len(items)
+                else np.concatenate([p.images for p in parts]),
+                points,
+                np.concatenate([p.has_fg for p in parts]),
+                [t for p in parts for t in p.times],
+            )
+        for it, times in zip(items, prepared.times, strict=True):
+            it.job.add_times(times)
+        seg = self.pipe._segmenter(items[0])
+        t0 = time.perf_counter()
+        probs, scores = self.stages.predict(seg, prepared)
+        share = (time.perf_counter() - t0) / len(items)
+        if self.ahead and not self.ahead[0][1]:  # device stages: prepare the next batch while the model runs
+            self.ahead[0][1].append(_Done(self.stages.prepare(self.ahead[0][0])))
+        patches: list[int] = []
+        for k, it in enumerate(items):
+            it.job.add_times({f"model{it.scale}": share})
+            if it.scale == 1:
+                self.stages.take_model1(it, probs[k], scores[k])
+                if self.pipe.config.single_scale == 1:  # done when its patches are filled
+                    self._finish(self.stages.fill_from_model1, it.job)
+                else:
+                    it.job.done += 1
+            else:
+                patches.append(k)
+        if patches:
+            sub = [items[k] for k in patches]
+            whole = len(patches) == len(items)
+            p_probs = probs if whole else probs[patches]
+            p_scores = scores if whole else scores[patches]
+            if self.stages.threaded:
+                bounds = [len(sub) * k // self.pipe.workers for k in range(self.pipe.workers + 1)]
+                for a, b in itertools.pairwise(bounds):
+                    if b > a:
+                        self._finish(self.stages.finish, sub[a:b], p_probs[a:b], p_scores[a:b])
+            else:
+                self._finish(self.stages.finish, sub, p_probs, p_scores)
+        if self.progress is not None:
+            self.progress(len(items))
+        self._collect(block=False)
+
+    def _finish(self, fn: Callable[..., list[Finished]], *args: Any) -> None:
+        if self.stages.threaded:
+            self.finishing.append(self.pool.submit(fn, *args))
+            while len(self.finishing) > 4 * self.pipe.workers:  # bounded work in flight
+                self._apply(self.finishing.popleft().result())
+        else:
+            self._apply(fn(*args))
+
+    def _apply(self, done: list[Finished]) -> None:
+        for f in done:
+            f.job.patches.extend(f.records)
+            f.job.add_times(f.times)
+            f.job.done += f.inputs
+
+    def _collect(self, block: bool) -> None:
+        while self.finishing and (block or self.finishing[0].done()):
+            self._apply(self.finishing.popleft().result())
+
+    def _ready(self, block: bool) -> Iterator[SegmentResult | FailedImage]:
+        """Yield finished images at the head of the input order (all of them when ``block``)."""
+        self._collect(block)
+        while self.open:
+            head = self.open[0]
+            if isinstance(head, FailedImage):
+                self.open.popleft()
+                yield head
+                continue
+            if head.done < head.n_inputs:
+                return
+            fut = self.final.get(id(head))
+            if fut is None:
+                fut = self.final[id(head)] = (
+                    self.pool.submit(self.pipe._result, head)
+                    if self.stages.threaded
+                    else _Done(self.pipe._result(head))
+                )
+            if not (block or fut.done()):
+                return
+            self.open.popleft()
+            del self.final[id(head)]
+            yield fut.result()
+
+    def close(self) -> None:
+        self.stop.set()
+        try:
+            while True:  # unblock the reader
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        self.reader.join(timeout=5.0)
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from samsem.errors import InputError
-from samsem.runtime.backends.base import BackendEntry, EngineFiles
+from samsem.runtime.backends.base import BackendEntry, EngineFiles, spec_proxies
 from samsem.runtime.models.checkpoint import torch_device
 from samsem.runtime.models.iospec import EngineSpec
 
@@ -33,20 +33,22 @@ class AotiBackend:
         except Exception as exc:  # the loader raises RuntimeError/OSError/... for foreign or stale files
             raise InputError(package, f"cannot load the AOTInductor package ({str(exc)[:300]})") from exc
 
+    def run_tensors(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """io-spec names in and out as float32 tensors on this backend's device."""
+        sizes = self.spec.check_inputs(spec_proxies(inputs))
+        with torch.inference_mode():
+            outs = self.runner(*[inputs[n].contiguous() for n in self.spec.input_names])
+        if isinstance(outs, torch.Tensor):
+            outs = (outs,)
+        out = {n: o.float() for n, o in zip(self.spec.output_names, outs, strict=True)}
+        self.spec.check_outputs(spec_proxies(out), sizes)
+        return out
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """io-spec names in and out, float32 (e.g. SAM2 image, point_coords, point_labels -> masks, iou)."""
-        sizes = self.spec.check_inputs(inputs)
-        with torch.inference_mode():
-            args = [
-                torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device)
-                for n in self.spec.input_names
-            ]
-            outs = self.runner(*args)
-            if isinstance(outs, torch.Tensor):
-                outs = (outs,)
-            out = {n: o.float().cpu().numpy() for n, o in zip(self.spec.output_names, outs, strict=True)}
-        self.spec.check_outputs(out, sizes)
-        return out
+        self.spec.check_inputs(inputs)
+        tensors = {n: torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for n, a in inputs.items()}
+        return {n: t.cpu().numpy() for n, t in self.run_tensors(tensors).items()}
 
 
 def _unavailable(device: str, files: EngineFiles) -> str | None:

@@ -58,7 +58,8 @@ class BackendEntry:
     name: what ``--backend`` takes; format: the bundle engine format it runs; fixed_precision: engines
     run at the precision they were built with (else the requested one applies); auto_on_cpu: ``auto``
     may pick it for a CPU device; unavailable(device, files) -> None when usable, else the reason;
-    create(files, device, precision) -> Backend.
+    create(files, device, precision) -> Backend; wrap(module, device, precision) -> Backend over an
+    already loaded torch module (backends that run torch weights; None for engine formats).
     """
 
     name: str
@@ -67,14 +68,15 @@ class BackendEntry:
     auto_on_cpu: bool
     unavailable: Callable[[str, EngineFiles], str | None]
     create: Callable[[EngineFiles, str, str], Backend]
+    wrap: Callable[[Any, str, str], Backend] | None = None
 
 
 _MODULES: dict[str, str] = {}
 
 
 def register_backend(name: str, module: str) -> None:
-    """Register the backend ``name`` defined as ``BACKEND`` in ``module`` (after the ones registered so
-    far in ``auto``'s order); duplicate names are refused."""
+    """Register the backend ``name`` defined as ``BACKEND`` in ``module`` (``"module:ATTR"`` names another
+    attribute) after the ones registered so far in ``auto``'s order; duplicate names are refused."""
     if name in _MODULES:
         raise ConfigError(f"backend {name!r} is already registered ({_MODULES[name]})")
     _MODULES[name] = module
@@ -84,6 +86,9 @@ register_backend("tensorrt", "samsem.runtime.backends.trt")
 register_backend("aoti", "samsem.runtime.backends.aoti")
 register_backend("onnxruntime", "samsem.runtime.backends.ort")
 register_backend("torch", "samsem.runtime.backends.pytorch")
+register_backend("torch-compile", "samsem.runtime.backends.pytorch:COMPILE")
+register_backend("torch-cudagraphs", "samsem.runtime.backends.pytorch:CUDAGRAPHS")
+register_backend("torch-compile-cudagraphs", "samsem.runtime.backends.pytorch:COMPILE_CUDAGRAPHS")
 
 
 def backend_names() -> tuple[str, ...]:
@@ -95,7 +100,24 @@ def get_backend(name: str) -> BackendEntry:
     """The backend registered as ``name``; ConfigError listing the valid names otherwise."""
     if name not in _MODULES:
         raise ConfigError(f"unknown backend {name!r}; expected auto or one of {', '.join(backend_names())}")
-    return importlib.import_module(_MODULES[name]).BACKEND
+    module, _, attr = _MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "BACKEND")
+
+
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
+
+
+def spec_proxies(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Zero-stride numpy stand-ins with the shapes and dtypes of named tensors (torch or numpy), so that
+    an io-spec's checks (:meth:`EngineSpec.check_inputs`) apply to device tensors without copying."""
+    out = {}
+    for name, t in tensors.items():
+        if isinstance(t, np.ndarray):
+            out[name] = t
+            continue
+        dtype = _NUMPY_DTYPES.get(str(t.dtype).removeprefix("torch."), np.uint8)
+        out[name] = np.broadcast_to(np.zeros((), dtype), tuple(t.shape))
+    return out
 
 
 def chain(

@@ -36,7 +36,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
 from samsem.runtime.models.checkpoint import SpecDict
 from samsem.runtime.models.registry import ModelFamily
-from samsem.runtime.models.segmenter import Backend, sigmoid
+from samsem.runtime.models.segmenter import Backend, sigmoid, tensor_device_of
 
 
 @dataclass(frozen=True)
@@ -343,6 +343,21 @@ class LiteSegmenter:
         image = np.ascontiguousarray(images[:, None], dtype=np.float32)
         probs = sigmoid(self.backend.run({"image": image})["logits"][:, 0])
         return probs, confidence(probs)
+
+    @property
+    def tensor_device(self) -> str | None:
+        """The backend's torch device when it runs on tensors, else None."""
+        return tensor_device_of(self.backend)
+
+    def predict_tensors(
+        self, images: torch.Tensor, points: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict` on tensors of the backend's device: (B, S, S) float32 -> probs (B, S, S)
+        float32, scores (B,) float32 (same device)."""
+        logits = self.backend.run_tensors({"image": images[:, None].contiguous()})["logits"][:, 0]  # type: ignore[attr-defined]
+        probs = 1.0 / (1.0 + torch.exp(-logits.clamp(-80.0, 80.0)))
+        scores = torch.maximum(probs, 1.0 - probs).mean(dim=(1, 2), dtype=torch.float64).to(torch.float32)
+        return probs, scores
 
 
 # ---------------------------------------------------------------------------------------------- family

@@ -33,7 +33,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
 from samsem.runtime.models.checkpoint import SpecDict
 from samsem.runtime.models.registry import ModelFamily
-from samsem.runtime.models.segmenter import Backend, sigmoid
+from samsem.runtime.models.segmenter import Backend, sigmoid, tensor_device_of
 from samsem.runtime.stages.multimask import select_best
 
 NUM_MASKS = 3  # SAM2's multimask output
@@ -306,14 +306,19 @@ class SAM2ImageModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder features + points (B, P, 2), labels (B, P) -> masks (B, 3, S/4, S/4), iou (B, 3)."""
         prompt = self.sam.sam_prompt_encoder
-        # what PromptEncoder.forward does for points without boxes/masks, minus its empty-tensor concat
-        sparse = prompt._embed_points(point_coords, point_labels.to(point_coords.dtype), pad=True)
+        # what PromptEncoder.forward does for points without boxes/masks, minus its empty-tensor concat;
+        # the random-Fourier positional encodings stay float32 under autocast (sin/cos of products
+        # of coordinates lose all precision in 16-bit floats)
+        with torch.autocast(point_coords.device.type, enabled=False):
+            coords = point_coords.to(torch.float32)
+            sparse = prompt._embed_points(coords, point_labels.to(torch.float32), pad=True)
+            image_pe = prompt.get_dense_pe()
         dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
             image_embed.shape[0], -1, image_embed.shape[2], image_embed.shape[3]
         )
         masks, iou, _, _ = self.sam.sam_mask_decoder(
             image_embeddings=image_embed,
-            image_pe=prompt.get_dense_pe(),
+            image_pe=image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=True,
@@ -387,6 +392,34 @@ class SAM2Segmenter:
         )
         best, scores = select_best(out["masks"], out["iou_scores"])
         return sigmoid(best), scores.astype(np.float32, copy=False)
+
+    @property
+    def tensor_device(self) -> str | None:
+        """The backend's torch device when it runs on tensors, else None."""
+        return tensor_device_of(self.backend)
+
+    def predict_tensors(
+        self, images: torch.Tensor, points: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict` on tensors of the backend's device: images (B, S, S) float32, points (B, P, 2)
+        float32 -> probs (B, S/4, S/4) float32, scores (B,) float32 (same device)."""
+        if points is None:
+            raise InputError(None, "SAM2 needs point prompts, got None", "points (B, P, 2)")
+        mean = images.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(PIXEL_STD).view(1, 3, 1, 1)
+        coords = points.to(torch.float32).contiguous()
+        out = self.backend.run_tensors(  # type: ignore[attr-defined]
+            {
+                "image": ((images[:, None] - mean) / std).contiguous(),
+                "point_coords": coords,
+                "point_labels": torch.ones(coords.shape[:2], dtype=torch.float32, device=coords.device),
+            }
+        )
+        iou = out["iou_scores"]
+        best = iou.argmax(dim=1)  # first maximum on ties, as select_best
+        rows = torch.arange(len(best), device=best.device)
+        logits = out["masks"][rows, best].clamp(-80.0, 80.0)
+        return 1.0 / (1.0 + torch.exp(-logits)), iou[rows, best].to(torch.float32)
 
 
 # -------------------------------------------------------------------------------------------- export

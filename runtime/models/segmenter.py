@@ -31,7 +31,9 @@ class Segmenter(Protocol):
     """A model that turns square inputs into metal probabilities.
 
     ``input_size`` is the side S of the square input the pipeline resizes images and patches to;
-    ``uses_prompts`` tells the pipeline whether to compute point prompts for it.
+    ``uses_prompts`` tells the pipeline whether to compute point prompts for it. A segmenter whose
+    backend runs on torch tensors also has ``predict_tensors`` (the same on tensors that stay on its
+    device) and ``tensor_device``; the pipeline's device-resident stages use them.
     """
 
     input_size: int
@@ -47,6 +49,15 @@ class Segmenter(Protocol):
         the model has none).
         """
         ...
+
+
+def tensor_device_of(backend: object) -> str | None:
+    """Where a backend keeps tensors when it can run on them (``run_tensors``): its torch device as a
+    string ("cuda:0", "cpu"); None for backends that take numpy arrays only."""
+    if not callable(getattr(backend, "run_tensors", None)):
+        return None
+    device = getattr(backend, "device", None)
+    return None if device is None else str(device)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -46,8 +46,10 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.runtime.stages.postprocess import remove_specks
-from samsem.runtime.stages.speckle import count_speckles, parallel_guard
+from samsem.evaluation.components import label_runs
+from samsem.runtime.stages.speckle import parallel_guard
+
+_CHUNKS_PER_THREAD = 4  # chunks per Numba thread: > 1 so that denser (slower) patches even out
 
 FALLBACKS = ("model1", "model2", "sauvola")
 RULES = ("robust", "paper")
@@ -127,42 +129,175 @@ class Decisions:
         return len(self.source)
 
 
-@nb.njit(cache=True, parallel=True)
-def _pair_stats(m1: np.ndarray, m2: np.ndarray, valid: np.ndarray, use_valid: bool) -> np.ndarray:
-    """Per patch [identical, fg1, fg2, valid, edges1, edges2] counts: (N, 6) int64 (masks uint8, nonzero
-    = fg); edges: valid right/down neighbour pairs whose classes differ (the masks' boundary length)."""
-    n, h, w = m1.shape
-    out = np.zeros((n, 6), np.int64)
-    for i in nb.prange(n):
-        same = 0
-        f1 = 0
-        f2 = 0
-        nv = 0
-        e1 = 0
-        e2 = 0
-        for y in range(h):
+@nb.njit(cache=True, nogil=True)
+def _label_specks(mask, rows, starts, ends, labels, sizes, max_size: int, out, write: bool) -> int:
+    """Label ``mask`` (h, w) (nonzero = fg) with the caller's run buffers; return its number of
+    speckles (components of ``<= max_size`` pixels); with ``write`` set ``out`` (h, w), zeroed by the
+    caller, to 1 on every larger component (the mask without its specks)."""
+    n_runs, n_comp = label_runs(mask, rows, starts, ends, labels)
+    sizes[: n_comp + 1] = 0
+    for r in range(n_runs):
+        sizes[labels[r]] += ends[r] - starts[r]
+    count = 0
+    for c in range(1, n_comp + 1):
+        if sizes[c] <= max_size:
+            count += 1
+    if write:
+        for r in range(n_runs):
+            if sizes[labels[r]] > max_size:
+                out[rows[r], starts[r] : ends[r]] = 1
+    return count
+
+
+@nb.njit(cache=True, nogil=True)
+def _pair_valid(a, b, valid, out) -> None:
+    """[identical, fg1, fg2, valid, edges1, edges2] of 0/1 masks a, b (h, w) over valid pixels into out
+    (edges: valid right/down neighbour pairs whose classes differ: the masks' boundary length)."""
+    h, w = a.shape
+    same = f1 = f2 = nv = e1 = e2 = 0
+    for y in range(h):
+        for x in range(w):
+            if valid[y, x] == 0:
+                continue
+            p = a[y, x]
+            q = b[y, x]
+            same += p == q
+            f1 += p
+            f2 += q
+            nv += 1
+            if x + 1 < w and valid[y, x + 1] != 0:
+                e1 += p != a[y, x + 1]
+                e2 += q != b[y, x + 1]
+            if y + 1 < h and valid[y + 1, x] != 0:
+                e1 += p != a[y + 1, x]
+                e2 += q != b[y + 1, x]
+    out[0], out[1], out[2], out[3], out[4], out[5] = same, f1, f2, nv, e1, e2
+
+
+@nb.njit(cache=True, nogil=True)
+def _pair_all(a, b, out) -> None:
+    """:func:`_pair_valid` with every pixel valid, in simple loops the compiler vectorises."""
+    h, w = a.shape
+    same = f1 = f2 = e1 = e2 = 0
+    for y in range(h):
+        ra = a[y]
+        rb = b[y]
+        s = c1 = c2 = d1 = d2 = 0
+        for x in range(w):
+            s += ra[x] == rb[x]
+            c1 += ra[x]
+            c2 += rb[x]
+        for x in range(w - 1):
+            d1 += ra[x] != ra[x + 1]
+            d2 += rb[x] != rb[x + 1]
+        if y + 1 < h:
+            na = a[y + 1]
+            nb_ = b[y + 1]
             for x in range(w):
-                if use_valid and valid[i, y, x] == 0:
-                    continue
-                a = m1[i, y, x] != 0
-                b = m2[i, y, x] != 0
-                same += a == b
-                f1 += a
-                f2 += b
-                nv += 1
-                if x + 1 < w and (not use_valid or valid[i, y, x + 1] != 0):
-                    e1 += a != (m1[i, y, x + 1] != 0)
-                    e2 += b != (m2[i, y, x + 1] != 0)
-                if y + 1 < h and (not use_valid or valid[i, y + 1, x] != 0):
-                    e1 += a != (m1[i, y + 1, x] != 0)
-                    e2 += b != (m2[i, y + 1, x] != 0)
-        out[i, 0] = same
-        out[i, 1] = f1
-        out[i, 2] = f2
-        out[i, 3] = nv
-        out[i, 4] = e1
-        out[i, 5] = e2
-    return out
+                d1 += ra[x] != na[x]
+                d2 += rb[x] != nb_[x]
+        same += s
+        f1 += c1
+        f2 += c2
+        e1 += d1
+        e2 += d2
+    out[0], out[1], out[2], out[3], out[4], out[5] = same, f1, f2, h * w, e1, e2
+
+
+@nb.njit(cache=True, nogil=True)
+def _stats_range(m1, m2, valid, use_valid, max_size, robust, clean1, clean2, out, lo, hi) -> None:
+    """Per patch i in [lo, hi): speckles of both masks (counted on valid pixels only), the 0/1 masks
+    decided on into clean1/clean2 (zeroed by the caller; without their specks when ``robust``) and their
+    pair statistics: out[i] = [speckles1, speckles2, identical, fg1, fg2, valid, edges1, edges2]."""
+    h, w = m1.shape[1], m1.shape[2]
+    cap = max(h * ((w + 1) // 2), 1)  # most runs an h x w mask can have
+    rows = np.empty(cap, np.int32)
+    starts = np.empty(cap, np.int32)
+    ends = np.empty(cap, np.int32)
+    labels = np.empty(cap, np.int64)
+    sizes = np.empty(cap + 1, np.int64)
+    tmp = np.empty((h, w), np.uint8)
+    for i in range(lo, hi):
+        padded = False
+        if use_valid:
+            for y in range(h):
+                for x in range(w):
+                    if valid[i, y, x] == 0:
+                        padded = True
+                        break
+                if padded:
+                    break
+        for k in range(2):
+            src = m1[i] if k == 0 else m2[i]
+            dst = clean1[i] if k == 0 else clean2[i]
+            if padded:  # speckles count on real pixels only; specks are removed from the whole mask
+                for y in range(h):
+                    for x in range(w):
+                        tmp[y, x] = 1 if (src[y, x] != 0 and valid[i, y, x] != 0) else 0
+                out[i, k] = _label_specks(tmp, rows, starts, ends, labels, sizes, max_size, dst, False)
+                if robust:
+                    _label_specks(src, rows, starts, ends, labels, sizes, max_size, dst, True)
+            else:
+                out[i, k] = _label_specks(src, rows, starts, ends, labels, sizes, max_size, dst, robust)
+            if not robust:
+                for y in range(h):
+                    for x in range(w):
+                        dst[y, x] = src[y, x] != 0
+        if padded:
+            _pair_valid(clean1[i], clean2[i], valid[i], out[i, 2:])
+        else:
+            _pair_all(clean1[i], clean2[i], out[i, 2:])
+
+
+@nb.njit(cache=True, parallel=True)
+def _stats_parallel(m1, m2, valid, use_valid, max_size, robust, clean1, clean2, out, n_chunks) -> None:
+    n = m1.shape[0]
+    for c in nb.prange(n_chunks):
+        _stats_range(
+            m1,
+            m2,
+            valid,
+            use_valid,
+            max_size,
+            robust,
+            clean1,
+            clean2,
+            out,
+            c * n // n_chunks,
+            (c + 1) * n // n_chunks,
+        )
+
+
+def patch_stats(
+    m1: np.ndarray,
+    m2: np.ndarray,
+    valid: np.ndarray | None,
+    max_size: int,
+    robust: bool,
+    parallel: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Everything the rules need, in one labelling pass per mask.
+
+    m1, m2: (N, h, w) uint8 (nonzero = fg); valid: (N, h, w) uint8 or None. Returns ``(stats, a, b)``:
+    stats (N, 8) int64 [speckles1, speckles2, identical, fg1, fg2, valid, edges1, edges2] (speckles on
+    valid pixels, the rest over the masks decided on and valid pixels), a, b: the masks decided on
+    ((N, h, w) uint8 {0, 1}: without their specks when ``robust``, else m1, m2 as 0/1). ``parallel``
+    spreads patches over Numba's threads; False runs on the calling thread only (GIL released).
+    """
+    n = m1.shape[0]
+    use_valid = valid is not None
+    v = valid if valid is not None else np.ones((1, 1, 1), np.uint8)
+    clean1 = np.zeros(m1.shape, np.uint8)
+    clean2 = np.zeros(m2.shape, np.uint8)
+    out = np.zeros((n, 8), np.int64)
+    if n and m1.shape[1] and m1.shape[2]:
+        args = (m1, m2, v, use_valid, int(max_size), robust, clean1, clean2, out)
+        if parallel and n > 1:
+            with parallel_guard():  # a parallel kernel: never entered by two threads under workqueue
+                _stats_parallel(*args, min(n, _CHUNKS_PER_THREAD * nb.get_num_threads()))
+        else:
+            _stats_range(*args, 0, n)
+    return out, clean1, clean2
 
 
 def _as_u8(a: np.ndarray) -> np.ndarray:
@@ -188,12 +323,15 @@ def decide(
     cfg: DecisionConfig,
     valid: np.ndarray | None = None,
     model1_scale: np.ndarray | float = 1.0,
+    parallel: bool = True,
 ) -> Decisions:
     """Choose model 1 or model 2 for each patch (see the module docstring for the rules).
 
     m1, m2: (N, h, w) uint8 {0,1} (or bool) masks of model 1 and model 2 over the same N patches;
     valid: (N, h, w) bool marking real (unpadded) pixels, or None when all are real; model1_scale:
-    (N,) or scalar, image pixels per model-1 input pixel (the robust rule's trust in model 1).
+    (N,) or scalar, image pixels per model-1 input pixel (the robust rule's trust in model 1);
+    ``parallel``: spread the patches over Numba's threads (False: the calling thread only, with the GIL
+    released, for callers that run their own threads).
     """
     if m1.shape != m2.shape or m1.ndim != 3:
         raise ValueError(f"m1 and m2 must be (N, h, w) of the same shape, got {m1.shape} and {m2.shape}")
@@ -201,35 +339,42 @@ def decide(
         raise ValueError(f"valid has shape {valid.shape}, masks have {m1.shape}")
     a = _as_u8(m1)
     b = _as_u8(m2)
-    v = _as_u8(valid) if valid is not None else np.ones((1, 1, 1), np.uint8)
-    full = a.shape[1] * a.shape[2]
-    padded = (
-        np.flatnonzero(v.reshape(len(v), -1).sum(axis=1) < full) if valid is not None else np.zeros(0, int)
-    )
-    sp1 = count_speckles(a, cfg.speckle_max_px)
-    sp2 = count_speckles(b, cfg.speckle_max_px)
-    if len(padded):  # recount patches with padding, whose speckles there do not count
-        sp1[padded] = count_speckles(a[padded] & v[padded], cfg.speckle_max_px)
-        sp2[padded] = count_speckles(b[padded] & v[padded], cfg.speckle_max_px)
-    robust = cfg.rule == "robust"
-    if robust:
-        a = remove_specks(a, cfg.speckle_max_px)
-        b = remove_specks(b, cfg.speckle_max_px)
-    with parallel_guard():  # a parallel kernel: never entered by two threads under workqueue
-        stats = _pair_stats(a, b, v, valid is not None)
-    n_valid = stats[:, 3].astype(np.float64)
+    v = _as_u8(valid) if valid is not None else None
+    stats, a, b = patch_stats(a, b, v, cfg.speckle_max_px, cfg.rule == "robust", parallel)
+    return decide_from_stats(stats, cfg, model1_scale, a, b)
+
+
+def decide_from_stats(
+    stats: np.ndarray,
+    cfg: DecisionConfig,
+    model1_scale: np.ndarray | float = 1.0,
+    mask1: np.ndarray | None = None,
+    mask2: np.ndarray | None = None,
+) -> Decisions:
+    """The rules over per-patch statistics (what :func:`decide` does after :func:`patch_stats`; the
+    device-resident pipeline computes the same statistics over torch tensors and decides here).
+
+    stats: (N, 8) int64 as from :func:`patch_stats`; mask1/mask2: the masks decided on, stored in the
+    result as they are (None: empty (N, 0, 0) placeholders).
+    """
+    stats = np.asarray(stats, np.int64)
+    n = len(stats)
+    sp1 = stats[:, 0].astype(np.int32)
+    sp2 = stats[:, 1].astype(np.int32)
+    pair = stats[:, 2:]  # [identical, fg1, fg2, valid, edges1, edges2]
+    n_valid = pair[:, 3].astype(np.float64)
     denom = np.maximum(n_valid, 1.0)
-    agreement = np.where(n_valid > 0, stats[:, 0] / denom, 1.0).astype(np.float32)
-    frac1 = stats[:, 1] / denom
-    frac2 = stats[:, 2] / denom
+    agreement = np.where(n_valid > 0, pair[:, 0] / denom, 1.0).astype(np.float32)
+    frac1 = pair[:, 1] / denom
+    frac2 = pair[:, 2] / denom
     speckled1 = sp1 >= cfg.speckled_min_count
     speckled2 = sp2 >= cfg.speckled_min_count
     agree = agreement >= cfg.agree_min
     inverted = agreement < 0.5
     mismatch = np.abs(frac1 - frac2) > cfg.fg_fraction_tol
-    if robust:
+    if cfg.rule == "robust":
         width = np.where(
-            stats[:, 2] > 0, line_width(stats[:, 2], stats[:, 5]), line_width(stats[:, 1], stats[:, 4])
+            pair[:, 2] > 0, line_width(pair[:, 2], pair[:, 5]), line_width(pair[:, 1], pair[:, 4])
         )
         coarse = width / np.broadcast_to(np.asarray(model1_scale, np.float64), width.shape) < cfg.min_line_px
         conditions = [speckled1 & speckled2, coarse, agree, inverted, mismatch]
@@ -259,6 +404,7 @@ def decide(
     source = np.where(to_model1, Source.MODEL1, Source.MODEL2).astype(np.int8)
     flagged = reason == Reason.BOTH_SPECKLED
     source[flagged] = fallback_source
+    empty = np.zeros((n, 0, 0), np.uint8)
     return Decisions(
         source=source,
         flagged=flagged,
@@ -266,6 +412,6 @@ def decide(
         speckles1=sp1,
         speckles2=sp2,
         reason=reason,
-        mask1=a,
-        mask2=b,
+        mask1=empty if mask1 is None else mask1,
+        mask2=empty if mask2 is None else mask2,
     )

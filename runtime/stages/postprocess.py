@@ -37,7 +37,7 @@ class PostprocessConfig:
             raise ConfigError(f"min_area and max_hole must be >= 0, got {self.min_area}, {self.max_hole}")
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _remove_small(masks: np.ndarray, max_size: int, out: np.ndarray) -> None:
     """Copy masks (N, h, w) into out without their components of <= max_size pixels."""
     h, w = masks.shape[1], masks.shape[2]
@@ -104,7 +104,7 @@ def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return row[:n_runs], start[:n_runs], end[:n_runs], label, n
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _paint_where(mask, row, start, end, label, keep, value) -> int:
     """Set the runs whose component is marked in ``keep`` to ``value``; returns the pixels changed."""
     changed = 0

@@ -8,6 +8,7 @@ mapped to [0, 1] by robust percentiles computed once per image (on a strided sub
 from __future__ import annotations
 
 import cv2
+import numba as nb
 import numpy as np
 
 _SUBSAMPLE_TARGET = 1 << 20  # about one million pixels are enough for stable percentiles
@@ -29,37 +30,72 @@ def intensity_range(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 9
     return lo, hi
 
 
+@nb.njit(cache=True, nogil=True)
+def _map_range(image: np.ndarray, lo: np.float32, scale: np.float32, out: np.ndarray) -> None:
+    """out = clip((float32(image) - lo) * scale, 0, 1) for (H, W) integer image, in one pass."""
+    for y in range(image.shape[0]):
+        for x in range(image.shape[1]):
+            v = (np.float32(image[y, x]) - lo) * scale
+            out[y, x] = np.float32(0.0) if v < 0 else np.float32(1.0) if v > 1 else v
+
+
 def apply_range(image: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
-    """Map ``image`` (any shape, integer or float) linearly so ``levels`` become 0 and 1; clip; float32."""
+    """Map ``image`` (any shape, integer or float) linearly so ``levels`` become 0 and 1; clip; float32.
+
+    The float32 operations are (float32(x) - float32(low)) * float32(1 / (high - low)), then the clip;
+    (H, W) uint8/uint16 images take one fused pass with the very same operations.
+    """
     lo, hi = levels
-    out = (image.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    lo32, scale = np.float32(lo), np.float32(1.0 / (hi - lo))
+    if image.ndim == 2 and image.dtype in (np.uint8, np.uint16):
+        mapped = np.empty(image.shape, np.float32)
+        _map_range(image, lo32, scale, mapped)
+        return mapped
+    out = (image.astype(np.float32) - lo32) * scale
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize (H, W) to (size, size): area averaging when shrinking, bilinear when enlarging."""
+def resize_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize (H, W) to (size, size): area averaging when shrinking, bilinear when enlarging.
+
+    Written into ``out`` ((size, size), the image's dtype) when given; else the image itself is
+    returned when it already has the size.
+    """
     h, w = image.shape[:2]
     if (h, w) == (size, size):
-        return image
+        if out is None:
+            return image
+        out[...] = image
+        return out
     shrink = size * size < h * w
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    mode = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    if out is None:
+        return cv2.resize(image, (size, size), interpolation=mode)
+    return cv2.resize(image, (size, size), dst=out, interpolation=mode)
 
 
 def resize_region(prob: np.ndarray, full_shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
     """Bilinearly upsample ``prob`` (h, w) to ``full_shape`` (H, W), but only inside ``box``.
 
     box: [y0, x0, y1, x1] in full-resolution pixels. Uses the pixel-centre convention of
-    ``cv2.resize`` (src = (dst + 0.5) * scale - 0.5, edges replicated), so tiling a full resize into
-    boxes gives the same values as one big resize without ever allocating (H, W) floats.
-    Returns (y1 - y0, x1 - x0) float32.
+    ``cv2.resize`` (src = (dst + 0.5) * scale - 0.5, edges replicated) through one ``cv2.warpAffine``
+    (no coordinate maps), so tiling a full resize into boxes never allocates (H, W) floats. Where h/H and
+    w/W are powers of two (e.g. a 256-px model output of an 8192-px image) the source coordinates are
+    exact and the values equal ``cv2.remap`` over explicit maps bit for bit; otherwise they differ from
+    it by float32 rounding of the coordinates (below 1e-4). Returns (y1 - y0, x1 - x0) float32.
     """
     h, w = prob.shape
     H, W = full_shape
     y0, x0, y1, x1 = (int(v) for v in box)
-    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5) * np.float32(w / W) - 0.5
-    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5) * np.float32(h / H) - 0.5
-    map_x = np.broadcast_to(xs[None, :], (y1 - y0, x1 - x0)).astype(np.float32)
-    map_y = np.broadcast_to(ys[:, None], (y1 - y0, x1 - x0)).astype(np.float32)
-    return cv2.remap(
-        prob.astype(np.float32, copy=False), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    sx, sy = np.float32(w / W), np.float32(h / H)
+    half = np.float32(0.5)
+    tx = (np.float32(x0) + half) * sx - half
+    ty = (np.float32(y0) + half) * sy - half
+    matrix = np.array([[sx, 0.0, tx], [0.0, sy, ty]], np.float64)
+    return cv2.warpAffine(
+        np.ascontiguousarray(prob, dtype=np.float32),
+        matrix,
+        (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
     )

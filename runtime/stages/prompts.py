@@ -32,7 +32,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError, InputError
-from samsem.evaluation.components import count_runs, label_runs
+from samsem.evaluation.components import link_runs, scan_runs, word_view
 
 
 @dataclass(frozen=True)
@@ -77,23 +77,141 @@ def _to_u8(image: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(np.ascontiguousarray(image, dtype=np.float32), alpha=255.0)
 
 
-@nb.njit(cache=True)
-def _drop_small_objects(mask: np.ndarray, min_px: int) -> np.ndarray:
-    """(H, W) bool of the 8-connected components of ``mask`` (H, W) uint8 with ``>= min_px`` pixels."""
-    cap = max(count_runs(mask), 1)
+@nb.njit(cache=True, nogil=True)
+def _histogram(u8: np.ndarray) -> np.ndarray:
+    """(256,) int64 counts of the values of ``u8`` (H, W) uint8."""
+    hist = np.zeros(256, np.int64)
+    for y in range(u8.shape[0]):
+        for x in range(u8.shape[1]):
+            hist[u8[y, x]] += 1
+    return hist
+
+
+@nb.njit(cache=True, nogil=True)
+def _otsu(hist: np.ndarray) -> int:
+    """Otsu's threshold of a 256-bin histogram, operation for operation as OpenCV's THRESH_OTSU for 8-bit
+    images (double precision, FLT_EPSILON guards, the first maximum wins), so the level is identical."""
+    n = 0
+    for i in range(256):
+        n += hist[i]
+    scale = 1.0 / n
+    mu = 0.0
+    for i in range(256):
+        mu += i * float(hist[i])
+    mu *= scale
+    mu1 = 0.0
+    q1 = 0.0
+    max_sigma = 0.0
+    max_val = 0
+    eps = 1.1920928955078125e-07  # FLT_EPSILON
+    for i in range(256):
+        p_i = hist[i] * scale
+        mu1 *= q1
+        q1 += p_i
+        q2 = 1.0 - q1
+        if min(q1, q2) < eps or max(q1, q2) > 1.0 - eps:
+            continue
+        mu1 = (mu1 + i * p_i) / q1
+        mu2 = (mu - q1 * mu1) / q2
+        sigma = q1 * q2 * (mu1 - mu2) * (mu1 - mu2)
+        if sigma > max_sigma:
+            max_sigma = sigma
+            max_val = i
+    return max_val
+
+
+NO_LEVEL = 256  # foreground_levels' answer for a patch without candidate foreground
+
+
+def foreground_levels(hists: np.ndarray, cfg: PromptConfig) -> np.ndarray:
+    """Step 2 and 3 of the module docstring from each input's histogram of denoised uint8 levels.
+
+    hists: (B, 256) int64. Returns (B,) int64: keep pixels ``>= level``; :data:`NO_LEVEL` for a flat
+    input or one whose level would exceed 255. The standard deviation is computed from the histogram in
+    double precision (the population standard deviation ``cv2.meanStdDev`` gives); shared by the numpy
+    and the torch prompt stages, so both take the same levels.
+    """
+    hists = np.ascontiguousarray(hists, np.int64).reshape(-1, 256)
+    out = np.empty(len(hists), np.int64)
+    for i in range(len(hists)):
+        out[i] = _level(hists[i], float(cfg.min_contrast), float(cfg.bright_quantile))
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _level(hist: np.ndarray, min_contrast: float, quantile: float) -> int:
+    """:func:`foreground_levels` of one histogram. The moments are sums of integers below 2**53, exact
+    in float64 in any order, so the standard deviation is the one ``cv2.meanStdDev`` computes."""
+    n = 0
+    s1 = 0.0
+    s2 = 0.0
+    for v in range(256):
+        n += hist[v]
+        s1 += float(v * hist[v])
+        s2 += float(v * v * hist[v])
+    if n == 0:
+        return NO_LEVEL
+    mean = s1 / n
+    std = np.sqrt(max(s2 / n - mean * mean, 0.0))
+    if std / 255.0 < min_contrast:
+        return NO_LEVEL
+    target = quantile * n
+    quant = 256
+    cum = 0
+    for v in range(256):
+        cum += hist[v]
+        if cum >= target:
+            quant = v
+            break
+    return min(max(_otsu(hist) + 1, quant), NO_LEVEL)
+
+
+def min_object_px(cfg: PromptConfig, n_pixels: int) -> int:
+    """Smallest kept object at an input of ``n_pixels`` pixels (``min_object_px`` scaled by area)."""
+    return round(cfg.min_object_px * n_pixels / cfg.reference_size**2)
+
+
+@nb.njit(cache=True, nogil=True)
+def _kept_runs(mask: np.ndarray, words: np.ndarray, min_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs (row, start, end), in raster order, of the 8-connected components of ``mask`` (H, W) uint8
+    with ``>= min_px`` pixels (``words``: its uint64 view for skipping 8 pixels at a time, or NO_WORDS)."""
+    cap = max(mask.shape[0] * ((mask.shape[1] + 1) // 2), 1)  # most runs an H x W mask can have
     rows = np.empty(cap, np.int32)
     starts = np.empty(cap, np.int32)
     ends = np.empty(cap, np.int32)
     labels = np.empty(cap, np.int64)
-    n_runs, n_comp = label_runs(mask, rows, starts, ends, labels)
+    n_runs = scan_runs(mask, words, rows, starts, ends)
+    n_comp = link_runs(rows, starts, ends, labels, n_runs, True)
     sizes = np.zeros(n_comp + 1, np.int64)
     for r in range(n_runs):
         sizes[labels[r]] += ends[r] - starts[r]
-    out = np.zeros(mask.shape, np.bool_)
+    n = 0
     for r in range(n_runs):
         if sizes[labels[r]] >= min_px:
-            out[rows[r], starts[r] : ends[r]] = True
-    return out
+            rows[n] = rows[r]
+            starts[n] = starts[r]
+            ends[n] = ends[r]
+            n += 1
+    return rows[:n], starts[:n], ends[:n]
+
+
+def _foreground_runs(image: np.ndarray, cfg: PromptConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate foreground of ``image`` (S, S) float32 as runs (row, start, end) in raster order."""
+    if image.ndim != 2:
+        raise InputError(None, f"prompt image must be 2-D, got shape {image.shape}", "(S, S)")
+    u8 = _to_u8(image)
+    if cfg.denoise_ksize > 1:
+        u8 = cv2.medianBlur(u8, cfg.denoise_ksize)
+    (level,) = foreground_levels(_histogram(u8)[None], cfg)
+    if level >= NO_LEVEL:
+        empty = np.zeros(0, np.int32)
+        return empty, empty, empty
+    _, fg = cv2.threshold(u8, int(level) - 1, 1, cv2.THRESH_BINARY)
+    if cfg.morph_radius > 0:
+        d = 2 * cfg.morph_radius + 1
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
+    fg = np.ascontiguousarray(fg)
+    return _kept_runs(fg, word_view(fg), max(min_object_px(cfg, u8.size), 1))
 
 
 def candidate_foreground(image: np.ndarray, cfg: PromptConfig) -> np.ndarray:
@@ -101,28 +219,45 @@ def candidate_foreground(image: np.ndarray, cfg: PromptConfig) -> np.ndarray:
 
     image: (S, S) float32 in [0, 1]. Returns (S, S) bool, all False for a flat patch.
     """
-    if image.ndim != 2:
-        raise InputError(None, f"prompt image must be 2-D, got shape {image.shape}", "(S, S)")
-    u8 = _to_u8(image)
-    if cfg.denoise_ksize > 1:
-        u8 = cv2.medianBlur(u8, cfg.denoise_ksize)
-    empty = np.zeros(u8.shape, bool)
-    if float(cv2.meanStdDev(u8)[1][0, 0]) / 255.0 < cfg.min_contrast:
-        return empty
-    otsu, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    hist = cv2.calcHist([u8], [0], None, [256], [0, 256]).ravel()
-    quant = int(np.searchsorted(np.cumsum(hist), cfg.bright_quantile * u8.size, side="left"))
-    thr = max(int(otsu) + 1, quant)  # keep u8 >= thr
-    if thr > 255:
-        return empty
-    _, fg = cv2.threshold(u8, thr - 1, 1, cv2.THRESH_BINARY)
-    if cfg.morph_radius > 0:
-        d = 2 * cfg.morph_radius + 1
-        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
-    min_px = round(cfg.min_object_px * u8.size / cfg.reference_size**2)
-    if min_px > 1:
-        return _drop_small_objects(fg, min_px)
-    return fg.astype(bool)
+    rows, starts, ends = _foreground_runs(image, cfg)
+    out = np.zeros(image.shape, bool)
+    for y, x0, x1 in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        out[y, x0:x1] = True
+    return out
+
+
+def pick_ranks(count: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Ranks (in raster order) of the ``n`` foreground pixels drawn out of ``count``: (n,) int64,
+    distinct unless ``count < n``; (0,) when ``count`` is 0. The one draw both prompt stages make."""
+    if count == 0:
+        return np.zeros(0, np.int64)
+    return np.asarray(rng.choice(count, size=n, replace=count < n), np.int64)
+
+
+def _points_from_runs(
+    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(n, 2) float32 (x, y) of foreground pixels drawn like :func:`sample_points` from runs."""
+    ranks = pick_ranks(int((ends - starts).sum()), n, rng)
+    if ranks.size == 0:
+        return np.zeros((0, 2), np.float32)
+    return _locate(rows, starts, ends, ranks)
+
+
+@nb.njit(cache=True, nogil=True)
+def _locate(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """(n, 2) float32 (x, y) of the pixels of raster rank ``ranks`` in the runs (row, start, end)."""
+    out = np.empty((ranks.shape[0], 2), np.float32)
+    for k in range(ranks.shape[0]):
+        left = ranks[k]
+        for r in range(rows.shape[0]):
+            length = ends[r] - starts[r]
+            if left < length:
+                out[k, 0] = starts[r] + left
+                out[k, 1] = rows[r]
+                break
+            left -= length
+    return out
 
 
 def sample_points(fg: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,11 +267,22 @@ def sample_points(fg: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     (then drawn with replacement); (0, 2) when ``fg`` is empty.
     """
     idx = np.flatnonzero(fg)
-    if idx.size == 0:
+    ranks = pick_ranks(idx.size, n, rng)
+    if ranks.size == 0:
         return np.zeros((0, 2), np.float32)
-    pick = idx[rng.choice(idx.size, size=n, replace=idx.size < n)]
-    y, x = np.divmod(pick, fg.shape[1])
+    y, x = np.divmod(idx[ranks], fg.shape[1])
     return np.stack([x, y], axis=1).astype(np.float32)
+
+
+def to_input_coords(points: np.ndarray, shape: tuple[int, int], size: int) -> np.ndarray:
+    """Point prompts found on an (h, w) image mapped to the (size, size) model input it is resized to.
+
+    points: (..., 2) float32 (x, y) pixel indices; pixel centres map to pixel centres
+    (``(p + 0.5) * size / side - 0.5``). Returns the same shape, float32.
+    """
+    h, w = shape
+    scale = np.array([size / w, size / h], np.float64)
+    return ((points.astype(np.float64) + 0.5) * scale - 0.5).astype(np.float32)
 
 
 def make_prompts(
@@ -159,9 +305,8 @@ def make_prompts(
     points[..., 1] = (s_h - 1) / 2
     has_fg = np.zeros(b, bool)
     for i in range(b):
-        pts = sample_points(
-            candidate_foreground(images[i], cfg), cfg.n_points, np.random.default_rng(seeds[i])
-        )
+        rows, starts, ends = _foreground_runs(images[i], cfg)
+        pts = _points_from_runs(rows, starts, ends, cfg.n_points, np.random.default_rng(seeds[i]))
         if len(pts):
             points[i] = pts
             has_fg[i] = True

@@ -80,7 +80,7 @@ def parallel_guard() -> Iterator[None]:
         yield
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _count_range(masks: np.ndarray, max_size: int, lo: int, hi: int, out: np.ndarray) -> None:
     """Speckle counts of ``masks[lo:hi]`` (N, h, w) uint8 into ``out[lo:hi]``."""
     h, w = masks.shape[1], masks.shape[2]
