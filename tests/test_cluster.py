@@ -235,7 +235,7 @@ def test_ray_run_equals_local_command_and_resumes(
     args = ["segment", str(images), str(broken), "-o", str(out), "--ray", "--workers", "2"]
     assert main(args) == 1  # the broken file fails, the batch goes on
     err = capsys.readouterr().err
-    assert f"{N_IMAGES} segmented, 0 skipped (outputs exist), 1 failed" in err
+    assert f"{N_IMAGES} segmented, 0 skipped (all outputs exist), 1 failed" in err
     local_err = f"FAILED broken.png: {broken}: "
     assert local_err in err
     assert_same_outputs(out, reference, stems)
@@ -316,7 +316,7 @@ def test_interrupted_driver_leaves_whole_files_and_the_rerun_completes(
         assert (out / f"{stem}.mask.png").read_bytes() == (reference / f"{stem}.mask.png").read_bytes()
 
     assert main(["segment", str(images), "-o", str(out), "--ray"]) == 0
-    assert "skipped (outputs exist), 0 failed" in capsys.readouterr().err
+    assert "skipped (all outputs exist), 0 failed" in capsys.readouterr().err
     assert_same_outputs(out, reference, stems)
     records = run_records(out)
     assert {r["status"] for r in records[1:-1]} <= {"done", "skipped"} and len(records) == N_IMAGES + 2
