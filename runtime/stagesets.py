@@ -165,7 +165,7 @@ def _record(item: Item, dec: Decisions | None, k: int, score: float) -> PatchRec
 
 def _fallback(config: PipelineConfig, job: Job, box: np.ndarray, patch: int) -> np.ndarray:
     """Sauvola on the patch at full resolution: (patch, patch) uint8 {0, 1}."""
-    crop = extract_patch(job.raw, box, patch, pad_value=job.levels[0])
+    crop = extract_patch(job.raw, box, patch)
     return classical_segment(apply_range(crop, job.levels), config.fallback)
 
 
@@ -209,10 +209,8 @@ class HostStages:
         box = job.tiling.boxes[item.index]
         t0 = time.perf_counter()
         y0, x0, y1, x1 = _box(box)
-        if y1 - y0 == p and x1 - x0 == p:
-            crop = job.raw[y0:y1, x0:x1]  # a view: apply_range makes the one copy
-        else:
-            crop = extract_patch(job.raw, box, p, pad_value=job.levels[0])
+        full = y1 - y0 == p and x1 - x0 == p  # then a view: apply_range makes the one copy
+        crop = job.raw[y0:y1, x0:x1] if full else extract_patch(job.raw, box, p)
         mapped = apply_range(crop, job.levels)
         image = resize_square(mapped, size, out)
         t1 = time.perf_counter()
@@ -398,9 +396,7 @@ class DeviceStages:
             chunks = []
             for job, ks in _group(pitems).values():
                 boxes = job.tiling.boxes[[pitems[k].index for k in ks]]
-                chunks.append(
-                    T.apply_range(T.extract_patches(job.image, boxes, p, job.levels[0]), job.levels)
-                )
+                chunks.append(T.apply_range(T.extract_patches(job.image, boxes, p), job.levels))
             mapped = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
             order = [k for _, ks in _group(pitems).values() for k in ks]  # mapped rows follow job groups
             inputs = T.resize_square(mapped, size)

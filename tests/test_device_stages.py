@@ -57,9 +57,12 @@ def test_patches_and_intensities_equal_numpy() -> None:
     for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
         img = (sem_image(150, 170, 1).astype(np.float64) * top / 255).astype(dtype)
         levels = intensity_range(img)
-        boxes = np.array([[0, 0, 64, 64], [50, 100, 114, 164], [100, 120, 150, 170]])  # the last is padded
-        got = T.apply_range(T.extract_patches(T.upload(img, "cpu"), boxes, 64, levels[0]), levels).numpy()
-        ref = np.stack([apply_range(extract_patch(img, b, 64, pad_value=levels[0]), levels) for b in boxes])
+        # the last three are mirrored (once, several times, and from a 1-px row)
+        boxes = np.array(
+            [[0, 0, 64, 64], [50, 100, 114, 164], [100, 120, 150, 170], [5, 7, 25, 17], [9, 0, 10, 64]]
+        )
+        got = T.apply_range(T.extract_patches(T.upload(img, "cpu"), boxes, 64), levels).numpy()
+        ref = np.stack([apply_range(extract_patch(img, b, 64), levels) for b in boxes])
         np.testing.assert_array_equal(got, ref)
 
 

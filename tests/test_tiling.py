@@ -112,16 +112,33 @@ def test_row_major_order() -> None:
     assert tiling.boxes[nx, 0] > tiling.boxes[0, 0] and tiling.boxes[nx, 1] == 0
 
 
-def test_extract_patch_pads_and_copies() -> None:
+def test_extract_patch_mirrors_and_copies() -> None:
     image = np.arange(6 * 5, dtype=np.uint16).reshape(6, 5)
-    patch = extract_patch(image, np.array([0, 0, 6, 5]), 8, pad_value=7)
+    patch = extract_patch(image, np.array([0, 0, 6, 5]), 8)
     assert patch.shape == (8, 8) and patch.dtype == np.uint16
-    np.testing.assert_array_equal(patch[:6, :5], image)
-    assert np.all(patch[6:, :] == 7) and np.all(patch[:, 5:] == 7)
+    np.testing.assert_array_equal(patch, np.pad(image, ((0, 2), (0, 3)), mode="reflect"))
+    # a box much smaller than the patch is mirrored again and again, like np.pad; a 1-px side repeats
+    np.testing.assert_array_equal(
+        extract_patch(image, np.array([1, 2, 4, 4]), 9), np.pad(image[1:4, 2:4], ((0, 6), (0, 7)), "reflect")
+    )
+    assert np.all(extract_patch(image, np.array([2, 0, 3, 5]), 5) == image[2])
     full = extract_patch(image, np.array([1, 1, 5, 5]), 4)
     np.testing.assert_array_equal(full, image[1:5, 1:5])
     full[0, 0] = 999
     assert image[1, 1] == 6  # a copy, not a view
+
+
+def test_classical_threshold_unaffected_by_padding() -> None:
+    """An image smaller than a patch is segmented as if it filled the patch: no flat block of padding
+    for Otsu to take as the background (it used to mark the whole image as metal)."""
+    from samsem.runtime.load import classical_pipeline
+
+    image = np.full((300, 280), 120, np.uint8)
+    image[::40] = 200  # 1-px bright lines every 40 rows, widened to 8 px
+    for k in range(1, 8):
+        image[k::40] = 200
+    mask = classical_pipeline("classical:otsu").segment(image).mask
+    np.testing.assert_array_equal(mask, (image == 200).astype(np.uint8))
 
 
 def test_extract_patch_rejects_oversized_box() -> None:

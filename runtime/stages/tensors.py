@@ -57,33 +57,30 @@ def upload(raw: np.ndarray, device: torch.device | str) -> torch.Tensor:
     raise TypeError(f"expected a uint8 or uint16 image, got {raw.dtype}")
 
 
-def extract_patches(
-    image: torch.Tensor, boxes: np.ndarray, patch: int, pad_value: float | int = 0
-) -> torch.Tensor:
+def extract_patches(image: torch.Tensor, boxes: np.ndarray, patch: int) -> torch.Tensor:
     """Cut ``boxes`` (N, 4) ``[y0, x0, y1, x1]`` out of ``image`` (H, W) into (N, patch, patch).
 
     Like :func:`~samsem.runtime.stages.tiling.extract_patch` (same dtype; the bottom/right remainder of a
-    box smaller than a patch is ``pad_value`` cast to the image dtype, as numpy casts it), one gather.
+    box smaller than a patch mirrors the box, as :func:`~samsem.runtime.stages.tiling.reflect_index`),
+    one gather.
     """
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
     dev = image.device
-    ar = torch.arange(patch, device=dev)
+    ar = torch.arange(patch, device=dev)[None]
     y0 = torch.from_numpy(boxes[:, 0]).to(dev)[:, None]
     x0 = torch.from_numpy(boxes[:, 1]).to(dev)[:, None]
     h = torch.from_numpy(boxes[:, 2] - boxes[:, 0]).to(dev)[:, None]
     w = torch.from_numpy(boxes[:, 3] - boxes[:, 1]).to(dev)[:, None]
-    ys = y0 + torch.minimum(ar[None], h - 1)  # (N, p), clamped inside the box
-    xs = x0 + torch.minimum(ar[None], w - 1)
-    out = image[ys[:, :, None], xs[:, None, :]]
-    if bool(((boxes[:, 2] - boxes[:, 0]) < patch).any() or ((boxes[:, 3] - boxes[:, 1]) < patch).any()):
-        inside = (ar[None, :, None] < h[:, :, None]) & (ar[None, None, :] < w[:, :, None])
-        fill: float | int = np.asarray(pad_value).astype(_numpy_dtype(image.dtype)).item()
-        out = torch.where(inside, out, torch.full((), fill, dtype=out.dtype, device=dev))
-    return out
+    ys = y0 + _reflect(ar, h)  # (N, p)
+    xs = x0 + _reflect(ar, w)
+    return image[ys[:, :, None], xs[:, None, :]]
 
 
-def _numpy_dtype(dtype: torch.dtype) -> type:
-    return {torch.uint8: np.uint8, torch.int32: np.uint16}.get(dtype, np.float32)
+def _reflect(i: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """reflect_index on tensors: i (1, p) folded into 0..size-1 for each row of size (N, 1)."""
+    period = torch.clamp(2 * size - 2, min=1)
+    m = i % period
+    return torch.where(m < size, m, period - m)
 
 
 def apply_range(image: torch.Tensor, levels: tuple[float, float]) -> torch.Tensor:

@@ -136,11 +136,22 @@ def make_tiling(height: int, width: int, cfg: TilingConfig) -> Tiling:
     )
 
 
-def extract_patch(image: np.ndarray, box: np.ndarray, patch: int, pad_value: float | int = 0) -> np.ndarray:
+def reflect_index(n: int, size: int) -> np.ndarray:
+    """Indices 0..n-1 folded into 0..size-1 by mirror reflection without repeating the edge (numpy's
+    ``np.pad(mode="reflect")``, reflected again as often as needed): (n,) int64."""
+    i = np.arange(n, dtype=np.int64)
+    if size == 1:
+        return np.zeros(n, np.int64)
+    m = i % (2 * size - 2)
+    return np.where(m < size, m, 2 * size - 2 - m)
+
+
+def extract_patch(image: np.ndarray, box: np.ndarray, patch: int) -> np.ndarray:
     """Cut ``box`` = ``[y0, x0, y1, x1]`` out of ``image`` (H, W, ...) into a (patch, patch, ...) array.
 
     Same dtype as ``image``; where the box is smaller than a patch (image smaller than a patch) the
-    bottom/right remainder is filled with ``pad_value``.
+    bottom/right remainder mirrors the box's content (:func:`reflect_index`), so a segmenter sees the
+    image's own statistics there, not a flat block that a global threshold would take for background.
     """
     y0, x0, y1, x1 = (int(v) for v in box)
     h, w = y1 - y0, x1 - x0
@@ -148,6 +159,6 @@ def extract_patch(image: np.ndarray, box: np.ndarray, patch: int, pad_value: flo
         raise ValueError(f"box {[y0, x0, y1, x1]} does not fit a {patch}-px patch")
     if h == patch and w == patch:
         return image[y0:y1, x0:x1].copy()
-    out = np.full((patch, patch, *image.shape[2:]), pad_value, dtype=image.dtype)
-    out[:h, :w] = image[y0:y1, x0:x1]
-    return out
+    rows = y0 + reflect_index(patch, h)
+    cols = x0 + reflect_index(patch, w)
+    return image[rows[:, None], cols[None, :]]
