@@ -30,6 +30,9 @@ SKIP = {
     r"^\. \.venv/bin/activate$": "activates the virtual environment (.ci/run does)",
     r"^\./install\.sh$": "installs packages from the network, minutes (.ci/run does)",
     r"^python -m pytest": "the test suite itself",
+    r"^ray start ": "starts a node of a Ray cluster",
+    r"^samsem segment .* --ray \S+": "needs that Ray cluster and its shared storage (tests/test_cluster.py "
+    "runs the same command on a local cluster)",
 }
 # (pattern, replacement, reason), applied in order to every command
 SUBSTITUTIONS: list[tuple[str, str, str]] = [

@@ -124,7 +124,8 @@ def test_server_process_drains_in_flight_calls_on_sigterm(tmp_path: Path) -> Non
         if line.startswith("{")
     ]
     messages = [entry["msg"] for entry in logs]
-    assert messages[0] == "serving" and messages[-1] == "stopped"
+    assert messages[0] == "serving" and messages[-1] == "stopped", messages
+    assert "Segment OK" in messages, (tmp_path / "server.log").read_text()[-3000:]
     assert messages.index("draining") < messages.index("Segment OK")
     (ok,) = [e for e in logs if e["msg"] == "Segment OK"]
     assert ok["request_id"] == out["result"].request_id and ok["tiles"] == out["result"].report["n_patches"]
