@@ -262,13 +262,13 @@ def load_sample(sample: Sample, low_pct: float = 0.5, high_pct: float = 99.5) ->
 def item_source(loaded: LoadedSample, item: Item, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The region of ``item`` before resizing: image (h, w) float32 in [0, 1] and mask (h, w) uint8.
 
-    Patches are cut like the runtime does (padded to ``patch_size`` with the dark level / background).
+    Patches are cut like the runtime does (mirrored to ``patch_size`` where the image is smaller).
     """
     if item.scale == 1:
         return apply_range(loaded.raw, loaded.levels), loaded.mask
     box = np.asarray(item.box)
-    crop = extract_patch(loaded.raw, box, patch_size, pad_value=loaded.levels[0])
-    return apply_range(crop, loaded.levels), extract_patch(loaded.mask, box, patch_size, pad_value=0)
+    crop = extract_patch(loaded.raw, box, patch_size)
+    return apply_range(crop, loaded.levels), extract_patch(loaded.mask, box, patch_size)
 
 
 class TrainDataset(torch.utils.data.Dataset):
