@@ -46,8 +46,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.evaluation.components import label_runs
-from samsem.runtime.stages.speckle import parallel_guard
+from samsem.runtime.stages.speckle import label_specks, parallel_guard
 
 _CHUNKS_PER_THREAD = 4  # chunks per Numba thread: > 1 so that denser (slower) patches even out
 
@@ -127,26 +126,6 @@ class Decisions:
 
     def __len__(self) -> int:
         return len(self.source)
-
-
-@nb.njit(cache=True, nogil=True)
-def _label_specks(mask, rows, starts, ends, labels, sizes, max_size: int, out, write: bool) -> int:
-    """Label ``mask`` (h, w) (nonzero = fg) with the caller's run buffers; return its number of
-    speckles (components of ``<= max_size`` pixels); with ``write`` set ``out`` (h, w), zeroed by the
-    caller, to 1 on every larger component (the mask without its specks)."""
-    n_runs, n_comp = label_runs(mask, rows, starts, ends, labels)
-    sizes[: n_comp + 1] = 0
-    for r in range(n_runs):
-        sizes[labels[r]] += ends[r] - starts[r]
-    count = 0
-    for c in range(1, n_comp + 1):
-        if sizes[c] <= max_size:
-            count += 1
-    if write:
-        for r in range(n_runs):
-            if sizes[labels[r]] > max_size:
-                out[rows[r], starts[r] : ends[r]] = 1
-    return count
 
 
 @nb.njit(cache=True, nogil=True)
@@ -234,11 +213,11 @@ def _stats_range(m1, m2, valid, use_valid, max_size, robust, clean1, clean2, out
                 for y in range(h):
                     for x in range(w):
                         tmp[y, x] = 1 if (src[y, x] != 0 and valid[i, y, x] != 0) else 0
-                out[i, k] = _label_specks(tmp, rows, starts, ends, labels, sizes, max_size, dst, False)
+                out[i, k] = label_specks(tmp, rows, starts, ends, labels, sizes, max_size, dst, False)
                 if robust:
-                    _label_specks(src, rows, starts, ends, labels, sizes, max_size, dst, True)
+                    label_specks(src, rows, starts, ends, labels, sizes, max_size, dst, True)
             else:
-                out[i, k] = _label_specks(src, rows, starts, ends, labels, sizes, max_size, dst, robust)
+                out[i, k] = label_specks(src, rows, starts, ends, labels, sizes, max_size, dst, robust)
             if not robust:
                 for y in range(h):
                     for x in range(w):

@@ -81,6 +81,26 @@ def parallel_guard() -> Iterator[None]:
 
 
 @nb.njit(cache=True, nogil=True)
+def label_specks(mask, rows, starts, ends, labels, sizes, max_size: int, out, write: bool) -> int:
+    """Label ``mask`` (h, w) (nonzero = fg) with the caller's run buffers; return its number of
+    speckles (components of ``<= max_size`` pixels); with ``write`` set ``out`` (h, w), zeroed by the
+    caller, to 1 on every larger component (the mask without its specks)."""
+    n_runs, n_comp = label_runs(mask, rows, starts, ends, labels)
+    sizes[: n_comp + 1] = 0
+    for r in range(n_runs):
+        sizes[labels[r]] += ends[r] - starts[r]
+    count = 0
+    for c in range(1, n_comp + 1):
+        if sizes[c] <= max_size:
+            count += 1
+    if write:
+        for r in range(n_runs):
+            if sizes[labels[r]] > max_size:
+                out[rows[r], starts[r] : ends[r]] = 1
+    return count
+
+
+@nb.njit(cache=True, nogil=True)
 def _count_range(masks: np.ndarray, max_size: int, lo: int, hi: int, out: np.ndarray) -> None:
     """Speckle counts of ``masks[lo:hi]`` (N, h, w) uint8 into ``out[lo:hi]``."""
     h, w = masks.shape[1], masks.shape[2]
@@ -91,15 +111,7 @@ def _count_range(masks: np.ndarray, max_size: int, lo: int, hi: int, out: np.nda
     labels = np.empty(cap, np.int64)
     sizes = np.empty(cap + 1, np.int64)
     for i in range(lo, hi):
-        n_runs, n_comp = label_runs(masks[i], rows, starts, ends, labels)
-        sizes[: n_comp + 1] = 0
-        for r in range(n_runs):
-            sizes[labels[r]] += ends[r] - starts[r]
-        count = 0
-        for c in range(1, n_comp + 1):
-            if sizes[c] <= max_size:
-                count += 1
-        out[i] = count
+        out[i] = label_specks(masks[i], rows, starts, ends, labels, sizes, max_size, masks[i], False)
 
 
 @nb.njit(cache=True, parallel=True)
