@@ -46,6 +46,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
+from samsem.evaluation.components import run_buffers
 from samsem.runtime.stages.speckle import label_specks, parallel_guard
 
 _CHUNKS_PER_THREAD = 4  # chunks per Numba thread: > 1 so that denser (slower) patches even out
@@ -189,12 +190,7 @@ def _stats_range(m1, m2, valid, use_valid, max_size, robust, clean1, clean2, out
     decided on into clean1/clean2 (zeroed by the caller; without their specks when ``robust``) and their
     pair statistics: out[i] = [speckles1, speckles2, identical, fg1, fg2, valid, edges1, edges2]."""
     h, w = m1.shape[1], m1.shape[2]
-    cap = max(h * ((w + 1) // 2), 1)  # most runs an h x w mask can have
-    rows = np.empty(cap, np.int32)
-    starts = np.empty(cap, np.int32)
-    ends = np.empty(cap, np.int32)
-    labels = np.empty(cap, np.int64)
-    sizes = np.empty(cap + 1, np.int64)
+    rows, starts, ends, labels, sizes = run_buffers(h, w)
     tmp = np.empty((h, w), np.uint8)
     for i in range(lo, hi):
         padded = False

@@ -21,7 +21,8 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.evaluation.components import label_runs, link_runs, mask_runs, run_sizes
+from samsem.evaluation.components import link_runs, mask_runs, run_buffers, run_sizes
+from samsem.runtime.stages.speckle import label_specks
 
 
 @dataclass(frozen=True)
@@ -39,19 +40,10 @@ class PostprocessConfig:
 
 @nb.njit(cache=True, nogil=True)
 def _remove_small(masks: np.ndarray, max_size: int, out: np.ndarray) -> None:
-    """Copy masks (N, h, w) into out without their components of <= max_size pixels."""
-    h, w = masks.shape[1], masks.shape[2]
-    cap = max(h * ((w + 1) // 2), 1)  # most runs an h x w mask can have
-    rows = np.empty(cap, np.int32)
-    starts = np.empty(cap, np.int32)
-    ends = np.empty(cap, np.int32)
-    labels = np.empty(cap, np.int64)
+    """Copy masks (N, h, w) into out (zeroed) without their components of <= max_size pixels."""
+    rows, starts, ends, labels, sizes = run_buffers(masks.shape[1], masks.shape[2])
     for i in range(masks.shape[0]):
-        n_runs, n_comp = label_runs(masks[i], rows, starts, ends, labels)
-        sizes = run_sizes(starts[:n_runs], ends[:n_runs], labels[:n_runs], n_comp)
-        for r in range(n_runs):
-            if sizes[labels[r]] > max_size:
-                out[i, rows[r], starts[r] : ends[r]] = 1
+        label_specks(masks[i], rows, starts, ends, labels, sizes, max_size, out[i], True)
 
 
 def remove_specks(masks: np.ndarray, max_size: int) -> np.ndarray:

@@ -30,7 +30,7 @@ import numba as nb
 import numpy as np
 from numba.core import config as nb_config
 
-from samsem.evaluation.components import label_runs
+from samsem.evaluation.components import label_runs, run_buffers
 
 # chunks per worker thread: > 1 so that chunks with denser (slower) masks even out
 _CHUNKS_PER_THREAD = 4
@@ -104,12 +104,7 @@ def label_specks(mask, rows, starts, ends, labels, sizes, max_size: int, out, wr
 def _count_range(masks: np.ndarray, max_size: int, lo: int, hi: int, out: np.ndarray) -> None:
     """Speckle counts of ``masks[lo:hi]`` (N, h, w) uint8 into ``out[lo:hi]``."""
     h, w = masks.shape[1], masks.shape[2]
-    cap = max(h * ((w + 1) // 2), 1)  # most runs an h x w mask can have
-    rows = np.empty(cap, np.int32)
-    starts = np.empty(cap, np.int32)
-    ends = np.empty(cap, np.int32)
-    labels = np.empty(cap, np.int64)
-    sizes = np.empty(cap + 1, np.int64)
+    rows, starts, ends, labels, sizes = run_buffers(h, w)
     for i in range(lo, hi):
         out[i] = label_specks(masks[i], rows, starts, ends, labels, sizes, max_size, masks[i], False)
 

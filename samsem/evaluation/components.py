@@ -191,6 +191,20 @@ def link_runs(
 
 
 @nb.njit(cache=True)
+def run_buffers(height: int, width: int) -> tuple[np.ndarray, ...]:
+    """Scratch for :func:`label_runs` on any (height, width) mask: rows, starts, ends (int32) and labels
+    (int64) sized for the most runs such a mask can have, and sizes (int64, one more: per component)."""
+    cap = max(height * ((width + 1) // 2), 1)
+    return (
+        np.empty(cap, np.int32),
+        np.empty(cap, np.int32),
+        np.empty(cap, np.int32),
+        np.empty(cap, np.int64),
+        np.empty(cap + 1, np.int64),
+    )
+
+
+@nb.njit(cache=True)
 def label_runs(
     mask: np.ndarray,
     run_row: np.ndarray,
