@@ -58,7 +58,9 @@ class PipelineConfig:
 
     ``single_scale`` = 1 or 2 runs only that model (no decision); None runs both scales. ``threshold``
     turns probabilities into masks. ``seed`` makes point prompts reproducible. ``low_pct``/``high_pct``
-    are the intensity percentiles mapped to 0 and 1. ``batch_size``, ``single_scale``, ``seed``,
+    are the intensity percentiles mapped to 0 and 1; ``clip_glare`` lowers the high level below a glare
+    tail of bright vias (:mod:`samsem.runtime.stages.preprocess`; False: the plain percentiles, as
+    before). ``batch_size``, ``single_scale``, ``seed``,
     ``decision.fallback`` and ``decision.rule`` are the run's (:class:`RunOptions`); the rest is the
     model's.
     """
@@ -74,6 +76,7 @@ class PipelineConfig:
     seed: int = 0
     low_pct: float = 0.5
     high_pct: float = 99.5
+    clip_glare: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

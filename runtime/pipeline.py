@@ -188,7 +188,8 @@ class Pipeline:
         t1 = time.perf_counter()
         cfg = self.config
         tiling = make_tiling(raw.shape[0], raw.shape[1], cfg.tiling)
-        job = Job(name, raw, intensity_range(raw, cfg.low_pct, cfg.high_pct), tiling, self._n_inputs(tiling))
+        levels = intensity_range(raw, cfg.low_pct, cfg.high_pct, cfg.clip_glare)
+        job = Job(name, raw, levels, tiling, self._n_inputs(tiling))
         t2 = time.perf_counter()
         times = {"read": t1 - t0, "levels": t2 - t1}
         if cfg.single_scale != 2:

@@ -3,6 +3,12 @@
 SEM images arrive as 8- or 16-bit data that often use only part of their range, so intensities are
 mapped to [0, 1] by robust percentiles computed once per image (on a strided subsample, so a
 16k x 16k image costs no full-size temporary) and then applied to any crop of that image.
+
+Glare: vias (and other small saturated spots) form a bright tail far above the metal. Mapped as they
+are, the lines end up mid-grey beside white vias and a model cuts every via off its line (on
+renderings of the held-out layout the default model made 318 opens on 741 lines this way). When the
+tail is longer than :data:`GLARE_TAIL` times the metal-to-background spread (p90 - p50), the high level
+is lowered to p90 + :data:`GLARE_MARGIN` (p90 - p50), so lines and vias are equally bright.
 """
 
 from __future__ import annotations
@@ -12,19 +18,25 @@ import numba as nb
 import numpy as np
 
 _SUBSAMPLE_TARGET = 1 << 20  # about one million pixels are enough for stable percentiles
+GLARE_TAIL = 2.0  # a bright tail (high - p90) longer than this many (p90 - p50) is glare
+GLARE_MARGIN = 0.6  # then the high level becomes p90 + GLARE_MARGIN * (p90 - p50)
 
 
-def intensity_range(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> tuple[float, float]:
+def intensity_range(
+    image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, clip_glare: bool = True
+) -> tuple[float, float]:
     """Robust (low, high) intensity levels of ``image`` (H, W) uint8/uint16.
 
-    Returns the two percentiles of a strided subsample; ``high > low`` is guaranteed (a flat image
-    gets ``high = low + 1``).
+    Returns the two percentiles of a strided subsample, the high one lowered where ``clip_glare`` finds
+    a glare tail (see the module docstring); ``high > low`` is guaranteed (a flat image gets
+    ``high = low + 1``).
     """
     h, w = image.shape[:2]
     step = max(1, int(np.sqrt(h * w / _SUBSAMPLE_TARGET)))
     sample = image[::step, ::step]
-    lo, hi = np.percentile(sample, [low_pct, high_pct])
-    lo, hi = float(lo), float(hi)
+    lo, hi, p50, p90 = (float(v) for v in np.percentile(sample, [low_pct, high_pct, 50, 90]))
+    if clip_glare and p90 > p50 and hi - p90 > GLARE_TAIL * (p90 - p50):
+        hi = p90 + GLARE_MARGIN * (p90 - p50)
     if hi <= lo:
         hi = lo + 1.0
     return lo, hi
