@@ -12,7 +12,8 @@ shorts, false positives and negatives, the share of lines without error, Dice an
 megapixels per second of wall time on this machine, and a summary: per set the best classical
 segmenter and the ratio of its ESD rate to the default two-scale one.
 
-    python benchmarks/bench_default.py --tests /data/heldout/* [--model BUNDLE] [--json out.json]
+    python benchmarks/bench_default.py --tests /data/heldout/* [--model BUNDLE] [--metal dark]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from samsem.evaluation.esd import ESDConfig, ESDResult, esd
@@ -34,15 +36,15 @@ from samsem.runtime.pipeline import Pipeline
 CLASSICAL = ("classical:otsu", "classical:sauvola", "classical:median-otsu")
 
 
-def _methods(model: str | None, batch_size: int) -> dict[str, Callable[[], Pipeline]]:
-    opts = RunOptions(batch_size=batch_size)
+def _methods(model: str | None, batch_size: int, metal: str) -> dict[str, Callable[[], Pipeline]]:
+    opts = RunOptions(batch_size=batch_size, metal=metal)
     methods: dict[str, Callable[[], Pipeline]] = {
         "two-scale": lambda: load_pipeline(model, options=opts),
         "two-scale paper": lambda: load_pipeline(
-            model, options=RunOptions(batch_size=batch_size, decision="paper", fallback="sauvola")
+            model, options=replace(opts, decision="paper", fallback="sauvola")
         ),
-        "scale 1": lambda: load_pipeline(model, options=RunOptions(batch_size=batch_size, single_scale=1)),
-        "scale 2": lambda: load_pipeline(model, options=RunOptions(batch_size=batch_size, single_scale=2)),
+        "scale 1": lambda: load_pipeline(model, options=replace(opts, single_scale=1)),
+        "scale 2": lambda: load_pipeline(model, options=replace(opts, single_scale=2)),
     }
     for name in CLASSICAL:
         methods[name] = lambda name=name: classical_pipeline(name, options=opts)
@@ -105,10 +107,13 @@ def main() -> None:
     ap.add_argument("--tests", nargs="+", type=Path, required=True, help="test folders")
     ap.add_argument("--methods", nargs="+", default=None, help="subset of the methods (default: all)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument(
+        "--metal", choices=["bright", "dark"], default="bright", help="metal polarity (default bright)"
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    factories = _methods(args.model, args.batch_size)
+    factories = _methods(args.model, args.batch_size, args.metal)
     names = args.methods or list(factories)
     unknown = sorted(set(names) - set(factories))
     if unknown:

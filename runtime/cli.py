@@ -74,6 +74,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         seed=getattr(args, "seed", 0),
         fallback=getattr(args, "fallback", "model2"),
         decision=getattr(args, "decision", "robust"),
+        metal=getattr(args, "metal", "bright"),
     )
 
 
@@ -131,6 +132,13 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
         default="robust",
         help="per-patch choice between the scales: robust (default; specks removed first, model 1 "
         "distrusted where too coarse) or the SAMSEM paper's rule",
+    )
+    p.add_argument(
+        "--metal",
+        choices=["bright", "dark"],
+        default="bright",
+        help="metal brighter than the background (default bright) or darker (dark: inverted images, as "
+        "from some backscatter detectors)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the point prompts (default 0)")
     p.add_argument("--preview", action="store_true", help="also write NAME.preview.png")

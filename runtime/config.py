@@ -20,6 +20,8 @@ from samsem.runtime.stages.postprocess import PostprocessConfig
 from samsem.runtime.stages.prompts import PromptConfig
 from samsem.runtime.stages.tiling import TilingConfig
 
+METALS = ("bright", "dark")  # which end of the intensities the metal is
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -30,7 +32,8 @@ class RunOptions:
     2 runs only that model (no decision), None
     both; seed: seed of the point prompts; fallback: what fills patches where both models are speckled
     ("sauvola", "model1" or "model2"); decision: the per-patch rule ("robust" or the SAMSEM paper's
-    "paper", see :mod:`samsem.runtime.stages.decision`).
+    "paper", see :mod:`samsem.runtime.stages.decision`); metal: "bright" (metal brighter than the
+    background, as in secondary-electron images) or "dark" (inverted, as in some backscatter images).
     """
 
     batch_size: int | None = 8
@@ -38,6 +41,7 @@ class RunOptions:
     seed: int = 0
     fallback: str = "model2"
     decision: str = "robust"
+    metal: str = "bright"
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and (
@@ -50,6 +54,8 @@ class RunOptions:
             raise ConfigError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
         if self.decision not in RULES:
             raise ConfigError(f"decision must be one of {', '.join(RULES)}, got {self.decision!r}")
+        if self.metal not in METALS:
+            raise ConfigError(f"metal must be one of {', '.join(METALS)}, got {self.metal!r}")
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,9 @@ class PipelineConfig:
     turns probabilities into masks. ``seed`` makes point prompts reproducible. ``low_pct``/``high_pct``
     are the intensity percentiles mapped to 0 and 1; ``clip_glare`` lowers the high level below a glare
     tail of bright vias (:mod:`samsem.runtime.stages.preprocess`; False: the plain percentiles, as
-    before). ``batch_size``, ``single_scale``, ``seed``,
-    ``decision.fallback`` and ``decision.rule`` are the run's (:class:`RunOptions`); the rest is the
-    model's.
+    before); ``metal`` = "dark" inverts the intensities first. ``batch_size``, ``single_scale``,
+    ``seed``, ``metal``, ``decision.fallback`` and ``decision.rule`` are the run's
+    (:class:`RunOptions`); the rest is the model's.
     """
 
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -77,6 +83,7 @@ class PipelineConfig:
     low_pct: float = 0.5
     high_pct: float = 99.5
     clip_glare: bool = True
+    metal: str = "bright"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -87,12 +94,19 @@ class PipelineConfig:
             raise ConfigError(f"threshold must lie in (0, 1), got {self.threshold}")
         if not 0.0 <= self.low_pct < self.high_pct <= 100.0:
             raise ConfigError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
+        if self.metal not in METALS:
+            raise ConfigError(f"metal must be one of {', '.join(METALS)}, got {self.metal!r}")
 
     @property
     def options(self) -> RunOptions:
         """The run options this configuration holds."""
         return RunOptions(
-            self.batch_size, self.single_scale, self.seed, self.decision.fallback, self.decision.rule
+            self.batch_size,
+            self.single_scale,
+            self.seed,
+            self.decision.fallback,
+            self.decision.rule,
+            self.metal,
         )
 
     def with_options(self, options: RunOptions) -> PipelineConfig:
@@ -103,6 +117,7 @@ class PipelineConfig:
             batch_size=self.batch_size if options.batch_size is None else options.batch_size,
             single_scale=options.single_scale,
             seed=options.seed,
+            metal=options.metal,
             decision=replace(self.decision, fallback=options.fallback, rule=options.decision),
         )
 
@@ -137,6 +152,7 @@ REQUEST_OPTIONS: dict[str, tuple[str, Any]] = {
     "seed": ("an integer", int),
     "fallback": (" or ".join(repr(f) for f in FALLBACKS), str),
     "decision": (" or ".join(repr(r) for r in RULES), str),
+    "metal": (" or ".join(repr(m) for m in METALS), str),
 }
 
 

@@ -188,7 +188,7 @@ class Pipeline:
         t1 = time.perf_counter()
         cfg = self.config
         tiling = make_tiling(raw.shape[0], raw.shape[1], cfg.tiling)
-        levels = intensity_range(raw, cfg.low_pct, cfg.high_pct, cfg.clip_glare)
+        levels = intensity_range(raw, cfg.low_pct, cfg.high_pct, cfg.clip_glare, cfg.metal == "dark")
         job = Job(name, raw, levels, tiling, self._n_inputs(tiling))
         t2 = time.perf_counter()
         times = {"read": t1 - t0, "levels": t2 - t1}

@@ -54,7 +54,8 @@ def preview_image(image: np.ndarray, mask: np.ndarray, report: dict, max_side: i
     h, w = image.shape
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    lo, hi = report.get("intensity_levels", [float(image.min()), float(image.max()) + 1.0])
+    # shown as it looks: dark-metal images keep their polarity
+    lo, hi = sorted(report.get("intensity_levels", [float(image.min()), float(image.max()) + 1.0]))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     gray = np.clip((small - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8)
     out = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)

@@ -120,9 +120,10 @@ class PatchRecord:
 
 @dataclass(frozen=True)
 class ImageReport:
-    """One image's report: size, dtype, the intensity levels mapped to [0, 1], the model, the pipeline
-    configuration (a JSON-ready dict), the mode, model 1's score, the patches and their sources, the
-    flagged patches, the mask's foreground fraction and the seconds spent per stage on this image
+    """One image's report: size, dtype, the intensity levels mapped to 0 and 1 (background, metal), the
+    model, the pipeline configuration (a JSON-ready dict), the mode, model 1's score, the patches and
+    their sources, the flagged patches, the mask's foreground fraction and the seconds spent per stage
+    on this image
     (``timings_s``: reading, preparing and stitching are measured per image; a model call or decision
     run on a batch holding several images is split among them by their number of inputs, so the images'
     figures add up to the run's time and never repeat a batch's whole time)."""

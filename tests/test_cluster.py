@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -289,15 +290,30 @@ def test_killed_worker_is_restarted_and_its_images_redone(
     assert {r.status for r in run.records} <= {"done", "skipped"}  # skipped: finished before the kill
     assert run.summary.done + run.summary.skipped == N_IMAGES and not run.summary.failures
     pids = {r.pid for r in run.records}
-    assert len(pids) == 3, "the killed worker's tasks are retried on its restarted process"
+    # the killed worker's task is retried on its restarted process (a third pid) unless the kill fell
+    # between two of its tasks and the surviving worker took the rest (seen on a loaded machine)
+    assert killed in pids and len(pids) in (2, 3)
     assert_same_outputs(out, reference, stems)
 
 
 def test_interrupted_driver_leaves_whole_files_and_the_rerun_completes(
     ray_address: str, images: Path, reference: Path, stems: list[str], tmp_path: Path, capsys
 ) -> None:
+    # four copies of each image, so that the run cannot finish before the interrupt lands on a fast
+    # machine (results arrive block by block)
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for k in range(4):
+        for stem in stems:
+            shutil.copyfile(images / f"{stem}.png", copies / f"c{k}_{stem}.png")
+    n = 4 * N_IMAGES
+
+    def assert_mask_of_original(out: Path, stem: str) -> None:
+        original = stem.split("_", 1)[1]
+        assert (out / f"{stem}.mask.png").read_bytes() == (reference / f"{original}.mask.png").read_bytes()
+
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "samsem.cli", "segment", str(images), "-o", str(out)]
+    cmd = [sys.executable, "-m", "samsem.cli", "segment", str(copies), "-o", str(out)]
     driver = subprocess.Popen(
         [*cmd, f"--ray={ray_address}", "--workers", "1"], stderr=subprocess.PIPE, text=True
     )
@@ -310,16 +326,17 @@ def test_interrupted_driver_leaves_whole_files_and_the_rerun_completes(
     assert driver.wait(60) == 130, driver.stderr.read() if driver.stderr else ""
     assert "interrupted; finished outputs are kept" in (driver.stderr.read() if driver.stderr else "")
     end = run_records(out)[-1]
-    assert end["event"] == "end" and end["outcome"] == "interrupted" and 1 <= end["segmented"] < N_IMAGES
+    assert end["event"] == "end" and end["outcome"] == "interrupted" and 1 <= end["segmented"] < n
     for report in out.glob("*.report.json"):  # whatever exists is whole
-        stem = report.name.removesuffix(".report.json")
-        assert (out / f"{stem}.mask.png").read_bytes() == (reference / f"{stem}.mask.png").read_bytes()
+        assert_mask_of_original(out, report.name.removesuffix(".report.json"))
 
-    assert main(["segment", str(images), "-o", str(out), "--ray"]) == 0
+    assert main(["segment", str(copies), "-o", str(out), "--ray"]) == 0
     assert "skipped (all outputs exist), 0 failed" in capsys.readouterr().err
-    assert_same_outputs(out, reference, stems)
+    for image in copies.iterdir():
+        assert_mask_of_original(out, image.stem)
+    assert partial_files(out) == []
     records = run_records(out)
-    assert {r["status"] for r in records[1:-1]} <= {"done", "skipped"} and len(records) == N_IMAGES + 2
+    assert {r["status"] for r in records[1:-1]} <= {"done", "skipped"} and len(records) == n + 2
     assert sum(r["status"] == "skipped" for r in records[1:-1]) >= end["segmented"]
 
 

@@ -1,10 +1,13 @@
-"""Intensity levels: percentiles, and the glare clip that keeps vias from outshining their lines."""
+"""Intensity levels: percentiles, the glare clip that keeps vias from outshining their lines, polarity."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from samsem.runtime.config import PipelineConfig
+from samsem.errors import ConfigError
+from samsem.runtime.config import PipelineConfig, RunOptions
+from samsem.runtime.load import classical_pipeline
 from samsem.runtime.stages.preprocess import GLARE_MARGIN, apply_range, intensity_range
 
 
@@ -46,3 +49,35 @@ def test_images_without_glare_keep_their_percentiles() -> None:
 def test_pipeline_config_switches_the_clip() -> None:
     assert PipelineConfig().clip_glare
     assert PipelineConfig.from_dict({"clip_glare": False}).clip_glare is False
+
+
+def test_dark_metal_levels_mirror_the_bright_ones() -> None:
+    rng = np.random.default_rng(2)
+    image = _lines(255, rng)  # with glare, so the clip is mirrored too
+    inverted = (255 - image).astype(np.uint8)
+    lo, hi = intensity_range(image)
+    bg, metal = intensity_range(inverted, dark_metal=True)
+    assert bg > metal  # falling order: apply_range inverts
+    assert (bg, metal) == pytest.approx((255 - lo, 255 - hi), abs=1e-3)
+    np.testing.assert_allclose(apply_range(inverted, (bg, metal)), apply_range(image, (lo, hi)), atol=1e-5)
+
+
+def test_pipeline_with_dark_metal_segments_an_inverted_image_like_the_original() -> None:
+    rng = np.random.default_rng(3)
+    image = _lines(None, rng)
+    inverted = (255 - image).astype(np.uint8)
+    bright = classical_pipeline("classical:otsu").segment(image)
+    dark = classical_pipeline("classical:otsu", options=RunOptions(metal="dark")).segment(inverted)
+    plain = classical_pipeline("classical:otsu").segment(inverted)
+    truth = (image > 70).astype(np.uint8)
+    assert (bright.mask == truth).mean() > 0.99
+    assert (dark.mask == bright.mask).mean() > 0.999
+    assert (plain.mask == truth).mean() < 0.05  # taken as bright metal, the background becomes the metal
+    assert dark.report.intensity_levels[0] > dark.report.intensity_levels[1]
+    assert dark.report.config["metal"] == "dark"
+
+
+def test_metal_option_is_validated() -> None:
+    assert PipelineConfig().with_options(RunOptions(metal="dark")).options.metal == "dark"
+    with pytest.raises(ConfigError, match="metal must be one of bright, dark"):
+        RunOptions(metal="grey")

@@ -255,3 +255,18 @@ def test_bad_vector_options_are_usage_errors(image_dir: Path, tmp_path: Path, ca
     assert main([*args, "--vector", "gds"]) == 2
     assert "pip install 'samsem[vector]'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_metal_dark_segments_an_inverted_image(tmp_path: Path) -> None:
+    sample = generate_sample("easy", 256, 256, seed=5)
+    write_image(tmp_path / "in" / "inv.png", (255 - sample.image.astype(np.int32)).astype(np.uint8))
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "in"), "--model", "classical:otsu"]
+    assert main([*args, "-o", str(out), "--metal", "dark"]) == 0
+    assert main([*args, "-o", str(tmp_path / "plain")]) == 0
+    truth = sample.mask.astype(bool)
+    dark = read_mask(out / "inv.mask.png").astype(bool)
+    plain = read_mask(tmp_path / "plain" / "inv.mask.png").astype(bool)
+    dice = 2 * (dark & truth).sum() / (dark.sum() + truth.sum())
+    assert dice > 0.8 and (plain & truth).sum() < 0.5 * truth.sum()
+    assert json.loads((out / "inv.report.json").read_text())["config"]["metal"] == "dark"

@@ -229,6 +229,9 @@ def test_request_options() -> None:
         parse_request_options(base, {"single_scale": "3"})
     with pytest.raises(InputError, match="option 'fallback'"):
         parse_request_options(base, {"fallback": "magic"})
+    assert parse_request_options(base, {"metal": "dark"}).metal == "dark"
+    with pytest.raises(InputError, match="bad value 'grey' for option 'metal'"):
+        parse_request_options(base, {"metal": "grey"})
 
 
 def test_tokens(tmp_path, monkeypatch) -> None:

@@ -9,6 +9,10 @@ are, the lines end up mid-grey beside white vias and a model cuts every via off 
 renderings of the held-out layout the default model made 318 opens on 741 lines this way). When the
 tail is longer than :data:`GLARE_TAIL` times the metal-to-background spread (p90 - p50), the high level
 is lowered to p90 + :data:`GLARE_MARGIN` (p90 - p50), so lines and vias are equally bright.
+
+Polarity: where the metal is darker than the background (some backscatter images), the levels are
+found the same way on the negated intensities and returned in the order (background, metal), so that
+:func:`apply_range` maps the background to 0 and the metal to 1: every later stage sees bright metal.
 """
 
 from __future__ import annotations
@@ -23,23 +27,30 @@ GLARE_MARGIN = 0.6  # then the high level becomes p90 + GLARE_MARGIN * (p90 - p5
 
 
 def intensity_range(
-    image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, clip_glare: bool = True
+    image: np.ndarray,
+    low_pct: float = 0.5,
+    high_pct: float = 99.5,
+    clip_glare: bool = True,
+    dark_metal: bool = False,
 ) -> tuple[float, float]:
-    """Robust (low, high) intensity levels of ``image`` (H, W) uint8/uint16.
+    """Robust (background, metal) intensity levels of ``image`` (H, W) uint8/uint16.
 
-    Returns the two percentiles of a strided subsample, the high one lowered where ``clip_glare`` finds
-    a glare tail (see the module docstring); ``high > low`` is guaranteed (a flat image gets
-    ``high = low + 1``).
+    Returns the two percentiles of a strided subsample, the metal one moved towards the metal where
+    ``clip_glare`` finds a glare tail (see the module docstring); they differ by at least 1 (a flat
+    image gets ``metal = background + 1``). ``dark_metal``: the metal is the dark end, the first level
+    is then the higher one.
     """
     h, w = image.shape[:2]
     step = max(1, int(np.sqrt(h * w / _SUBSAMPLE_TARGET)))
     sample = image[::step, ::step]
+    if dark_metal:
+        sample = -sample.astype(np.float32)
     lo, hi, p50, p90 = (float(v) for v in np.percentile(sample, [low_pct, high_pct, 50, 90]))
     if clip_glare and p90 > p50 and hi - p90 > GLARE_TAIL * (p90 - p50):
         hi = p90 + GLARE_MARGIN * (p90 - p50)
     if hi <= lo:
         hi = lo + 1.0
-    return lo, hi
+    return (-lo, -hi) if dark_metal else (lo, hi)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -52,7 +63,8 @@ def _map_range(image: np.ndarray, lo: np.float32, scale: np.float32, out: np.nda
 
 
 def apply_range(image: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
-    """Map ``image`` (any shape, integer or float) linearly so ``levels`` become 0 and 1; clip; float32.
+    """Map ``image`` (any shape, integer or float) linearly so ``levels`` become 0 and 1; clip; float32
+    (levels in falling order invert the image).
 
     The float32 operations are (float32(x) - float32(low)) * float32(1 / (high - low)), then the clip;
     (H, W) uint8/uint16 images take one fused pass with the very same operations.
