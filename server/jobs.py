@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from samsem.errors import InputError, SamsemError
+from samsem.errors import EngineError, InputError, SamsemError
 from samsem.runtime.outputs import ImageOutputs, image_outputs, remove_stale_temps, write_outputs
 from samsem.runtime.pipeline import FailedImage, Pipeline
 from samsem.server import samsem_pb2 as pb
@@ -79,6 +79,8 @@ class _Job:
 def _code(exc: BaseException) -> str:
     if isinstance(exc, PathRefused):
         return "PERMISSION_DENIED"
+    if isinstance(exc, EngineError):  # the model failed, not the file
+        return "INTERNAL"
     return "INVALID_ARGUMENT" if isinstance(exc, SamsemError) else "INTERNAL"
 
 

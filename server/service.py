@@ -35,7 +35,7 @@ import grpc
 import numpy as np
 
 from samsem import __version__
-from samsem.errors import InputError, SamsemError
+from samsem.errors import EngineError, InputError, SamsemError
 from samsem.runtime.pipeline import Pipeline, SegmentResult
 from samsem.server import samsem_pb2 as pb
 from samsem.server import samsem_pb2_grpc as pb_grpc
@@ -114,6 +114,8 @@ def _status(exc: BaseException) -> _Abort | None:
         return _Abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     if isinstance(exc, JobsDisabled):
         return _Abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, EngineError):  # the model failed, not the request
+        return _Abort(grpc.StatusCode.INTERNAL, str(exc))
     if isinstance(exc, SamsemError):
         return _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, Cancelled):

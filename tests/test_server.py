@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
+from samsem.errors import EngineError
 from samsem.io import read_image, write_image
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.load import load_pipeline
@@ -263,6 +264,25 @@ def test_bad_input_is_invalid_argument_and_server_keeps_serving(case, client, tm
     assert message in err.details()
     img = lines_image(100, 120)
     assert client.segment(img).mask.shape == (100, 120)  # the server still answers
+
+
+class FailingOnceSegmenter(SlowSegmenter):
+    """Raises EngineError on its first call (an engine fault), then thresholds like SlowSegmenter."""
+
+    def predict(self, images, points=None):
+        self.calls += 1
+        if self.calls == 1:
+            raise EngineError("engine.onnx: onnxruntime failed: out of device memory")
+        return (images > 0.5).astype(np.float32), np.ones(len(images), np.float32)
+
+
+def test_engine_fault_is_internal_not_invalid_argument() -> None:
+    seg = FailingOnceSegmenter(64, 0.0)
+    pipeline = Pipeline(None, seg, PipelineConfig(tiling=TilingConfig(patch_size=64), single_scale=2))
+    with serving(ServerConfig(port=0, metrics_port=0), pipeline) as (_, client):
+        err = rpc_error(lambda: client.segment(lines_image(64, 64)))
+        assert err.code() == grpc.StatusCode.INTERNAL and "out of device memory" in err.details()
+        assert client.segment(lines_image(64, 64)).mask.shape == (64, 64)  # the server still answers
 
 
 def test_request_id_is_echoed_and_generated(client) -> None:
