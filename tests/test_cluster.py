@@ -299,8 +299,7 @@ def test_killed_worker_is_restarted_and_its_images_redone(
 def test_interrupted_driver_leaves_whole_files_and_the_rerun_completes(
     ray_address: str, images: Path, reference: Path, stems: list[str], tmp_path: Path, capsys
 ) -> None:
-    # four copies of each image, so that the run cannot finish before the interrupt lands on a fast
-    # machine (results arrive block by block)
+    # four copies of each image, so that the run is still going when the interrupt lands
     copies = tmp_path / "copies"
     copies.mkdir()
     for k in range(4):
@@ -312,19 +311,24 @@ def test_interrupted_driver_leaves_whole_files_and_the_rerun_completes(
         original = stem.split("_", 1)[1]
         assert (out / f"{stem}.mask.png").read_bytes() == (reference / f"{original}.mask.png").read_bytes()
 
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "samsem.cli", "segment", str(copies), "-o", str(out)]
-    driver = subprocess.Popen(
-        [*cmd, f"--ray={ray_address}", "--workers", "1"], stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while driver.poll() is None and time.monotonic() < deadline:
-        if (out / MANIFEST).exists() and any(r.get("event") == "image" for r in run_records(out)):
-            driver.send_signal(signal.SIGINT)
+    for attempt in range(3):  # a run can still finish between the first result and the interrupt
+        out = tmp_path / f"out{attempt}"
+        cmd = [sys.executable, "-m", "samsem.cli", "segment", str(copies), "-o", str(out)]
+        driver = subprocess.Popen(
+            [*cmd, f"--ray={ray_address}", "--workers", "1"], stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 120
+        while driver.poll() is None and time.monotonic() < deadline:
+            if (out / MANIFEST).exists() and any(r.get("event") == "image" for r in run_records(out)):
+                driver.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.02)
+        code = driver.wait(60)
+        stderr = driver.stderr.read() if driver.stderr else ""
+        if code != 0 or run_records(out)[-1].get("outcome") != "finished":
             break
-        time.sleep(0.02)
-    assert driver.wait(60) == 130, driver.stderr.read() if driver.stderr else ""
-    assert "interrupted; finished outputs are kept" in (driver.stderr.read() if driver.stderr else "")
+    assert code == 130, stderr
+    assert "interrupted; finished outputs are kept" in stderr
     end = run_records(out)[-1]
     assert end["event"] == "end" and end["outcome"] == "interrupted" and 1 <= end["segmented"] < n
     for report in out.glob("*.report.json"):  # whatever exists is whole
