@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,3 +17,18 @@ def test_benchmark_help(script: Path) -> None:
     out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage:")
+
+
+def test_threshold_sweep_applies_each_threshold(tmp_path: Path) -> None:
+    tool = Path(__file__).resolve().parents[1] / "tools" / "threshold_sweep.py"
+    data = tmp_path / "val"
+    synth = [sys.executable, "-m", "samsem.cli", "synth", "--preset", "extreme", "--size", "256"]
+    subprocess.run([*synth, "--out", str(data)], check=True, capture_output=True)
+    cmd = [sys.executable, str(tool), "--thresholds", "0.02,0.5,0.98", str(data)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.splitlines()
+    assert rows[1].startswith("val") and rows[2].startswith("pooled")
+    cells = re.findall(r"([\d.]+): ([\d.]+) \(", rows[1])  # (threshold, ESD rate) per cell
+    assert [t for t, _ in cells] == ["0.02", "0.5", "0.98"]
+    assert len({rate for _, rate in cells}) > 1  # the thresholds change the masks
