@@ -9,6 +9,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+from test_synth import CLEAN, ONLY_TRACKS
 
 from samsem.cli import main
 from samsem.errors import ConfigError
@@ -28,27 +29,7 @@ from samsem.synth.imaging import ImagingConfig, line_codes, render_sem
 from samsem.synth.layout import LayoutConfig, generate_layout
 from samsem.synth.presets import SynthConfig, get_preset
 
-# every imaging effect off: exact levels, no noise
-CLEAN = ImagingConfig(
-    edge_gain=0.0,
-    voltage_contrast=0.0,
-    grain=0.0,
-    via_contrast=0.0,
-    blur_sigma=0.0,
-    dose=0.0,
-    read_noise=0.0,
-)
-TRACKS = LayoutConfig(
-    pitch=(24, 24),
-    width=(12, 12),
-    route_prob=0.0,
-    pad_prob=0.0,
-    rail_prob=0.0,
-    stub_prob=0.0,
-    via_prob=0.0,
-    near_miss_prob=0.0,
-    vertical_prob=0.0,
-)
+TRACKS = replace(ONLY_TRACKS, pitch=(24, 24), width=(12, 12))
 CLEAN_PRESET = SynthConfig("fx-clean", TRACKS, CLEAN)  # fixed parameters, wide horizontal tracks
 ALL = effect_names()
 
