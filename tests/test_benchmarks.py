@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = sorted(p for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("bench_*.py"))
@@ -32,3 +33,21 @@ def test_threshold_sweep_applies_each_threshold(tmp_path: Path) -> None:
     cells = re.findall(r"([\d.]+): ([\d.]+) \(", rows[1])  # (threshold, ESD rate) per cell
     assert [t for t, _ in cells] == ["0.02", "0.5", "0.98"]
     assert len({rate for _, rate in cells}) > 1  # the thresholds change the masks
+
+
+def test_flatten_experiment_removes_a_charging_ramp_and_keeps_lines() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        from flatten_experiment import flatten
+    finally:
+        sys.path.pop(0)
+    ramp = np.linspace(0, 80, 512, dtype=np.float32)[None, :].repeat(512, axis=0)  # a bright region
+    lines = np.zeros((512, 512), np.float32)
+    lines[::32, :] = lines[1::32, :] = lines[2::32, :] = lines[3::32, :] = 100  # 4-px metal lines
+    image = (40 + ramp + lines).astype(np.uint8)
+    flat = flatten(image, window=128).astype(np.float32)
+    background = lines == 0
+    inner = np.s_[:, 64:-64]  # away from the border, where the opening sees the whole window
+    assert np.ptp(image[inner][background[inner]]) > 50
+    assert np.ptp(flat[inner][background[inner]]) < 20  # the ramp is gone
+    assert np.median(flat[lines > 0]) - np.median(flat[background]) > 80  # the lines keep their contrast
