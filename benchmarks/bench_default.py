@@ -3,9 +3,11 @@
 For every test folder (``samsem synth`` output or images/ + masks/; e.g. the sets written by
 ``tools/make_heldout_sets.py``) it segments each image with
 
-  * the model through the two-scale pipeline with the default (robust) decision and with the SAMSEM
-    paper's rule (and its Sauvola fallback), and with each single scale alone,
-  * the classical segmenters (Otsu, Sauvola, 5x5 median + Otsu; patch-wise at native resolution),
+  * the model through the two-scale pipeline with the defaults (robust decision, background
+    flattening), without flattening, with the SAMSEM paper's behaviour (its rule and Sauvola fallback,
+    no flattening), and with each single scale alone,
+  * the classical segmenters (Otsu, Sauvola, 5x5 median + Otsu; patch-wise at native resolution, no
+    flattening: the plain thresholds),
 
 then prints per set and method the ESD rate (errors / ground-truth lines, default ESD rules), opens,
 shorts, false positives and negatives, the share of lines without error, Dice and the throughput in
@@ -38,16 +40,18 @@ CLASSICAL = ("classical:otsu", "classical:sauvola", "classical:median-otsu")
 
 def _methods(model: str | None, batch_size: int, metal: str) -> dict[str, Callable[[], Pipeline]]:
     opts = RunOptions(batch_size=batch_size, metal=metal)
+    plain = replace(opts, flatten=0)
     methods: dict[str, Callable[[], Pipeline]] = {
         "two-scale": lambda: load_pipeline(model, options=opts),
+        "two-scale unflattened": lambda: load_pipeline(model, options=plain),
         "two-scale paper": lambda: load_pipeline(
-            model, options=replace(opts, decision="paper", fallback="sauvola")
+            model, options=replace(plain, decision="paper", fallback="sauvola")
         ),
         "scale 1": lambda: load_pipeline(model, options=replace(opts, single_scale=1)),
         "scale 2": lambda: load_pipeline(model, options=replace(opts, single_scale=2)),
     }
     for name in CLASSICAL:
-        methods[name] = lambda name=name: classical_pipeline(name, options=opts)
+        methods[name] = lambda name=name: classical_pipeline(name, options=plain)
     return methods
 
 
@@ -85,8 +89,9 @@ def _evaluate(pipeline: Pipeline, pairs: list[tuple[Path, Path]]) -> dict:
 def _summary(rows: list[dict]) -> list[str]:
     """Per set: the ESD rate of each model mode and the best classical segmenter with its ratio to the
     default two-scale rate (how many times more errors the classical segmenter makes)."""
-    modes = ("two-scale", "scale 1", "scale 2", "two-scale paper")
-    lines = [f"{'test set':<28} {'two-scale':>9} {'scale 1':>8} {'scale 2':>8} {'paper':>8}   best classical"]
+    modes = ("two-scale", "two-scale unflattened", "scale 1", "scale 2", "two-scale paper")
+    head = f"{'two-scale':>9} {'unflat.':>8} {'scale 1':>8} {'scale 2':>8} {'paper':>8}"
+    lines = [f"{'test set':<28} {head}   best classical"]
     for test_set in dict.fromkeys(r["test_set"] for r in rows):
         by = {r["method"]: r["esd_rate"] for r in rows if r["test_set"] == test_set}
         cells = " ".join(f"{by.get(m, math.nan):{9 if i == 0 else 8}.4f}" for i, m in enumerate(modes))

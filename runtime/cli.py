@@ -57,6 +57,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -75,6 +82,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         fallback=getattr(args, "fallback", "model2"),
         decision=getattr(args, "decision", "robust"),
         metal=getattr(args, "metal", "bright"),
+        flatten=getattr(args, "flatten", None),
     )
 
 
@@ -139,6 +147,15 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
         default="bright",
         help="metal brighter than the background (default bright) or darker (dark: inverted images, as "
         "from some backscatter detectors)",
+    )
+    p.add_argument(
+        "--flatten",
+        type=_non_negative_int,
+        default=None,
+        metavar="PX",
+        help="subtract a low-frequency background (charging, shading) estimated with a window of PX "
+        "pixels, wider than the widest line; 0 = off (the SAMSEM paper's behaviour); default: the "
+        "model's configuration, 128 for the bundled model and models without one",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the point prompts (default 0)")
     p.add_argument("--preview", action="store_true", help="also write NAME.preview.png")

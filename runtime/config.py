@@ -23,6 +23,11 @@ from samsem.runtime.stages.tiling import TilingConfig
 METALS = ("bright", "dark")  # which end of the intensities the metal is
 
 
+def _check_flatten(window: object) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ConfigError(f"flatten must be an integer >= 0 (window in px, 0: off), got {window!r}")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Choices of one run, applied over the model's configuration.
@@ -33,7 +38,9 @@ class RunOptions:
     both; seed: seed of the point prompts; fallback: what fills patches where both models are speckled
     ("sauvola", "model1" or "model2"); decision: the per-patch rule ("robust" or the SAMSEM paper's
     "paper", see :mod:`samsem.runtime.stages.decision`); metal: "bright" (metal brighter than the
-    background, as in secondary-electron images) or "dark" (inverted, as in some backscatter images).
+    background, as in secondary-electron images) or "dark" (inverted, as in some backscatter images);
+    flatten: background-flattening window in px (0: off, the SAMSEM paper's behaviour; None: the
+    model's, see :class:`PipelineConfig`).
     """
 
     batch_size: int | None = 8
@@ -42,8 +49,11 @@ class RunOptions:
     fallback: str = "model2"
     decision: str = "robust"
     metal: str = "bright"
+    flatten: int | None = None
 
     def __post_init__(self) -> None:
+        if self.flatten is not None:
+            _check_flatten(self.flatten)
         if self.batch_size is not None and (
             isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
@@ -66,9 +76,11 @@ class PipelineConfig:
     turns probabilities into masks. ``seed`` makes point prompts reproducible. ``low_pct``/``high_pct``
     are the intensity percentiles mapped to 0 and 1; ``clip_glare`` lowers the high level below a glare
     tail of bright vias (:mod:`samsem.runtime.stages.preprocess`; False: the plain percentiles, as
-    before); ``metal`` = "dark" inverts the intensities first. ``batch_size``, ``single_scale``,
-    ``seed``, ``metal``, ``decision.fallback`` and ``decision.rule`` are the run's
-    (:class:`RunOptions`); the rest is the model's.
+    before); ``metal`` = "dark" inverts the intensities first; ``flatten`` > 0 subtracts a
+    low-frequency background estimated with a window of that many px before anything else (0: off, as in
+    the SAMSEM paper; :func:`~samsem.runtime.stages.preprocess.flatten_background`). ``batch_size``,
+    ``single_scale``, ``seed``, ``metal``, ``flatten``, ``decision.fallback`` and ``decision.rule`` are
+    the run's (:class:`RunOptions`); the rest is the model's.
     """
 
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -84,8 +96,10 @@ class PipelineConfig:
     high_pct: float = 99.5
     clip_glare: bool = True
     metal: str = "bright"
+    flatten: int = 128
 
     def __post_init__(self) -> None:
+        _check_flatten(self.flatten)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.single_scale not in (None, 1, 2):
@@ -107,6 +121,7 @@ class PipelineConfig:
             self.decision.fallback,
             self.decision.rule,
             self.metal,
+            self.flatten,
         )
 
     def with_options(self, options: RunOptions) -> PipelineConfig:
@@ -118,6 +133,7 @@ class PipelineConfig:
             single_scale=options.single_scale,
             seed=options.seed,
             metal=options.metal,
+            flatten=self.flatten if options.flatten is None else options.flatten,
             decision=replace(self.decision, fallback=options.fallback, rule=options.decision),
         )
 
@@ -153,6 +169,7 @@ REQUEST_OPTIONS: dict[str, tuple[str, Any]] = {
     "fallback": (" or ".join(repr(f) for f in FALLBACKS), str),
     "decision": (" or ".join(repr(r) for r in RULES), str),
     "metal": (" or ".join(repr(m) for m in METALS), str),
+    "flatten": ("an integer >= 0 (window in px, 0: off)", int),
 }
 
 

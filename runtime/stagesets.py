@@ -41,10 +41,12 @@ from samsem.runtime.stages.tiling import Tiling, extract_patch
 class Job:
     """One image while its model inputs are in flight.
 
-    raw (H, W) uint8/uint16 on the host; whole: model 1's input (S1, S1) float32 and its prompts
-    (whole_points (P, 2) float32 in input pixels, whole_has_fg), made when the image is read; image/out:
-    the image and the (H, W) uint8 mask being assembled where the stage set works (numpy or tensors);
-    prob1/score1: model 1's output once it arrived; done: model inputs finished out of n_inputs.
+    original: the (H, W) uint8/uint16 image as read; raw: what the stages cut inputs from (the original
+    after background flattening, or the original itself); whole: model 1's input (S1, S1) float32 and
+    its prompts (whole_points (P, 2) float32 in input pixels, whole_has_fg), made when the image is
+    read; image/out: the image and the (H, W) uint8 mask being assembled where the stage set works
+    (numpy or tensors); prob1/score1: model 1's output once it arrived; done: model inputs finished
+    out of n_inputs.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Job:
     levels: tuple[float, float]
     tiling: Tiling
     n_inputs: int
+    original: np.ndarray
     whole: np.ndarray | None = None
     whole_points: np.ndarray | None = None
     whole_has_fg: bool = True

@@ -270,3 +270,16 @@ def test_metal_dark_segments_an_inverted_image(tmp_path: Path) -> None:
     dice = 2 * (dark & truth).sum() / (dark.sum() + truth.sum())
     assert dice > 0.8 and (plain & truth).sum() < 0.5 * truth.sum()
     assert json.loads((out / "inv.report.json").read_text())["config"]["metal"] == "dark"
+
+
+def test_flatten_flag_reaches_the_report_and_rejects_negative_windows(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "in" / "a.png", generate_sample("easy", 256, 256, seed=6).image)
+    args = ["segment", str(tmp_path / "in"), "--model", "classical:otsu"]
+    assert main([*args, "-o", str(tmp_path / "off"), "--flatten", "0"]) == 0
+    assert main([*args, "-o", str(tmp_path / "on")]) == 0
+    assert json.loads((tmp_path / "off" / "a.report.json").read_text())["config"]["flatten"] == 0
+    assert json.loads((tmp_path / "on" / "a.report.json").read_text())["config"]["flatten"] == 128
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "-o", str(tmp_path / "bad"), "--flatten", "-1"])
+    assert exc.value.code == 2 and "--flatten: must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

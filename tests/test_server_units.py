@@ -232,6 +232,9 @@ def test_request_options() -> None:
     assert parse_request_options(base, {"metal": "dark"}).metal == "dark"
     with pytest.raises(InputError, match="bad value 'grey' for option 'metal'"):
         parse_request_options(base, {"metal": "grey"})
+    assert parse_request_options(base, {"flatten": "0"}).flatten == 0
+    with pytest.raises(InputError, match=r"bad value '-3' for option 'flatten'.*integer >= 0"):
+        parse_request_options(base, {"flatten": "-3"})
 
 
 def test_tokens(tmp_path, monkeypatch) -> None:

@@ -10,6 +10,12 @@ renderings of the held-out layout the default model made 318 opens on 741 lines 
 tail is longer than :data:`GLARE_TAIL` times the metal-to-background spread (p90 - p50), the high level
 is lowered to p90 + :data:`GLARE_MARGIN` (p90 - p50), so lines and vias are equally bright.
 
+Background flattening: charging, shading and show-through add low-frequency brightness that shifts
+whole regions towards the metal level. :func:`flatten_background` subtracts a background estimated
+by a morphological opening (closing for dark metal) wider than the widest line, computed at
+1/:data:`FLATTEN_FACTOR` resolution, smoothed and upsampled strip by strip, so it costs one extra
+image of the input's dtype and no full-size float temporary.
+
 Polarity: where the metal is darker than the background (some backscatter images), the levels are
 found the same way on the negated intensities and returned in the order (background, metal), so that
 :func:`apply_range` maps the background to 0 and the metal to 1: every later stage sees bright metal.
@@ -24,6 +30,8 @@ import numpy as np
 _SUBSAMPLE_TARGET = 1 << 20  # about one million pixels are enough for stable percentiles
 GLARE_TAIL = 2.0  # a bright tail (high - p90) longer than this many (p90 - p50) is glare
 GLARE_MARGIN = 0.6  # then the high level becomes p90 + GLARE_MARGIN * (p90 - p50)
+FLATTEN_FACTOR = 8  # the background is estimated at 1/FLATTEN_FACTOR resolution
+_FLATTEN_ROWS = 256  # rows per strip when the background is subtracted
 
 
 def intensity_range(
@@ -123,3 +131,38 @@ def resize_region(prob: np.ndarray, full_shape: tuple[int, int], box: np.ndarray
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
+
+
+def background_map(image: np.ndarray, window: int, dark_metal: bool = False) -> np.ndarray:
+    """Low-frequency background of ``image`` (H, W) uint8/uint16 at 1/:data:`FLATTEN_FACTOR` resolution.
+
+    An opening (``dark_metal``: a closing) with a disk of ``window`` px of the area-downsampled image,
+    then a Gaussian blur of half the disk's size. Returns (ceil(H/8), ceil(W/8)) float32.
+    """
+    h, w = image.shape
+    size = (-(-w // FLATTEN_FACTOR), -(-h // FLATTEN_FACTOR))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    k = max(3, window // FLATTEN_FACTOR) | 1
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    background = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark_metal else cv2.MORPH_OPEN, disk)
+    return cv2.GaussianBlur(background, (0, 0), k / 2)
+
+
+def flatten_background(image: np.ndarray, window: int, dark_metal: bool = False) -> np.ndarray:
+    """``image`` (H, W) uint8/uint16 minus its :func:`background_map`, plus the map's median; same shape
+    and dtype, clipped to the dtype's range. ``window`` <= 0 returns ``image`` itself."""
+    if window <= 0:
+        return image
+    background = background_map(image, window, dark_metal)
+    level = np.float32(np.median(background))
+    top = np.float32(np.iinfo(image.dtype).max)
+    h, w = image.shape
+    out = np.empty_like(image)
+    for y0 in range(0, h, _FLATTEN_ROWS):
+        y1 = min(h, y0 + _FLATTEN_ROWS)
+        strip = image[y0:y1].astype(np.float32)
+        strip -= resize_region(background, (h, w), np.array([y0, 0, y1, w]))
+        strip += level
+        np.clip(strip, 0, top, out=strip)
+        out[y0:y1] = np.rint(strip)
+    return out
