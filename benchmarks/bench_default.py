@@ -15,7 +15,7 @@ megapixels per second of wall time on this machine, and a summary: per set the b
 segmenter and the ratio of its ESD rate to the default two-scale one.
 
     python benchmarks/bench_default.py --tests /data/heldout/* [--model BUNDLE] [--metal dark]
-        [--json out.json]
+        [--flatten PX] [--methods two-scale ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ from samsem.runtime.pipeline import Pipeline
 CLASSICAL = ("classical:otsu", "classical:sauvola", "classical:median-otsu")
 
 
-def _methods(model: str | None, batch_size: int, metal: str) -> dict[str, Callable[[], Pipeline]]:
-    opts = RunOptions(batch_size=batch_size, metal=metal)
+def _methods(
+    model: str | None, batch_size: int, metal: str, flatten: int | None
+) -> dict[str, Callable[[], Pipeline]]:
+    opts = RunOptions(batch_size=batch_size, metal=metal, flatten=flatten)
     plain = replace(opts, flatten=0)
     methods: dict[str, Callable[[], Pipeline]] = {
         "two-scale": lambda: load_pipeline(model, options=opts),
@@ -115,10 +117,17 @@ def main() -> None:
     ap.add_argument(
         "--metal", choices=["bright", "dark"], default="bright", help="metal polarity (default bright)"
     )
+    ap.add_argument(
+        "--flatten",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="background-flattening window of the flattened methods (default: the model's, 128)",
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    factories = _methods(args.model, args.batch_size, args.metal)
+    factories = _methods(args.model, args.batch_size, args.metal, args.flatten)
     names = args.methods or list(factories)
     unknown = sorted(set(names) - set(factories))
     if unknown:

@@ -46,7 +46,7 @@ from samsem.runtime.config import PipelineConfig
 from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.report import ImageReport, ModelInfo
 from samsem.runtime.stages.postprocess import clean_mask
-from samsem.runtime.stages.preprocess import apply_range, flatten_background, intensity_range, resize_square
+from samsem.runtime.stages.preprocess import apply_range, estimate_background, intensity_range, resize_square
 from samsem.runtime.stages.prompts import make_prompts, to_input_coords
 from samsem.runtime.stages.tiling import Tiling, make_tiling
 from samsem.runtime.stagesets import DeviceStages, Finished, HostStages, Item, Job, Prepared, StageSet
@@ -59,7 +59,7 @@ _LOOKAHEAD = 1
 
 @dataclass
 class SegmentResult:
-    """One image's result: ``image`` (H, W) as read, ``mask`` (H, W) uint8 {0, 1} and its ``report``."""
+    """One image's result: ``image`` (H, W), ``mask`` (H, W) uint8 {0, 1} and its ``report``."""
 
     name: str
     image: np.ndarray
@@ -182,30 +182,32 @@ class Pipeline:
     def _open_job(self, name: str, load: ImageLoader) -> Job:
         """Read one image and make what its model inputs need (runs on the reading thread)."""
         t0 = time.perf_counter()
-        original = load()
-        if original.ndim != 2 or original.size == 0:
-            shape = original.shape
-            raise SamsemError(f"{name}: expected a non-empty (H, W) grayscale image, got shape {shape}")
+        raw = load()
+        if raw.ndim != 2 or raw.size == 0:
+            raise SamsemError(f"{name}: expected a non-empty (H, W) grayscale image, got shape {raw.shape}")
         t1 = time.perf_counter()
         cfg = self.config
         dark = cfg.metal == "dark"
-        raw = flatten_background(original, cfg.flatten, dark)
+        background = estimate_background(raw, cfg.flatten, dark)
         t2 = time.perf_counter()
         tiling = make_tiling(raw.shape[0], raw.shape[1], cfg.tiling)
-        levels = intensity_range(raw, cfg.low_pct, cfg.high_pct, cfg.clip_glare, dark)
-        job = Job(name, raw, levels, tiling, self._n_inputs(tiling), original)
+        levels = intensity_range(raw, cfg.low_pct, cfg.high_pct, cfg.clip_glare, dark, background)
+        job = Job(name, raw, levels, tiling, self._n_inputs(tiling), background)
         t3 = time.perf_counter()
         times = {"read": t1 - t0, "flatten": t2 - t1, "levels": t3 - t2}
         if cfg.single_scale != 2:
             seg = self.model1
             assert seg is not None
             size = seg.input_size
-            job.whole = apply_range(resize_square(raw, size), job.levels)  # resized as uint8: no float copy
+            whole = resize_square(raw, size)  # resized as uint8: no full-size float copy
+            job.whole = apply_range(whole if background is None else background.flatten(whole), job.levels)
             t4 = time.perf_counter()
             times["prepare"] = t4 - t3
             if seg.uses_prompts:  # at the image's own resolution when the input enlarges it
                 enlarge = raw.shape[0] <= size and raw.shape[1] <= size and raw.shape != (size, size)
-                source = apply_range(raw, job.levels) if enlarge else job.whole
+                source = job.whole
+                if enlarge:
+                    source = apply_range(raw if background is None else background.flatten(raw), job.levels)
                 points, has_fg = make_prompts(source[None], cfg.prompts, [(cfg.seed, 1, 0)])
                 job.whole_points = to_input_coords(points[0], raw.shape, size) if enlarge else points[0]
                 job.whole_has_fg = bool(has_fg[0])
@@ -245,7 +247,7 @@ class Pipeline:
             foreground_fraction=float(mask.mean()),
             timings_s=dict(job.timings),
         )
-        return SegmentResult(job.name, job.original, mask, report)
+        return SegmentResult(job.name, job.raw, mask, report)
 
 
 _END = object()

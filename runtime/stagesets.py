@@ -31,22 +31,22 @@ from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.report import PatchRecord
 from samsem.runtime.stages.classical import classical_segment
 from samsem.runtime.stages.decision import Decisions, Reason, Source, decide, decide_from_stats
-from samsem.runtime.stages.preprocess import apply_range, resize_region, resize_square
+from samsem.runtime.stages.preprocess import Background, apply_range, resize_region, resize_square
 from samsem.runtime.stages.prompts import make_prompts, to_input_coords
 from samsem.runtime.stages.stitch import paste_owned
-from samsem.runtime.stages.tiling import Tiling, extract_patch
+from samsem.runtime.stages.tiling import Tiling, extract_patch, reflect_index
 
 
 @dataclass
 class Job:
     """One image while its model inputs are in flight.
 
-    original: the (H, W) uint8/uint16 image as read; raw: what the stages cut inputs from (the original
-    after background flattening, or the original itself); whole: model 1's input (S1, S1) float32 and
-    its prompts (whole_points (P, 2) float32 in input pixels, whole_has_fg), made when the image is
-    read; image/out: the image and the (H, W) uint8 mask being assembled where the stage set works
-    (numpy or tensors); prob1/score1: model 1's output once it arrived; done: model inputs finished
-    out of n_inputs.
+    raw (H, W) uint8/uint16 on the host; background: subtracted from every crop (None: flattening off);
+    whole: model 1's input (S1, S1) float32 and its prompts (whole_points (P, 2) float32 in input
+    pixels, whole_has_fg), made when the image is read; image/out: the image and the (H, W) uint8 mask
+    being assembled where the stage set works (numpy or tensors); background_map: the background's map
+    on the device (device stages); prob1/score1: model 1's output once it arrived; done: model inputs
+    finished out of n_inputs.
     """
 
     name: str
@@ -54,12 +54,13 @@ class Job:
     levels: tuple[float, float]
     tiling: Tiling
     n_inputs: int
-    original: np.ndarray
+    background: Background | None = None
     whole: np.ndarray | None = None
     whole_points: np.ndarray | None = None
     whole_has_fg: bool = True
     image: Any = None
     out: Any = None
+    background_map: Any = None
     prob1: Any = None
     score1: float | None = None
     done: int = 0
@@ -166,10 +167,22 @@ def _record(item: Item, dec: Decisions | None, k: int, score: float) -> PatchRec
     )
 
 
+def _crop(job: Job, box: np.ndarray, patch: int) -> np.ndarray:
+    """Patch ``box`` of the image as the stages see it: (patch, patch), the box's remainder mirrored as
+    :func:`extract_patch` does; the raw pixels (a view where the box is a whole patch), or float32 minus
+    the job's background."""
+    y0, x0, y1, x1 = _box(box)
+    full = y1 - y0 == patch and x1 - x0 == patch
+    crop = job.raw[y0:y1, x0:x1] if full else extract_patch(job.raw, box, patch)
+    if job.background is None:
+        return crop
+    rows, cols = y0 + reflect_index(patch, y1 - y0), x0 + reflect_index(patch, x1 - x0)
+    return job.background.flatten(crop, rows, cols, job.raw.shape)
+
+
 def _fallback(config: PipelineConfig, job: Job, box: np.ndarray, patch: int) -> np.ndarray:
     """Sauvola on the patch at full resolution: (patch, patch) uint8 {0, 1}."""
-    crop = extract_patch(job.raw, box, patch)
-    return classical_segment(apply_range(crop, job.levels), config.fallback)
+    return classical_segment(apply_range(_crop(job, box, patch), job.levels), config.fallback)
 
 
 def _group(items: Sequence[Item]) -> dict[int, tuple[Job, list[int]]]:
@@ -211,10 +224,7 @@ class HostStages:
         p, size = job.tiling.patch, seg.input_size
         box = job.tiling.boxes[item.index]
         t0 = time.perf_counter()
-        y0, x0, y1, x1 = _box(box)
-        full = y1 - y0 == p and x1 - x0 == p  # then a view: apply_range makes the one copy
-        crop = job.raw[y0:y1, x0:x1] if full else extract_patch(job.raw, box, p)
-        mapped = apply_range(crop, job.levels)
+        mapped = apply_range(_crop(job, box, p), job.levels)
         image = resize_square(mapped, size, out)
         t1 = time.perf_counter()
         points, has_fg = None, True
@@ -363,9 +373,13 @@ class DeviceStages:
         with self._on(self.upload_stream):
             job.image = self.T.upload(job.raw, self.device)
             job.out = torch.zeros(job.raw.shape, dtype=torch.uint8, device=self.device)
+            if job.background is not None:
+                job.background_map = torch.from_numpy(job.background.map).to(self.device)
         if self.upload_stream is not None:
             self.upload_stream.synchronize()
             job.image.record_stream(self.prepare_stream)  # freed only when that stream's work is done
+            if job.background_map is not None:
+                job.background_map.record_stream(self.prepare_stream)
             job.out.record_stream(torch.cuda.current_stream(self.device))
 
     def prepare(self, items: Sequence[Item], out: np.ndarray | None = None) -> Prepared:
@@ -399,7 +413,12 @@ class DeviceStages:
             chunks = []
             for job, ks in _group(pitems).values():
                 boxes = job.tiling.boxes[[pitems[k].index for k in ks]]
-                chunks.append(T.apply_range(T.extract_patches(job.image, boxes, p), job.levels))
+                crops = T.extract_patches(job.image, boxes, p)
+                if job.background is not None:
+                    crops = T.flatten_patches(
+                        crops, job.background_map, job.background.level, job.raw.shape, boxes
+                    )
+                chunks.append(T.apply_range(crops, job.levels))
             mapped = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
             order = [k for _, ks in _group(pitems).values() for k in ks]  # mapped rows follow job groups
             inputs = T.resize_square(mapped, size)

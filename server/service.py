@@ -618,11 +618,10 @@ def _vector_bytes(height: int, width: int, vector: VectorOptions | None) -> int:
 
 
 def _buffer_bytes(spec: ImageSpec, vector: VectorOptions | None) -> int:
-    """Server memory a request's image, its flattened copy and its mask take (encoded images: reserved once
-    the size is known)."""
+    """Server memory a request's image and mask take (encoded images: reserved once the size is known)."""
     if spec.kind != "raw":
         return 0
-    return 2 * spec.nbytes + spec.height * spec.width + _vector_bytes(spec.height, spec.width, vector)
+    return spec.nbytes + spec.height * spec.width + _vector_bytes(spec.height, spec.width, vector)
 
 
 def _write_vectors(mask: np.ndarray, folder: Path, name: str, options: VectorOptions) -> dict[str, Path]:

@@ -14,10 +14,10 @@ from samsem.runtime.config import PipelineConfig
 from samsem.runtime.pipeline import Pipeline, tensor_device
 from samsem.runtime.stages import tensors as T
 from samsem.runtime.stages.decision import DecisionConfig, patch_stats
-from samsem.runtime.stages.preprocess import apply_range, intensity_range, resize_region
+from samsem.runtime.stages.preprocess import apply_range, estimate_background, intensity_range, resize_region
 from samsem.runtime.stages.prompts import PromptConfig, candidate_foreground, make_prompts
 from samsem.runtime.stages.speckle import count_speckles
-from samsem.runtime.stages.tiling import TilingConfig, extract_patch
+from samsem.runtime.stages.tiling import TilingConfig, extract_patch, reflect_index
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,6 +64,17 @@ def test_patches_and_intensities_equal_numpy() -> None:
         got = T.apply_range(T.extract_patches(T.upload(img, "cpu"), boxes, 64), levels).numpy()
         ref = np.stack([apply_range(extract_patch(img, b, 64), levels) for b in boxes])
         np.testing.assert_array_equal(got, ref)
+        # flattened: the background sampled at the same (mirrored) pixels by the very same float32 operations
+        background = estimate_background(img, 40)
+        assert background is not None
+        patches = T.extract_patches(T.upload(img, "cpu"), boxes, 64)
+        flat = T.flatten_patches(
+            patches, torch.from_numpy(background.map), background.level, img.shape, boxes
+        )
+        for k, b in enumerate(boxes):
+            rows, cols = b[0] + reflect_index(64, b[2] - b[0]), b[1] + reflect_index(64, b[3] - b[1])
+            host = background.flatten(extract_patch(img, b, 64), rows, cols, img.shape)
+            np.testing.assert_array_equal(flat[k].numpy(), host)
 
 
 def test_prompts_equal_numpy() -> None:

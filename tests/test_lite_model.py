@@ -277,11 +277,13 @@ def test_pipeline_on_synthetic_image() -> None:
     assert res.mask.shape == (256, 256) and res.mask.dtype == np.uint8
     assert set(np.unique(res.mask)) <= {0, 1}
     assert len(res.report.patches) == res.report.to_json()["n_patches"] > 0
-    # one patch covering the image at the model's input size, no clean-up: the thresholded model output
+    # one patch covering the image at the model's input size, no flattening or clean-up: the
+    # thresholded model output
     single = PipelineConfig(
         tiling=TilingConfig(patch_size=256),
         single_scale=2,
         postprocess=PostprocessConfig(min_area=0, max_hole=0),
+        flatten=0,
     )
     seg256 = LiteSegmenter(TorchBackend(build_model(replace(spec, input_size=256), seed=0)), 256)
     mask = Pipeline(None, seg256, single).segment(sample.image).mask

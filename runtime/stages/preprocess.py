@@ -11,10 +11,10 @@ tail is longer than :data:`GLARE_TAIL` times the metal-to-background spread (p90
 is lowered to p90 + :data:`GLARE_MARGIN` (p90 - p50), so lines and vias are equally bright.
 
 Background flattening: charging, shading and show-through add low-frequency brightness that shifts
-whole regions towards the metal level. :func:`flatten_background` subtracts a background estimated
-by a morphological opening (closing for dark metal) wider than the widest line, computed at
-1/:data:`FLATTEN_FACTOR` resolution, smoothed and upsampled strip by strip, so it costs one extra
-image of the input's dtype and no full-size float temporary.
+whole regions towards the metal level. :func:`estimate_background` finds the background by a
+morphological opening (closing for dark metal) wider than the widest line at 1/:data:`FLATTEN_FACTOR`
+resolution; :meth:`Background.flatten` subtracts it from one crop at a time (the levels' subsample, the
+whole-image input, each patch), so a flattened full-size image never exists.
 
 Polarity: where the metal is darker than the background (some backscatter images), the levels are
 found the same way on the negated intensities and returned in the order (background, metal), so that
@@ -22,6 +22,8 @@ found the same way on the negated intensities and returned in the order (backgro
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numba as nb
@@ -31,7 +33,6 @@ _SUBSAMPLE_TARGET = 1 << 20  # about one million pixels are enough for stable pe
 GLARE_TAIL = 2.0  # a bright tail (high - p90) longer than this many (p90 - p50) is glare
 GLARE_MARGIN = 0.6  # then the high level becomes p90 + GLARE_MARGIN * (p90 - p50)
 FLATTEN_FACTOR = 8  # the background is estimated at 1/FLATTEN_FACTOR resolution
-_FLATTEN_ROWS = 256  # rows per strip when the background is subtracted
 
 
 def intensity_range(
@@ -40,17 +41,20 @@ def intensity_range(
     high_pct: float = 99.5,
     clip_glare: bool = True,
     dark_metal: bool = False,
+    background: Background | None = None,
 ) -> tuple[float, float]:
     """Robust (background, metal) intensity levels of ``image`` (H, W) uint8/uint16.
 
     Returns the two percentiles of a strided subsample, the metal one moved towards the metal where
     ``clip_glare`` finds a glare tail (see the module docstring); they differ by at least 1 (a flat
     image gets ``metal = background + 1``). ``dark_metal``: the metal is the dark end, the first level
-    is then the higher one.
+    is then the higher one. With a ``background`` the subsample is flattened first.
     """
     h, w = image.shape[:2]
     step = max(1, int(np.sqrt(h * w / _SUBSAMPLE_TARGET)))
     sample = image[::step, ::step]
+    if background is not None:
+        sample = background.flatten(sample)
     if dark_metal:
         sample = -sample.astype(np.float32)
     lo, hi, p50, p90 = (float(v) for v in np.percentile(sample, [low_pct, high_pct, 50, 90]))
@@ -133,36 +137,73 @@ def resize_region(prob: np.ndarray, full_shape: tuple[int, int], box: np.ndarray
     )
 
 
-def background_map(image: np.ndarray, window: int, dark_metal: bool = False) -> np.ndarray:
-    """Low-frequency background of ``image`` (H, W) uint8/uint16 at 1/:data:`FLATTEN_FACTOR` resolution.
+def bilinear_taps(pix: np.ndarray, n: int, N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices i0, i1 (int64) and weight (float32) of destination pixels ``pix`` (any shape) when
+    ``n`` samples are bilinearly resampled to ``N`` (pixel-centre convention, edges replicated)."""
+    src = (pix.astype(np.float32) + np.float32(0.5)) * np.float32(n / N) - np.float32(0.5)
+    base = np.floor(src)
+    frac = (src - base).astype(np.float32)
+    return np.clip(base, 0, n - 1).astype(np.int64), np.clip(base + 1, 0, n - 1).astype(np.int64), frac
 
-    An opening (``dark_metal``: a closing) with a disk of ``window`` px of the area-downsampled image,
-    then a Gaussian blur of half the disk's size. Returns (ceil(H/8), ceil(W/8)) float32.
+
+@dataclass(frozen=True)
+class Background:
+    """A low-frequency background estimate of one image: ``map`` (h, w) float32 spans the whole image at
+    a lower resolution; flattened pixels are the image minus the map plus ``level`` (the map's median,
+    so intensities stay where they were on average)."""
+
+    map: np.ndarray
+    level: float
+
+    def sample(self, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The map bilinearly upsampled to ``full_shape`` (H, W), at pixels ``rows`` x ``cols`` (int
+        arrays): (len(rows), len(cols)) float32, separably with the very float32 operations of
+        :func:`samsem.runtime.stages.tensors.flatten_patches` (so both paths agree exactly)."""
+        h, w = self.map.shape
+        y0, y1, fy = bilinear_taps(rows, h, full_shape[0])
+        x0, x1, fx = bilinear_taps(cols, w, full_shape[1])
+        needed = np.unique(np.concatenate([y0, y1]))
+        part = self.map[needed]
+        across = part[:, x0] * (1 - fx) + part[:, x1] * fx  # (len(needed), len(cols))
+        top, bottom = across[np.searchsorted(needed, y0)], across[np.searchsorted(needed, y1)]
+        return top * (1 - fy)[:, None] + bottom * fy[:, None]
+
+    def flatten(
+        self,
+        pixels: np.ndarray,
+        rows: np.ndarray | None = None,
+        cols: np.ndarray | None = None,
+        full_shape: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """``pixels`` minus the map plus ``level``: float32 of the same shape.
+
+        ``pixels`` (len(rows), len(cols)) are the pixels at ``rows`` x ``cols`` of an image of
+        ``full_shape``; without those, ``pixels`` (h, w) is a whole image at any resolution.
+        """
+        if full_shape is None:
+            full_shape = pixels.shape
+            rows, cols = np.arange(full_shape[0]), np.arange(full_shape[1])
+        assert rows is not None and cols is not None
+        out = pixels.astype(np.float32)
+        out -= self.sample(full_shape, rows, cols)
+        out += np.float32(self.level)
+        return out
+
+
+def estimate_background(image: np.ndarray, window: int, dark_metal: bool = False) -> Background | None:
+    """The :class:`Background` of ``image`` (H, W) uint8/uint16, or None when ``window`` <= 0 (off).
+
+    An opening (``dark_metal``: a closing) with a disk of ``window`` px of the image area-downsampled
+    :data:`FLATTEN_FACTOR` times, then a Gaussian blur of half the disk's size; the map is
+    (ceil(H/8), ceil(W/8)).
     """
+    if window <= 0:
+        return None
     h, w = image.shape
     size = (-(-w // FLATTEN_FACTOR), -(-h // FLATTEN_FACTOR))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     k = max(3, window // FLATTEN_FACTOR) | 1
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    background = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark_metal else cv2.MORPH_OPEN, disk)
-    return cv2.GaussianBlur(background, (0, 0), k / 2)
-
-
-def flatten_background(image: np.ndarray, window: int, dark_metal: bool = False) -> np.ndarray:
-    """``image`` (H, W) uint8/uint16 minus its :func:`background_map`, plus the map's median; same shape
-    and dtype, clipped to the dtype's range. ``window`` <= 0 returns ``image`` itself."""
-    if window <= 0:
-        return image
-    background = background_map(image, window, dark_metal)
-    level = np.float32(np.median(background))
-    top = np.float32(np.iinfo(image.dtype).max)
-    h, w = image.shape
-    out = np.empty_like(image)
-    for y0 in range(0, h, _FLATTEN_ROWS):
-        y1 = min(h, y0 + _FLATTEN_ROWS)
-        strip = image[y0:y1].astype(np.float32)
-        strip -= resize_region(background, (h, w), np.array([y0, 0, y1, w]))
-        strip += level
-        np.clip(strip, 0, top, out=strip)
-        out[y0:y1] = np.rint(strip)
-    return out
+    opened = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark_metal else cv2.MORPH_OPEN, disk)
+    background = cv2.GaussianBlur(opened, (0, 0), k / 2)
+    return Background(background, float(np.median(background)))

@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from samsem.evaluation.components import label8
+from samsem.runtime.stages.preprocess import bilinear_taps
 from samsem.runtime.stages.prompts import NO_LEVEL, PromptConfig, foreground_levels, min_object_px, pick_ranks
+from samsem.runtime.stages.tiling import reflect_index
 
 MAX_ROUNDS = 32  # label-propagation rounds before a mask is labelled on the host instead
 
@@ -111,13 +113,38 @@ def upsample_boxes(
     (y0 + i, x0 + j) (pixels past a box's end repeat its last row/column). Pixel-centre convention and
     replicated edges, as :func:`~samsem.runtime.stages.preprocess.resize_region`.
     """
-    h, w = prob.shape
     H, W = full_shape
-    dev = prob.device
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
     ar = np.arange(patch, dtype=np.int64)
     iy = np.minimum(boxes[:, 0:1] + ar[None], H - 1)
     ix = np.minimum(boxes[:, 1:2] + ar[None], W - 1)
+    return _sample(prob, full_shape, iy, ix)
+
+
+def flatten_patches(
+    patches: torch.Tensor,
+    background: torch.Tensor,
+    level: float,
+    full_shape: tuple[int, int],
+    boxes: np.ndarray,
+) -> torch.Tensor:
+    """Patches (N, p, p) from :func:`extract_patches` minus the background map (h, w) upsampled to
+    ``full_shape`` at their pixels (mirrored remainders included), plus ``level``: float32, equal to
+    :meth:`~samsem.runtime.stages.preprocess.Background.flatten` of the host crops."""
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    p = patches.shape[-1]
+    iy = np.stack([b[0] + reflect_index(p, int(b[2] - b[0])) for b in boxes])
+    ix = np.stack([b[1] + reflect_index(p, int(b[3] - b[1])) for b in boxes])
+    out = patches.to(torch.float32) - _sample(background, full_shape, iy, ix)
+    return out + float(np.float32(level))
+
+
+def _sample(prob: torch.Tensor, full_shape: tuple[int, int], iy: np.ndarray, ix: np.ndarray) -> torch.Tensor:
+    """``prob`` (h, w) bilinearly upsampled to ``full_shape`` at rows iy (N, p) x columns ix (N, q) of
+    each of N boxes: (N, p, q) float32."""
+    h, w = prob.shape
+    H, W = full_shape
+    dev = prob.device
     (y0, y1, fy), (x0, x1, fx) = _taps(iy, h, H, dev), _taps(ix, w, W, dev)
     flat = prob.reshape(-1)
     rows0, rows1 = (y0 * w)[:, :, None], (y1 * w)[:, :, None]
@@ -128,13 +155,8 @@ def upsample_boxes(
 
 
 def _taps(pix: np.ndarray, n: int, N: int, dev: torch.device) -> tuple[torch.Tensor, ...]:
-    """Bilinear source indices and weight along one axis for destination pixels ``pix`` (any shape)."""
-    src = (pix.astype(np.float32) + np.float32(0.5)) * np.float32(n / N) - np.float32(0.5)
-    base = np.floor(src)
-    frac = (src - base).astype(np.float32)
-    i0 = np.clip(base, 0, n - 1).astype(np.int64)
-    i1 = np.clip(base + 1, 0, n - 1).astype(np.int64)
-    return tuple(torch.from_numpy(a).to(dev) for a in (i0, i1, frac))
+    """:func:`~samsem.runtime.stages.preprocess.bilinear_taps` as tensors on ``dev``."""
+    return tuple(torch.from_numpy(a).to(dev) for a in bilinear_taps(pix, n, N))
 
 
 def resize_probs(probs: torch.Tensor, size: int) -> torch.Tensor:
