@@ -13,7 +13,8 @@ threads; on a shared machine the wall time also carries other processes' load, t
 and each stage's ms per model input (stage times are summed over threads, so with several workers they
 can add up to more than the wall time). The load average is printed with every row.
 
-    python benchmarks/bench_overhead.py --sizes 1024,4096,8192 [--device cpu,cuda] [--json out.json]
+    python benchmarks/bench_overhead.py --sizes 1024,4096,8192 [--device cpu,cuda] [--flatten 0]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -77,11 +78,11 @@ def sem_like(size: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_pipeline(device: str, batch_size: int, workers: int | None) -> Any:
+def make_pipeline(device: str, batch_size: int, workers: int | None, flatten: int = 128) -> Any:
     from samsem.runtime.config import PipelineConfig
     from samsem.runtime.pipeline import Pipeline
 
-    cfg = PipelineConfig(batch_size=batch_size)
+    cfg = PipelineConfig(batch_size=batch_size, flatten=flatten)
     kwargs: dict[str, Any] = {}
     if workers is not None:
         kwargs["workers"] = workers
@@ -120,6 +121,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=None, help="CPU worker threads (default: the pipeline's)")
+    ap.add_argument(
+        "--flatten", type=int, default=128, help="background-flattening window, 0 = off (default 128)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args()
 
@@ -131,7 +135,7 @@ def main() -> None:
     rows = []
     print(f"# load average before: {load_average()}; cpu cores: {os.cpu_count()}")
     for device in devices:
-        pipe = make_pipeline(device, args.batch_size, args.workers)
+        pipe = make_pipeline(device, args.batch_size, args.workers, args.flatten)
         pipe.segment(sem_like(600, seed=1))  # warm up JIT kernels and lazy imports
         for size in (int(s) for s in args.sizes.split(",")):
             image = sem_like(size)

@@ -167,22 +167,21 @@ def _record(item: Item, dec: Decisions | None, k: int, score: float) -> PatchRec
     )
 
 
-def _crop(job: Job, box: np.ndarray, patch: int) -> np.ndarray:
-    """Patch ``box`` of the image as the stages see it: (patch, patch), the box's remainder mirrored as
-    :func:`extract_patch` does; the raw pixels (a view where the box is a whole patch), or float32 minus
-    the job's background."""
+def _mapped(job: Job, box: np.ndarray, patch: int) -> np.ndarray:
+    """Patch ``box`` of the image as the stages see it: (patch, patch) float32 in [0, 1], flattened when
+    the job has a background, the box's remainder mirrored as :func:`extract_patch` does."""
     y0, x0, y1, x1 = _box(box)
-    full = y1 - y0 == patch and x1 - x0 == patch
+    full = y1 - y0 == patch and x1 - x0 == patch  # then a view: the mapping makes the one copy
     crop = job.raw[y0:y1, x0:x1] if full else extract_patch(job.raw, box, patch)
     if job.background is None:
-        return crop
+        return apply_range(crop, job.levels)
     rows, cols = y0 + reflect_index(patch, y1 - y0), x0 + reflect_index(patch, x1 - x0)
-    return job.background.flatten(crop, rows, cols, job.raw.shape)
+    return job.background.map_range(crop, rows, cols, job.raw.shape, job.levels)
 
 
 def _fallback(config: PipelineConfig, job: Job, box: np.ndarray, patch: int) -> np.ndarray:
     """Sauvola on the patch at full resolution: (patch, patch) uint8 {0, 1}."""
-    return classical_segment(apply_range(_crop(job, box, patch), job.levels), config.fallback)
+    return classical_segment(_mapped(job, box, patch), config.fallback)
 
 
 def _group(items: Sequence[Item]) -> dict[int, tuple[Job, list[int]]]:
@@ -224,7 +223,7 @@ class HostStages:
         p, size = job.tiling.patch, seg.input_size
         box = job.tiling.boxes[item.index]
         t0 = time.perf_counter()
-        mapped = apply_range(_crop(job, box, p), job.levels)
+        mapped = _mapped(job, box, p)
         image = resize_square(mapped, size, out)
         t1 = time.perf_counter()
         points, has_fg = None, True

@@ -133,6 +133,9 @@ def test_crops_flatten_like_the_whole_image() -> None:
     rows, cols = np.arange(100, 300), np.array([0, 5, 610, 7, 7])  # any pixels, repeats too
     crop = background.flatten(image[rows][:, cols], rows, cols, image.shape)
     np.testing.assert_array_equal(crop, whole[rows][:, cols])
+    levels = intensity_range(image, background=background)
+    fused = background.map_range(image[rows][:, cols], rows, cols, image.shape, levels)
+    np.testing.assert_array_equal(fused, apply_range(crop, levels))  # one pass, the same bits
     assert estimate_background(image, 0) is None
 
 

@@ -137,6 +137,30 @@ def resize_region(prob: np.ndarray, full_shape: tuple[int, int], box: np.ndarray
     )
 
 
+@nb.njit(cache=True, nogil=True)
+def _flatten_map_range(
+    pixels: np.ndarray,
+    across: np.ndarray,
+    r0: np.ndarray,
+    r1: np.ndarray,
+    fy: np.ndarray,
+    level: np.float32,
+    lo: np.float32,
+    scale: np.float32,
+    out: np.ndarray,
+) -> None:
+    """out = clip(((float32(pixels) - background) + level - lo) * scale, 0, 1), the background row y
+    being across[r0[y]] * (1 - fy[y]) + across[r1[y]] * fy[y] (Background.map_range)."""
+    one = np.float32(1.0)
+    for y in range(pixels.shape[0]):
+        a, b, f = r0[y], r1[y], fy[y]
+        g = one - f
+        for x in range(pixels.shape[1]):
+            v = (np.float32(pixels[y, x]) - (across[a, x] * g + across[b, x] * f)) + level
+            v = (v - lo) * scale
+            out[y, x] = np.float32(0.0) if v < 0 else np.float32(1.0) if v > 1 else v
+
+
 def bilinear_taps(pix: np.ndarray, n: int, N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices i0, i1 (int64) and weight (float32) of destination pixels ``pix`` (any shape) when
     ``n`` samples are bilinearly resampled to ``N`` (pixel-centre convention, edges replicated)."""
@@ -155,18 +179,42 @@ class Background:
     map: np.ndarray
     level: float
 
-    def sample(self, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """The map bilinearly upsampled to ``full_shape`` (H, W), at pixels ``rows`` x ``cols`` (int
-        arrays): (len(rows), len(cols)) float32, separably with the very float32 operations of
-        :func:`samsem.runtime.stages.tensors.flatten_patches` (so both paths agree exactly)."""
+    def _taps(
+        self, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The map resampled along x at ``cols`` for the map rows that ``rows`` need, (n, len(cols))
+        float32, and per row of ``rows`` its two rows of that array and the weight of the second."""
         h, w = self.map.shape
         y0, y1, fy = bilinear_taps(rows, h, full_shape[0])
         x0, x1, fx = bilinear_taps(cols, w, full_shape[1])
         needed = np.unique(np.concatenate([y0, y1]))
         part = self.map[needed]
-        across = part[:, x0] * (1 - fx) + part[:, x1] * fx  # (len(needed), len(cols))
-        top, bottom = across[np.searchsorted(needed, y0)], across[np.searchsorted(needed, y1)]
-        return top * (1 - fy)[:, None] + bottom * fy[:, None]
+        across = part[:, x0] * (1 - fx) + part[:, x1] * fx
+        return np.ascontiguousarray(across), np.searchsorted(needed, y0), np.searchsorted(needed, y1), fy
+
+    def sample(self, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The map bilinearly upsampled to ``full_shape`` (H, W), at pixels ``rows`` x ``cols`` (int
+        arrays): (len(rows), len(cols)) float32, separably with the very float32 operations of
+        :func:`samsem.runtime.stages.tensors.flatten_patches` (so both paths agree exactly)."""
+        across, r0, r1, fy = self._taps(full_shape, rows, cols)
+        return across[r0] * (1 - fy)[:, None] + across[r1] * fy[:, None]
+
+    def map_range(
+        self,
+        pixels: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        full_shape: tuple[int, int],
+        levels: tuple[float, float],
+    ) -> np.ndarray:
+        """``apply_range(self.flatten(pixels, rows, cols, full_shape), levels)`` in one pass, bit for bit
+        (the same float32 operations): (len(rows), len(cols)) float32 in [0, 1]."""
+        across, r0, r1, fy = self._taps(full_shape, rows, cols)
+        lo, hi = levels
+        out = np.empty(pixels.shape, np.float32)
+        level, lo32, scale = np.float32(self.level), np.float32(lo), np.float32(1.0 / (hi - lo))
+        _flatten_map_range(pixels, across, r0, r1, fy, level, lo32, scale, out)
+        return out
 
     def flatten(
         self,
