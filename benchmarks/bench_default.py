@@ -4,10 +4,11 @@ For every test folder (``samsem synth`` output or images/ + masks/; e.g. the set
 ``tools/make_heldout_sets.py``) it segments each image with
 
   * the model through the two-scale pipeline with the defaults (robust decision, background
-    flattening), without flattening, with the SAMSEM paper's behaviour (its rule and Sauvola fallback,
-    no flattening), and with each single scale alone,
+    flattening, faint-component filter), without flattening, without the filter, with the SAMSEM
+    paper's behaviour (its rule and Sauvola fallback, neither flattening nor filter), and with each
+    single scale alone,
   * the classical segmenters (Otsu, Sauvola, 5x5 median + Otsu; patch-wise at native resolution, no
-    flattening: the plain thresholds),
+    flattening or filter: the plain thresholds),
 
 then prints per set and method the ESD rate (errors / ground-truth lines, default ESD rules), opens,
 shorts, false positives and negatives, the share of lines without error, Dice and the throughput in
@@ -42,10 +43,11 @@ def _methods(
     model: str | None, batch_size: int, metal: str, flatten: int | None
 ) -> dict[str, Callable[[], Pipeline]]:
     opts = RunOptions(batch_size=batch_size, metal=metal, flatten=flatten)
-    plain = replace(opts, flatten=0)
+    plain = replace(opts, flatten=0, min_contrast=0.0)
     methods: dict[str, Callable[[], Pipeline]] = {
         "two-scale": lambda: load_pipeline(model, options=opts),
-        "two-scale unflattened": lambda: load_pipeline(model, options=plain),
+        "two-scale unflattened": lambda: load_pipeline(model, options=replace(opts, flatten=0)),
+        "two-scale unfiltered": lambda: load_pipeline(model, options=replace(opts, min_contrast=0.0)),
         "two-scale paper": lambda: load_pipeline(
             model, options=replace(plain, decision="paper", fallback="sauvola")
         ),
@@ -91,8 +93,15 @@ def _evaluate(pipeline: Pipeline, pairs: list[tuple[Path, Path]]) -> dict:
 def _summary(rows: list[dict]) -> list[str]:
     """Per set: the ESD rate of each model mode and the best classical segmenter with its ratio to the
     default two-scale rate (how many times more errors the classical segmenter makes)."""
-    modes = ("two-scale", "two-scale unflattened", "scale 1", "scale 2", "two-scale paper")
-    head = f"{'two-scale':>9} {'unflat.':>8} {'scale 1':>8} {'scale 2':>8} {'paper':>8}"
+    modes = (
+        "two-scale",
+        "two-scale unflattened",
+        "two-scale unfiltered",
+        "scale 1",
+        "scale 2",
+        "two-scale paper",
+    )
+    head = f"{'two-scale':>9} {'unflat.':>8} {'unfilt.':>8} {'scale 1':>8} {'scale 2':>8} {'paper':>8}"
     lines = [f"{'test set':<28} {head}   best classical"]
     for test_set in dict.fromkeys(r["test_set"] for r in rows):
         by = {r["method"]: r["esd_rate"] for r in rows if r["test_set"] == test_set}

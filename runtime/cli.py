@@ -83,6 +83,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         decision=getattr(args, "decision", "robust"),
         metal=getattr(args, "metal", "bright"),
         flatten=getattr(args, "flatten", None),
+        min_contrast=getattr(args, "min_contrast", None),
     )
 
 
@@ -156,6 +157,15 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
         help="subtract a low-frequency background (charging, shading) estimated with a window of PX "
         "pixels, wider than the widest line; 0 = off (the SAMSEM paper's behaviour); default: the "
         "model's configuration, 128 for the bundled model and models without one",
+    )
+    p.add_argument(
+        "--min-contrast",
+        type=_non_negative_float,
+        default=None,
+        metavar="C",
+        help="remove components under 400 px whose intensity exceeds the background around them by less "
+        "than C (intensities mapped to 0..1; grain and charging taken for metal); 0 = off (the SAMSEM "
+        "paper's behaviour); default: the model's configuration, 0.12 for the bundled model",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the point prompts (default 0)")
     p.add_argument("--preview", action="store_true", help="also write NAME.preview.png")

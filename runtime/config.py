@@ -40,7 +40,8 @@ class RunOptions:
     "paper", see :mod:`samsem.runtime.stages.decision`); metal: "bright" (metal brighter than the
     background, as in secondary-electron images) or "dark" (inverted, as in some backscatter images);
     flatten: background-flattening window in px (0: off, the SAMSEM paper's behaviour; None: the
-    model's, see :class:`PipelineConfig`).
+    model's, see :class:`PipelineConfig`); min_contrast: faint small components below this contrast
+    are removed (0: off, the paper's behaviour; None: the model's ``postprocess.min_contrast``).
     """
 
     batch_size: int | None = 8
@@ -50,10 +51,13 @@ class RunOptions:
     decision: str = "robust"
     metal: str = "bright"
     flatten: int | None = None
+    min_contrast: float | None = None
 
     def __post_init__(self) -> None:
         if self.flatten is not None:
             _check_flatten(self.flatten)
+        if self.min_contrast is not None and not 0 <= self.min_contrast <= 1:
+            raise ConfigError(f"min_contrast must lie in [0, 1] (0: off), got {self.min_contrast!r}")
         if self.batch_size is not None and (
             isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
@@ -79,8 +83,8 @@ class PipelineConfig:
     before); ``metal`` = "dark" inverts the intensities first; ``flatten`` > 0 subtracts a
     low-frequency background estimated with a window of that many px before anything else (0: off, as in
     the SAMSEM paper; :func:`~samsem.runtime.stages.preprocess.flatten_background`). ``batch_size``,
-    ``single_scale``, ``seed``, ``metal``, ``flatten``, ``decision.fallback`` and ``decision.rule`` are
-    the run's (:class:`RunOptions`); the rest is the model's.
+    ``single_scale``, ``seed``, ``metal``, ``flatten``, ``decision.fallback``, ``decision.rule`` and
+    ``postprocess.min_contrast`` are the run's (:class:`RunOptions`); the rest is the model's.
     """
 
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -122,6 +126,7 @@ class PipelineConfig:
             self.decision.rule,
             self.metal,
             self.flatten,
+            self.postprocess.min_contrast,
         )
 
     def with_options(self, options: RunOptions) -> PipelineConfig:
@@ -134,6 +139,9 @@ class PipelineConfig:
             seed=options.seed,
             metal=options.metal,
             flatten=self.flatten if options.flatten is None else options.flatten,
+            postprocess=self.postprocess
+            if options.min_contrast is None
+            else replace(self.postprocess, min_contrast=options.min_contrast),
             decision=replace(self.decision, fallback=options.fallback, rule=options.decision),
         )
 
@@ -170,6 +178,7 @@ REQUEST_OPTIONS: dict[str, tuple[str, Any]] = {
     "decision": (" or ".join(repr(r) for r in RULES), str),
     "metal": (" or ".join(repr(m) for m in METALS), str),
     "flatten": ("an integer >= 0 (window in px, 0: off)", int),
+    "min_contrast": ("a number in [0, 1] (0: off)", float),
 }
 
 

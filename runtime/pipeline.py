@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,11 +46,20 @@ from samsem.errors import ConfigError, SamsemError
 from samsem.runtime.config import PipelineConfig
 from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.report import ImageReport, ModelInfo
-from samsem.runtime.stages.postprocess import clean_mask
+from samsem.runtime.stages.postprocess import clean_mask, remove_faint
 from samsem.runtime.stages.preprocess import apply_range, estimate_background, intensity_range, resize_square
 from samsem.runtime.stages.prompts import make_prompts, to_input_coords
 from samsem.runtime.stages.tiling import Tiling, make_tiling
-from samsem.runtime.stagesets import DeviceStages, Finished, HostStages, Item, Job, Prepared, StageSet
+from samsem.runtime.stagesets import (
+    DeviceStages,
+    Finished,
+    HostStages,
+    Item,
+    Job,
+    Prepared,
+    StageSet,
+    mapped_region,
+)
 
 ImageLoader = Callable[[], np.ndarray]
 
@@ -232,6 +242,7 @@ class Pipeline:
         t0 = time.perf_counter()
         mask = self.stages.mask(job)
         clean_mask(mask, cfg.postprocess)
+        remove_faint(mask, partial(mapped_region, job), cfg.postprocess)
         job.add_times({"postprocess": time.perf_counter() - t0})
         report = ImageReport(
             name=job.name,

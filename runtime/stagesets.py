@@ -34,7 +34,7 @@ from samsem.runtime.stages.decision import Decisions, Reason, Source, decide, de
 from samsem.runtime.stages.preprocess import Background, apply_range, resize_region, resize_square
 from samsem.runtime.stages.prompts import make_prompts, to_input_coords
 from samsem.runtime.stages.stitch import paste_owned
-from samsem.runtime.stages.tiling import Tiling, extract_patch, reflect_index
+from samsem.runtime.stages.tiling import Tiling, extract_patch
 
 
 @dataclass
@@ -167,16 +167,26 @@ def _record(item: Item, dec: Decisions | None, k: int, score: float) -> PatchRec
     )
 
 
-def _mapped(job: Job, box: np.ndarray, patch: int) -> np.ndarray:
-    """Patch ``box`` of the image as the stages see it: (patch, patch) float32 in [0, 1], flattened when
-    the job has a background, the box's remainder mirrored as :func:`extract_patch` does."""
+def mapped_region(job: Job, box: np.ndarray) -> np.ndarray:
+    """The image inside ``box`` = [y0, x0, y1, x1] as the stages see it: (y1 - y0, x1 - x0) float32 in
+    [0, 1], flattened when the job has a background."""
     y0, x0, y1, x1 = _box(box)
-    full = y1 - y0 == patch and x1 - x0 == patch  # then a view: the mapping makes the one copy
-    crop = job.raw[y0:y1, x0:x1] if full else extract_patch(job.raw, box, patch)
+    crop = job.raw[y0:y1, x0:x1]
     if job.background is None:
         return apply_range(crop, job.levels)
-    rows, cols = y0 + reflect_index(patch, y1 - y0), x0 + reflect_index(patch, x1 - x0)
+    rows, cols = np.arange(y0, y1), np.arange(x0, x1)
     return job.background.map_range(crop, rows, cols, job.raw.shape, job.levels)
+
+
+def _mapped(job: Job, box: np.ndarray, patch: int) -> np.ndarray:
+    """Patch ``box`` of the image as the stages see it: (patch, patch) float32 in [0, 1], the box's
+    remainder mirrored as :func:`extract_patch` does (the mapping is per pixel, so mirroring after it
+    gives the same values)."""
+    y0, x0, y1, x1 = _box(box)
+    region = mapped_region(job, box)
+    if region.shape == (patch, patch):
+        return region
+    return extract_patch(region, np.array([0, 0, y1 - y0, x1 - x0]), patch)
 
 
 def _fallback(config: PipelineConfig, job: Job, box: np.ndarray, patch: int) -> np.ndarray:

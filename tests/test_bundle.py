@@ -196,7 +196,7 @@ def test_pipeline_config_round_trip_and_run_options() -> None:
     run = RunOptions(batch_size=16, seed=7, single_scale=2, fallback="model1")
     merged = stored.with_options(run)
     assert (merged.threshold, merged.prompts.n_points, merged.low_pct) == (0.4, 3, 1.0)
-    assert merged.options == replace(run, flatten=128)  # None took the model's window
+    assert merged.options == replace(run, flatten=128, min_contrast=0.12)  # None took the model's
     assert stored.with_options(stored.options) == stored
     with pytest.raises(ConfigError, match="invalid pipeline configuration"):
         PipelineConfig.from_dict({**stored.to_dict(), "nonsense": 1})

@@ -1,4 +1,5 @@
-"""Topology-safe clean-up: speck removal per patch, small components and holes per image."""
+"""Topology-safe clean-up: speck removal per patch, small components and holes per image, faint
+components."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from samsem.errors import ConfigError
 from samsem.evaluation.components import label8
-from samsem.runtime.stages.postprocess import PostprocessConfig, clean_mask, remove_specks
+from samsem.runtime.stages.postprocess import PostprocessConfig, clean_mask, remove_faint, remove_specks
 
 
 def _ring(size: int, hole: int) -> np.ndarray:
@@ -67,6 +68,8 @@ def test_clean_mask_never_joins_or_splits_lines(seed: int) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match=">= 0"):
         PostprocessConfig(min_area=-1)
+    with pytest.raises(ConfigError, match="min_contrast <= 1"):
+        PostprocessConfig(min_contrast=1.5)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -78,3 +81,74 @@ def test_band_wise_clean_up_equals_the_whole_image(seed: int) -> None:
     counts = clean_mask(whole, cfg, band_rows=10_000)
     assert clean_mask(banded, cfg, band_rows=int(rng.integers(3, 40))) == counts
     np.testing.assert_array_equal(banded, whole)
+
+
+def _crop_of(image: np.ndarray):
+    return lambda box: image[box[0] : box[2], box[1] : box[3]]
+
+
+def test_remove_faint_drops_faint_small_components_only() -> None:
+    image = np.full((80, 120), 0.2, np.float32)
+    m = np.zeros((80, 120), np.uint8)
+    m[10:14, 10:40] = 1  # a small line, bright: kept
+    image[10:14, 10:40] = 0.8
+    m[30:36, 10:16] = 1  # a faint blob (contrast 0.05): removed
+    image[30:36, 10:16] = 0.25
+    m[50:70, 20:110] = 1  # faint but 1800 px, above faint_max_area: kept
+    image[50:70, 20:110] = 0.22
+    m[30:36, 60:66] = 1  # contrast 0.15 against its surroundings: kept at 0.12
+    image[30:36, 60:66] = 0.35
+    cfg = PostprocessConfig(min_contrast=0.12, faint_max_area=400)
+    out = m.copy()
+    assert remove_faint(out, _crop_of(image), cfg) == 36
+    assert out[10:14, 10:40].all() and not out[30:36, 10:16].any() and out[50:70, 20:110].all()
+    assert out[30:36, 60:66].all()
+    stricter = m.copy()
+    assert remove_faint(stricter, _crop_of(image), PostprocessConfig(min_contrast=0.2)) == 72
+    assert remove_faint(m.copy(), _crop_of(image), PostprocessConfig(min_contrast=0)) == 0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_band_wise_faint_removal_equals_the_whole_image(seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    m = (rng.random((160, 90)) < rng.uniform(0.2, 0.5)).astype(np.uint8)
+    image = rng.random((160, 90)).astype(np.float32)
+    cfg = PostprocessConfig(min_contrast=0.3, faint_max_area=30)
+    whole, banded = m.copy(), m.copy()
+    removed = remove_faint(whole, _crop_of(image), cfg, band_rows=10_000)
+    assert removed > 0
+    assert remove_faint(banded, _crop_of(image), cfg, band_rows=int(rng.integers(3, 40))) == removed
+    np.testing.assert_array_equal(banded, whole)
+    before, n = label8(m)
+    after, _ = label8(whole)
+    for k in range(1, n + 1):  # whole components are removed or kept, never cut or joined
+        pixels = after[before == k]
+        assert (pixels == 0).all() or len(np.unique(pixels)) == 1
+
+
+def test_pipeline_judges_components_on_the_image_it_segmented() -> None:
+    from dataclasses import replace
+
+    from samsem.runtime.load import classical_pipeline
+    from samsem.runtime.pipeline import Pipeline
+
+    rng = np.random.default_rng(9)
+    image = np.full((256, 256), 60.0)
+    for y in range(6, 250, 10):  # 350-px lines (below faint_max_area) over 37 % of the image
+        for x0 in (10, 90, 170):
+            if not (x0 == 170 and 80 < y < 140):
+                image[y : y + 5, x0 : x0 + 70] = 160
+    image[105:115, 200:210] = 75  # a faint patch in the gap, which Sauvola (a local threshold) takes
+    image = np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+    base = classical_pipeline("classical:sauvola")
+
+    def run(post: PostprocessConfig) -> np.ndarray:
+        pipe = Pipeline(base.model1, base.model2, replace(base.config, postprocess=post), base.info)
+        return pipe.segment(image).mask
+
+    plain, cleaned = run(PostprocessConfig(min_contrast=0)), run(PostprocessConfig())
+    assert plain[105:115, 200:210].all() and not cleaned[105:115, 200:210].any()
+    lines = image > 110
+    np.testing.assert_array_equal(cleaned[lines], plain[lines])  # every line kept
+    assert not (cleaned & ~plain).any()  # only deletions
+    assert not run(PostprocessConfig(min_contrast=1.0, faint_max_area=100_000)).any()  # none that bright

@@ -157,6 +157,10 @@ def test_flatten_option_is_validated_and_overrides_the_model() -> None:
             RunOptions(flatten=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="flatten must be an integer >= 0"):
         PipelineConfig(flatten=-5)
+    assert model.with_options(RunOptions(min_contrast=0.0)).postprocess.min_contrast == 0
+    assert model.with_options(RunOptions()).postprocess.min_contrast == 0.12
+    with pytest.raises(ConfigError, match=r"min_contrast must lie in \[0, 1\]"):
+        RunOptions(min_contrast=1.5)
 
 
 def test_results_carry_the_image_as_read_and_the_flattening_time() -> None:

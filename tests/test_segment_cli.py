@@ -272,13 +272,18 @@ def test_metal_dark_segments_an_inverted_image(tmp_path: Path) -> None:
     assert json.loads((out / "inv.report.json").read_text())["config"]["metal"] == "dark"
 
 
-def test_flatten_flag_reaches_the_report_and_rejects_negative_windows(tmp_path: Path, capsys) -> None:
+def test_flatten_and_contrast_flags_reach_the_report_and_bad_values_are_refused(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "in" / "a.png", generate_sample("easy", 256, 256, seed=6).image)
     args = ["segment", str(tmp_path / "in"), "--model", "classical:otsu"]
     assert main([*args, "-o", str(tmp_path / "off"), "--flatten", "0"]) == 0
     assert main([*args, "-o", str(tmp_path / "on")]) == 0
     assert json.loads((tmp_path / "off" / "a.report.json").read_text())["config"]["flatten"] == 0
     assert json.loads((tmp_path / "on" / "a.report.json").read_text())["config"]["flatten"] == 128
+    assert main([*args, "-o", str(tmp_path / "unfiltered"), "--min-contrast", "0"]) == 0
+    config = json.loads((tmp_path / "unfiltered" / "a.report.json").read_text())["config"]
+    assert config["postprocess"]["min_contrast"] == 0 and config["flatten"] == 128
+    assert main([*args, "-o", str(tmp_path / "bad2"), "--min-contrast", "2"]) == 2
+    assert "min_contrast must lie in [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main([*args, "-o", str(tmp_path / "bad"), "--flatten", "-1"])
     assert exc.value.code == 2 and "--flatten: must be >= 0, got -1" in capsys.readouterr().err

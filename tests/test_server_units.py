@@ -233,6 +233,9 @@ def test_request_options() -> None:
     with pytest.raises(InputError, match="bad value 'grey' for option 'metal'"):
         parse_request_options(base, {"metal": "grey"})
     assert parse_request_options(base, {"flatten": "0"}).flatten == 0
+    assert parse_request_options(base, {"min_contrast": "0"}).min_contrast == 0
+    with pytest.raises(InputError, match=r"bad value '3' for option 'min_contrast'"):
+        parse_request_options(base, {"min_contrast": "3"})
     with pytest.raises(InputError, match=r"bad value '-3' for option 'flatten'.*integer >= 0"):
         parse_request_options(base, {"flatten": "-3"})
 
