@@ -272,7 +272,7 @@ def test_metal_dark_segments_an_inverted_image(tmp_path: Path) -> None:
     assert json.loads((out / "inv.report.json").read_text())["config"]["metal"] == "dark"
 
 
-def test_flatten_and_contrast_flags_reach_the_report_and_bad_values_are_refused(tmp_path: Path, capsys) -> None:
+def test_flatten_and_contrast_flags_reach_the_report_and_bad_values_fail(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "in" / "a.png", generate_sample("easy", 256, 256, seed=6).image)
     args = ["segment", str(tmp_path / "in"), "--model", "classical:otsu"]
     assert main([*args, "-o", str(tmp_path / "off"), "--flatten", "0"]) == 0
