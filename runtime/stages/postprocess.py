@@ -172,6 +172,7 @@ def _fill_small_holes(window: np.ndarray, max_hole: int, cut_top: bool, cut_bott
 
 
 RING = 3  # px around a component whose background its contrast is measured against
+_FAINT_COLUMNS = 1024  # candidates are judged in groups by column chunk (one mapped crop per group)
 
 
 @nb.njit(cache=True)
@@ -200,10 +201,10 @@ def remove_faint(
     :data:`RING` px around them by less than ``cfg.min_contrast``; returns the pixels deleted.
 
     ``mapped(box)`` gives the image inside ``box`` = [y0, x0, y1, x1] as the stages see it, (y1 - y0,
-    x1 - x0) float32 in [0, 1]. Band by band like :func:`clean_mask` (memory: the run lists and the
-    mapped intensities of one band of ``band_rows + faint_max_area + 2 RING`` rows, and the runs to
-    delete); each component is judged once, in the band holding its first row, against the mask as it
-    was before any deletion, so the bands never change a result.
+    x1 - x0) float32 in [0, 1]. Band by band like :func:`clean_mask` (memory: the run lists of one band
+    of ``band_rows + faint_max_area + 2 RING`` rows, the mapped intensities of about 1024 of its
+    columns at a time, and the runs to delete); each component is judged once, in the band holding its
+    first row, against the mask as it was before any deletion, so the bands never change a result.
     """
     if cfg.min_contrast <= 0 or cfg.faint_max_area <= 0:
         return 0
@@ -252,20 +253,31 @@ def _faint_runs(
     bounds = np.searchsorted(label[order], np.arange(n + 2))
     faint = np.zeros(n + 1, bool)
     ring = np.ones((2 * RING + 1, 2 * RING + 1), np.uint8)
-    width = mask.shape[1]
-    top, bottom = a, min(mask.shape[0], b + RING)  # every candidate's crop lies in these rows
-    band = mapped(np.array([top, 0, bottom, width]))
-    for k in candidates:
-        ly0, lx0, ly1, lx1 = boxes[k]
-        y0, x0 = max(0, a + ly0 - RING), max(0, lx0 - RING)
-        y1, x1 = min(mask.shape[0], a + ly1 + RING), min(width, lx1 + RING)
-        comp = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        for i in order[bounds[k] : bounds[k + 1]]:
-            comp[a + row[i] - y0, start[i] - x0 : end[i] - x0] = 1
-        around = (cv2.dilate(comp, ring) > 0) & (mask[y0:y1, x0:x1] == 0)
-        if not around.any():
-            continue
-        values = band[y0 - top : y1 - top, x0:x1]
-        faint[k] = values[comp > 0].mean() - values[around].mean() < cfg.min_contrast
+    h, w = mask.shape
+    crops = np.stack(  # each candidate with the ring around it: [y0, x0, y1, x1] in the image
+        [
+            np.maximum(0, a + boxes[candidates, 0] - RING),
+            np.maximum(0, boxes[candidates, 1] - RING),
+            np.minimum(h, a + boxes[candidates, 2] + RING),
+            np.minimum(w, boxes[candidates, 3] + RING),
+        ],
+        axis=1,
+    )
+    chunk = crops[:, 1] // _FAINT_COLUMNS  # mapped intensities fetched per chunk of columns
+    for c in np.unique(chunk):
+        group = np.flatnonzero(chunk == c)
+        gy0, gx0 = crops[group, 0].min(), crops[group, 1].min()
+        values = mapped(np.array([gy0, gx0, crops[group, 2].max(), crops[group, 3].max()]))
+        for j in group:
+            k = candidates[j]
+            y0, x0, y1, x1 = (int(v) for v in crops[j])
+            comp = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            for i in order[bounds[k] : bounds[k + 1]]:
+                comp[a + row[i] - y0, start[i] - x0 : end[i] - x0] = 1
+            around = (cv2.dilate(comp, ring) > 0) & (mask[y0:y1, x0:x1] == 0)
+            if not around.any():
+                continue
+            crop = values[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+            faint[k] = crop[comp > 0].mean() - crop[around].mean() < cfg.min_contrast
     drop = faint[label]
     return row[drop].astype(np.int64) + a, start[drop], end[drop]
