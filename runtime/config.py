@@ -82,7 +82,7 @@ class PipelineConfig:
     tail of bright vias (:mod:`samsem.runtime.stages.preprocess`; False: the plain percentiles, as
     before); ``metal`` = "dark" inverts the intensities first; ``flatten`` > 0 subtracts a
     low-frequency background estimated with a window of that many px before anything else (0: off, as in
-    the SAMSEM paper; :func:`~samsem.runtime.stages.preprocess.flatten_background`). ``batch_size``,
+    the SAMSEM paper; :func:`~samsem.runtime.stages.preprocess.estimate_background`). ``batch_size``,
     ``single_scale``, ``seed``, ``metal``, ``flatten``, ``decision.fallback``, ``decision.rule`` and
     ``postprocess.min_contrast`` are the run's (:class:`RunOptions`); the rest is the model's.
     """

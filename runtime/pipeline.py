@@ -215,9 +215,7 @@ class Pipeline:
             times["prepare"] = t4 - t3
             if seg.uses_prompts:  # at the image's own resolution when the input enlarges it
                 enlarge = raw.shape[0] <= size and raw.shape[1] <= size and raw.shape != (size, size)
-                source = job.whole
-                if enlarge:
-                    source = apply_range(raw if background is None else background.flatten(raw), job.levels)
+                source = mapped_region(job, np.array([0, 0, *raw.shape])) if enlarge else job.whole
                 points, has_fg = make_prompts(source[None], cfg.prompts, [(cfg.seed, 1, 0)])
                 job.whole_points = to_input_coords(points[0], raw.shape, size) if enlarge else points[0]
                 job.whole_has_fg = bool(has_fg[0])

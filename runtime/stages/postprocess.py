@@ -28,7 +28,7 @@ import numba as nb
 import numpy as np
 
 from samsem.errors import ConfigError
-from samsem.evaluation.components import link_runs, mask_runs, run_buffers, run_sizes
+from samsem.evaluation.components import link_runs, mask_runs, paint_runs, run_buffers, run_sizes
 from samsem.runtime.stages.speckle import label_specks
 
 
@@ -214,12 +214,9 @@ def remove_faint(
         _faint_runs(mask, max(0, y0 - RING), min(h, y0 + band_rows + margin), y0, y0 + band_rows, mapped, cfg)
         for y0 in range(0, h, band_rows)
     ]
-    removed = 0
-    for rows, starts, ends in runs:
-        for y, s, e in zip(rows, starts, ends, strict=True):
-            mask[y, s:e] = 0
-            removed += int(e - s)
-    return removed
+    rows, starts, ends = (np.concatenate(parts) for parts in zip(*runs, strict=True))
+    paint_runs(mask, rows, starts, ends, np.zeros(len(rows), mask.dtype), len(rows))
+    return int((ends - starts).sum())
 
 
 def _faint_runs(
@@ -235,7 +232,7 @@ def _faint_runs(
     [a, b) of ``mask`` whose first row lies in [own0, own1) and that do not touch the window's cut
     bottom edge (larger than the limit then)."""
     window = mask[a:b]
-    none = (np.empty(0, np.int64),) * 3
+    none = (np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32))
     if not window.any():
         return none
     row, start, end, label, n = mask_runs(window)
