@@ -56,12 +56,24 @@ OPTIONS: list[tuple[str, str, type, tuple[str, ...] | None, str]] = [
     ("--esd-min-area", "esd_min_area", int, None, "ESD smallest predicted line (pixels)"),
     ("--val-batch-size", "val_batch_size", int, None, "pipeline batch size during validation"),
     ("--workers", "num_workers", int, None, "data-loader worker processes"),
+    (
+        "--sampler",
+        "sampler",
+        str,
+        ("tiles", "crops"),
+        "runtime tiles, or random crops of the training images",
+    ),
+    ("--crop-size", "crop_size", int, None, "crops sampler: crop side in model pixels"),
+    ("--crops-per-epoch", "crops_per_epoch", int, None, "crops sampler: crops per epoch"),
+    ("--negative-fraction", "negative_fraction", float, None, "crops sampler: share of crops without metal"),
+    ("--flatten", "flatten", int, None, "background-flattening window of training inputs in px (0 = off)"),
 ]
 SWITCHES = [
     ("--amp", "amp", "bf16 autocast on CUDA"),
     ("--push-unmatched", "loss__push_unmatched_to_1_0", "push unmatched Betti pairs to (1, 0)"),
     ("--betti-pad", "loss__betti_pad", "pad with background so border-touching lines count"),
     ("--progress", "progress", "progress bars"),
+    ("--keep-checkpoints", "keep_checkpoints", "keep every epoch's weights in OUT/epochs/"),
 ]
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 

@@ -36,6 +36,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 TARGETS = ("model1", "model2", "single")  # whole images, patches, or both mixed
 SCHEDULERS = ("constant", "cosine")
+SAMPLERS = ("tiles", "crops")  # the runtime's whole images and patches, or random crops of a pool
 # fields that may change when a run is resumed (they do not change what was trained so far)
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "num_workers", "val_batch_size", "progress"})
 
@@ -121,6 +122,14 @@ class TrainConfig:
     CPU). train_*: which SAM2 parts are fine-tuned. val_fraction/test_fraction: per-IC split shares
     (the rest trains); ood_ics: ICs held out entirely (their images form the "ood" split).
     esd_border/esd_min_area: ESD rules of the validation metric. grad_clip: max gradient norm (0 = off).
+    sampler: "tiles" (the runtime's whole images and patches, ``target``) or "crops": an epoch is
+    ``crops_per_epoch`` random ``crop_size`` crops drawn from the training images (each --data folder
+    equally often), each cut at a downscale factor drawn from ``crop_scales`` with ``crop_scale_probs``
+    (1 = native pixels as model 2 sees them, 2 and 4 = area-downscaled as model 1 sees a larger image),
+    a share ``negative_fraction`` of them centred where there is no metal (hard negatives).
+    flatten: background-flattening window of the training inputs (0 = off); validation uses it too.
+    Images whose manifest lists the "inverted" effect are mapped with dark metal (as ``--metal dark``).
+    keep_checkpoints: also keep every epoch's weights as ``epochs/epoch_NNN.pt`` (learning curves).
     """
 
     data: tuple[str, ...] = ()
@@ -157,6 +166,14 @@ class TrainConfig:
     val_batch_size: int = 8
     num_workers: int = 0
     progress: bool = True
+    sampler: str = "tiles"
+    crop_size: int = 256
+    crops_per_epoch: int = 2048
+    crop_scales: tuple[int, ...] = (1, 2, 4)
+    crop_scale_probs: tuple[float, ...] = (0.6, 0.3, 0.1)
+    negative_fraction: float = 0.15
+    flatten: int = 0
+    keep_checkpoints: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -183,6 +200,22 @@ class TrainConfig:
             (self.esd_border >= 0 and self.esd_min_area >= 0, "esd_border and esd_min_area must be >= 0"),
             (self.val_batch_size >= 1, f"val_batch_size must be >= 1, got {self.val_batch_size}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}"),
+            (self.crop_size >= 32, f"crop_size must be >= 32, got {self.crop_size}"),
+            (self.crops_per_epoch >= 1, f"crops_per_epoch must be >= 1, got {self.crops_per_epoch}"),
+            (
+                len(self.crop_scales) == len(self.crop_scale_probs) >= 1
+                and all(s >= 1 for s in self.crop_scales)
+                and all(p >= 0 for p in self.crop_scale_probs)
+                and sum(self.crop_scale_probs) > 0,
+                f"crop_scales {self.crop_scales} (>= 1) and crop_scale_probs {self.crop_scale_probs} (>= 0, "
+                "not all 0) need the same length",
+            ),
+            (
+                0 <= self.negative_fraction <= 1,
+                f"negative_fraction must lie in [0, 1], got {self.negative_fraction}",
+            ),
+            (self.flatten >= 0, f"flatten must be >= 0 (0: off), got {self.flatten}"),
             (
                 any((self.train_image_encoder, self.train_prompt_encoder, self.train_mask_decoder)),
                 "at least one of image encoder, prompt encoder and mask decoder must be trained",
@@ -226,7 +259,7 @@ class TrainConfig:
                 if bad:
                     raise ConfigError(f"unknown {name} config field(s): {', '.join(bad)}")
                 values[name] = sub(**values[name])
-        for name in ("data", "ood_ics"):
+        for name in ("data", "ood_ics", "crop_scales", "crop_scale_probs"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)

@@ -36,7 +36,13 @@ import torch
 
 from samsem.errors import InputError
 from samsem.io import SUPPORTED_SUFFIXES, image_info, read_image, read_mask
-from samsem.runtime.stages.preprocess import apply_range, intensity_range
+from samsem.runtime.stages.preprocess import (
+    Background,
+    apply_range,
+    estimate_background,
+    intensity_range,
+    resize_square,
+)
 from samsem.runtime.stages.tiling import TilingConfig, extract_patch, make_tiling
 from samsem.train.augment import AugmentConfig, augment
 
@@ -47,12 +53,16 @@ SPLITS = ("train", "val", "test", "ood")
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: ``name`` is unique ("<ic>/<stem>"), ``mask`` a PNG/TIFF/SVG path."""
+    """One labelled image: ``name`` is unique ("<ic>/<stem>"), ``mask`` a PNG/TIFF/SVG path; ``group``
+    the dataset folder it came from; ``dark_metal`` whether its metal is darker than the background
+    (a ``samsem synth`` image with the "inverted" effect)."""
 
     name: str
     ic: str
     image: Path
     mask: Path
+    group: str = ""
+    dark_metal: bool = False
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -77,7 +87,7 @@ def _from_folder(folder: Path, ic: str) -> list[Sample]:
         mask = _find_mask(folder, image.stem)
         if mask is None:
             raise InputError(image, "no mask for this image", f"{folder}/masks/{image.stem}.png|.tif|.svg")
-        samples.append(Sample(f"{ic}/{image.stem}", ic, image, mask))
+        samples.append(Sample(f"{ic}/{image.stem}", ic, image, mask, str(folder)))
     return samples
 
 
@@ -107,7 +117,8 @@ def _from_manifest(root: Path) -> list[Sample]:
             for p in (image, mask):
                 if not p.is_file():
                     raise InputError(p, "listed in the manifest but not found")
-            out.append(Sample(f"{ic}/{name}", ic, image, mask))
+            dark = "inverted" in (e.get("effects") or ())
+            out.append(Sample(f"{ic}/{name}", ic, image, mask, str(root), dark))
         return out
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(
@@ -327,3 +338,140 @@ class TrainDataset(torch.utils.data.Dataset):
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The shuffled item order of one epoch (seeded by seed and epoch)."""
     return np.random.default_rng([seed, 2, epoch]).permutation(n).tolist()
+
+
+# ------------------------------------------------------------------------------------------------- crops
+
+
+@dataclass
+class PreparedSample:
+    """A sample mapped the way the runtime maps it: raw (H, W) uint8/uint16, mask (H, W) uint8 {0,1},
+    the background map (None without flattening), the (background, metal) levels, and ``empty``: the
+    (y, x) centres of ``crop_size`` windows without metal (on a 1/8 grid; (0, 2) int64 when none)."""
+
+    raw: np.ndarray
+    mask: np.ndarray
+    background: Background | None
+    levels: tuple[float, float]
+    empty: np.ndarray
+
+    def mapped(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """The pixels [y0:y1, x0:x1] flattened and mapped to [0, 1] exactly as the runtime's patches:
+        (y1 - y0, x1 - x0) float32."""
+        crop = self.raw[y0:y1, x0:x1]
+        if self.background is None:
+            return apply_range(crop, self.levels)
+        rows, cols = np.arange(y0, y1), np.arange(x0, x1)
+        return self.background.map_range(crop, rows, cols, self.raw.shape, self.levels)
+
+
+def prepare_sample(sample: Sample, flatten: int, crop_size: int) -> PreparedSample:
+    """Read a sample and compute what the runtime computes when it opens the image (background with a
+    ``flatten`` px window, glare-clipped levels, the polarity of ``sample.dark_metal``)."""
+    import cv2
+
+    raw = read_image(sample.image)
+    mask = read_mask(sample.mask, raw.shape)
+    background = estimate_background(raw, flatten, sample.dark_metal)
+    levels = intensity_range(raw, dark_metal=sample.dark_metal, background=background)
+    small = cv2.resize(mask.astype(np.float32), None, fx=1 / 8, fy=1 / 8, interpolation=cv2.INTER_AREA)
+    k = max(1, crop_size // 8) | 1
+    covered = cv2.blur(small, (k, k), borderType=cv2.BORDER_REFLECT_101)
+    empty = np.argwhere(covered < 1e-3).astype(np.int64) * 8 + 4
+    return PreparedSample(raw, mask, background, levels, empty)
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Random crops of a pool of training images (``TrainConfig.sampler == "crops"``); items as
+    :class:`TrainDataset`'s: image (1, S, S) float32 in [0, 1], mask (1, S, S), points (1, 2), labels
+    (1,), scale () (2 for native-resolution crops, 1 for downscaled ones), with S = ``crop_size``.
+
+    Item ``index`` of an epoch draws, from a generator seeded by (seed, epoch, index): a dataset folder
+    (all equally likely), an image in it, a downscale factor, a position (with probability
+    ``negative_fraction`` the centre of a window without metal, where the image has one), then the
+    paper's augmentation and a random transpose. The crop is mapped like the runtime's inputs
+    (:func:`prepare_sample`), area-downscaled by the factor; near the border it is mirrored.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        crop_size: int,
+        crops_per_epoch: int,
+        scales: Sequence[int],
+        scale_probs: Sequence[float],
+        negative_fraction: float,
+        flatten: int,
+        augment_cfg: AugmentConfig,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list(samples)
+        groups: dict[str, list[int]] = {}
+        for k, s in enumerate(self.samples):
+            groups.setdefault(s.group, []).append(k)
+        self.groups = [groups[g] for g in sorted(groups)]
+        self.crop_size = crop_size
+        self.crops_per_epoch = crops_per_epoch
+        self.scales = tuple(scales)
+        probs = np.asarray(scale_probs, np.float64)
+        self.scale_probs = probs / probs.sum()
+        self.negative_fraction = negative_fraction
+        self.flatten = flatten
+        self.augment_cfg = augment_cfg
+        self.seed = seed
+        self.epoch = 0
+        self._cache: dict[int, PreparedSample] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.crops_per_epoch
+
+    def _prepared(self, k: int) -> PreparedSample:
+        if k not in self._cache:
+            self._cache[k] = prepare_sample(self.samples[k], self.flatten, self.crop_size)
+        return self._cache[k]
+
+    def crop(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Item ``index`` before augmentation: image (S, S) float32, mask (S, S) uint8, downscale factor."""
+        rng = np.random.default_rng([self.seed, 3, self.epoch, index])
+        group = self.groups[int(rng.integers(len(self.groups)))]
+        prep = self._prepared(group[int(rng.integers(len(group)))])
+        h, w = prep.raw.shape
+        factor = int(self.scales[int(rng.choice(len(self.scales), p=self.scale_probs))])
+        side = self.crop_size * factor
+        while factor > 1 and side > min(h, w):
+            factor //= 2
+            side = self.crop_size * factor
+        if rng.random() < self.negative_fraction and len(prep.empty):
+            cy, cx = (int(v) for v in prep.empty[int(rng.integers(len(prep.empty)))])
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0 = int(np.clip(cy - side // 2, 0, max(h - side, 0)))
+        x0 = int(np.clip(cx - side // 2, 0, max(w - side, 0)))
+        y1, x1 = min(y0 + side, h), min(x0 + side, w)
+        image = prep.mapped(y0, x0, y1, x1)
+        mask = prep.mask[y0:y1, x0:x1]
+        if image.shape != (side, side):
+            pad = ((0, side - image.shape[0]), (0, side - image.shape[1]))
+            image, mask = np.pad(image, pad, mode="reflect"), np.pad(mask, pad, mode="reflect")
+        if factor > 1:
+            image = resize_square(np.ascontiguousarray(image), self.crop_size)
+            mask = (resize_square(mask.astype(np.float32), self.crop_size) >= 0.5).astype(np.uint8)
+        return image, mask, factor
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, mask, factor = self.crop(index)
+        rng = np.random.default_rng([self.seed, 4, self.epoch, index])
+        image, mask = augment(image, mask, self.crop_size, self.augment_cfg, rng)
+        if rng.random() < 0.5:
+            image, mask = np.ascontiguousarray(image.T), np.ascontiguousarray(mask.T)
+        points = point_prompt(mask, rng)
+        return {
+            "image": torch.from_numpy(image)[None],
+            "mask": torch.from_numpy(mask.astype(np.float32))[None],
+            "points": torch.from_numpy(points),
+            "labels": torch.ones(1, dtype=torch.float32),
+            "scale": torch.tensor(2 if factor == 1 else 1),
+        }

@@ -34,7 +34,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.io import atomic_path, write_json
 from samsem.runtime.stages.tiling import TilingConfig
 from samsem.train.config import RESUMABLE_CHANGES, TrainConfig
-from samsem.train.data import Sample, TrainDataset, discover_all, epoch_order, split_samples
+from samsem.train.data import CropDataset, Sample, TrainDataset, discover_all, epoch_order, split_samples
 from samsem.train.task import Task, make_task, resolve_device
 
 LOSS_PARTS = ("pixel", "betti", "iou_head", "iou_reward", "count", "epe", "gap")
@@ -102,24 +102,32 @@ def validate(task: Task, samples: list[Sample], cfg: TrainConfig) -> dict[str, f
 
     seg = task.segmenter()
     single = {"model1": 1, "model2": 2, "single": None}[cfg.target]
-    pcfg = PipelineConfig(
-        tiling=TilingConfig(cfg.patch_size, cfg.min_overlap),
-        batch_size=cfg.val_batch_size,
-        single_scale=single,
-        seed=cfg.seed,
-    )
-    pipe = Pipeline(seg if single != 2 else None, seg if single != 1 else None, pcfg)
+    if cfg.sampler == "crops":
+        single = None  # crops train one model for both scales
     rules = ESDConfig(cfg.esd_border, cfg.esd_min_area)
     total = None
     by_name = {s.name: s for s in samples}
     try:
-        sources = [(s.name, lambda s=s: read_image(s.image)) for s in samples]
-        for res in pipe.segment_many(sources):
-            if isinstance(res, FailedImage):
-                raise res.error
-            gt = read_mask(by_name[res.name].mask, res.mask.shape)
-            one = esd(res.mask, gt, rules)
-            total = one if total is None else total + one
+        for metal in ("bright", "dark"):
+            part = [s for s in samples if s.dark_metal == (metal == "dark")]
+            if not part:
+                continue
+            pcfg = PipelineConfig(
+                tiling=TilingConfig(cfg.patch_size, cfg.min_overlap),
+                batch_size=cfg.val_batch_size,
+                single_scale=single,
+                seed=cfg.seed,
+                metal=metal,
+                flatten=cfg.flatten,
+            )
+            pipe = Pipeline(seg if single != 2 else None, seg if single != 1 else None, pcfg)
+            sources = [(s.name, lambda s=s: read_image(s.image)) for s in part]
+            for res in pipe.segment_many(sources):
+                if isinstance(res, FailedImage):
+                    raise res.error
+                gt = read_mask(by_name[res.name].mask, res.mask.shape)
+                one = esd(res.mask, gt, rules)
+                total = one if total is None else total + one
     finally:
         task.model.train()
     assert total is not None
@@ -231,7 +239,21 @@ def train(
     if not splits["train"]:
         raise InputError(None, "the training split is empty", "more labelled images")
     tiling = TilingConfig(cfg.patch_size, cfg.min_overlap)
-    ds = TrainDataset(splits["train"], cfg.target, cfg.input_size, cfg.augment, tiling, cfg.seed)
+    ds: TrainDataset | CropDataset
+    if cfg.sampler == "crops":
+        ds = CropDataset(
+            splits["train"],
+            cfg.crop_size,
+            cfg.crops_per_epoch,
+            cfg.crop_scales,
+            cfg.crop_scale_probs,
+            cfg.negative_fraction,
+            cfg.flatten,
+            cfg.augment,
+            cfg.seed,
+        )
+    else:
+        ds = TrainDataset(splits["train"], cfg.target, cfg.input_size, cfg.augment, tiling, cfg.seed)
     task = make_task(cfg, device)
     params = task.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -325,6 +347,9 @@ def train(
             "best_key": list(best_key),
         }
         task.save(str(out / "last.pt"), {STATE_KEY: state})
+        if cfg.keep_checkpoints:
+            (out / "epochs").mkdir(exist_ok=True)
+            task.save(str(out / "epochs" / f"epoch_{epoch:03d}.pt"), {"epoch": epoch, "val": row})
         _write_log(out / "log.csv", history)
         plot_curves(out / "curves.png", history, cfg.betti_start_epoch if cfg.betti_on_ever else None)
         if on_epoch is not None:

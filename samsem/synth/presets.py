@@ -14,7 +14,7 @@ in pixels of the full-resolution HY5SYN layouts, rendered at about 1/2.4 like th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -301,6 +301,20 @@ register_preset(
             _SPARSE,
         ),
         svg_scale=0.3,
+    )
+)
+_RANDOM = get_preset("random")
+register_preset(
+    replace(
+        _RANDOM,
+        name="random-sparse",
+        description="the random preset on nearly empty fields (a few lines, no pads): hard negatives, "
+        "so that a model learns what empty noisy, grainy, charged or dusty dielectric looks like",
+        layout=replace(_RANDOM.layout, density=0.06, pad_prob=0.0, rail_prob=0.05),
+        layout_variants=tuple(
+            replace(v, density=0.06, pad_prob=0.0, rail_prob=0.05, route_prob=0.2)
+            for v in _RANDOM.layout_variants
+        ),
     )
 )
 register_preset(
