@@ -162,7 +162,7 @@ def open_regular(path: Path) -> BinaryIO:
         return fd
 
     try:
-        return open(str(path), "rb", opener=opener)  # noqa: SIM115 (the caller closes it)
+        return open(str(path), "rb", opener=opener)
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
 

@@ -577,7 +577,7 @@ def test_fifo_input_is_refused_without_blocking(tmp_path, reader):
         try:
             getattr(io, reader)(fifo)
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:
             outcome.append(exc)
 
     worker = threading.Thread(target=read, daemon=True)
