@@ -23,9 +23,20 @@ from samsem.runtime.stages.tiling import TilingConfig
 METALS = ("bright", "dark")  # which end of the intensities the metal is
 
 
+MAX_FLATTEN = 1 << 20  # px; any window wider than the image acts as the image (see estimate_background)
+MAX_SEED = (1 << 64) - 1
+
+
 def _check_flatten(window: object) -> None:
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-        raise ConfigError(f"flatten must be an integer >= 0 (window in px, 0: off), got {window!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_FLATTEN:
+        raise ConfigError(
+            f"flatten must be an integer in [0, {MAX_FLATTEN}] (window in px, 0: off), got {window!r}"
+        )
+
+
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class RunOptions:
     min_contrast: float | None = None
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         if self.flatten is not None:
             _check_flatten(self.flatten)
         if self.min_contrast is not None and not 0 <= self.min_contrast <= 1:
@@ -173,11 +185,11 @@ class PipelineConfig:
 # what a remote request may set (the server keeps its own batch size): option key -> parser
 REQUEST_OPTIONS: dict[str, tuple[str, Any]] = {
     "single_scale": ("'1', '2' or 'both'", {"1": 1, "2": 2, "both": None}.__getitem__),
-    "seed": ("an integer", int),
+    "seed": ("an integer in [0, 2**64 - 1]", int),
     "fallback": (" or ".join(repr(f) for f in FALLBACKS), str),
     "decision": (" or ".join(repr(r) for r in RULES), str),
     "metal": (" or ".join(repr(m) for m in METALS), str),
-    "flatten": ("an integer >= 0 (window in px, 0: off)", int),
+    "flatten": (f"an integer in [0, {MAX_FLATTEN}] (window in px, 0: off)", int),
     "min_contrast": ("a number in [0, 1] (0: off)", float),
 }
 

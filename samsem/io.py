@@ -31,13 +31,14 @@ import glob
 import json
 import os
 import re
+import stat
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -145,13 +146,34 @@ def _check_input(path: str | Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES)
     return path
 
 
-def _sniff(path: Path) -> str:
-    """Return 'png' or 'tiff' from the file's magic bytes."""
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading, refusing anything but a regular file (FIFO, device, socket) with
+    InputError; opened with O_NONBLOCK and checked on the descriptor, so a FIFO swapped in for an input
+    never blocks the reader."""
+
+    def opener(name: str, flags: int) -> int:
+        fd = os.open(name, flags | os.O_NONBLOCK)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise InputError(path, f"is {kind}, not a regular file", "an image file")
+        os.set_blocking(fd, True)
+        return fd
+
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
+        return open(str(path), "rb", opener=opener)
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _sniff(path: Path) -> str:
+    """Return 'png' or 'tiff' from the file's magic bytes."""
+    with open_regular(path) as fh:
+        try:
+            head = fh.read(8)
+        except OSError as exc:
+            raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
     if not head:
         raise InputError(path, "empty file (0 bytes)", "a PNG, TIFF, JPEG or BMP image")
     if head.startswith(_PNG_MAGIC):
@@ -224,7 +246,7 @@ def _to_gray(raw: np.ndarray) -> np.ndarray:
 
 
 def _png_info(path: Path) -> ImageInfo:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(33)
     if len(head) < 33:
         raise InputError(path, f"truncated PNG file ({len(head)} bytes, header incomplete)")
@@ -247,7 +269,8 @@ def _png_info(path: Path) -> ImageInfo:
 def _decode_cv(path: Path, info: ImageInfo, kind: str) -> np.ndarray:
     """Decode a PNG, JPEG or BMP file with OpenCV: (H, W, C) in RGB(A) order."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open_regular(path) as fh:
+            data = np.frombuffer(fh.read(), dtype=np.uint8)
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
     level = cv2.utils.logging.getLogLevel()
@@ -275,7 +298,7 @@ def _decode_cv(path: Path, info: ImageInfo, kind: str) -> np.ndarray:
 
 def _jpeg_info(path: Path) -> ImageInfo:
     """Size and components from the JPEG start-of-frame segment (8-bit samples only)."""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         data = fh.read(1 << 20)  # the frame header follows the metadata segments, well inside 1 MB
     i = 2
     while i + 9 < len(data):
@@ -299,7 +322,7 @@ def _jpeg_info(path: Path) -> ImageInfo:
 
 def _bmp_info(path: Path) -> ImageInfo:
     """Size and channels from the BMP info header (1-32 bits per pixel; OpenCV decodes to BGR(A))."""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(30)
     if len(head) < 30:
         raise InputError(path, f"truncated BMP file ({len(head)} bytes, header incomplete)")
@@ -337,9 +360,14 @@ def _tiff_errors(path: Path) -> Iterator[None]:
 @contextmanager
 def _open_tiff(path: Path) -> Iterator[tuple[tifffile.TiffPage, ImageInfo]]:
     """Open a TIFF, validate its first page (type, size, data inside the file) and yield (page, info)."""
+    fh = open_regular(path)
     with _tiff_errors(path):
-        tif = tifffile.TiffFile(path)
-    with tif:
+        try:
+            tif = tifffile.TiffFile(fh)
+        except BaseException:
+            fh.close()
+            raise
+    with fh, tif:
         with _tiff_errors(path):
             if len(tif.pages) == 0:
                 raise InputError(path, "TIFF file contains no image")
@@ -356,7 +384,7 @@ def _open_tiff(path: Path) -> Iterator[tuple[tifffile.TiffPage, ImageInfo]]:
         info = ImageInfo(
             path, height, width, np.dtype(np.uint8 if dtype == np.bool_ else dtype), sep * contig
         )
-        size = path.stat().st_size
+        size = os.fstat(fh.fileno()).st_size
         end = int((offsets + counts).max()) if len(offsets) else 0
         if end > size:
             raise InputError(path, f"truncated TIFF file (image data ends at byte {end}, file has {size})")

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -104,10 +106,26 @@ class _Abort(Exception):
         self.retry_after_s = retry_after_s
 
 
+# what an OS error says about the request (a path it names, or the room the server has left)
+_OS_CODES: dict[int, grpc.StatusCode] = {
+    **dict.fromkeys(
+        (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EINVAL, errno.ENXIO),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    errno.ENOENT: grpc.StatusCode.NOT_FOUND,
+    **dict.fromkeys((errno.EACCES, errno.EPERM, errno.EROFS), grpc.StatusCode.PERMISSION_DENIED),
+    **dict.fromkeys((errno.ENOSPC, errno.EDQUOT, errno.EFBIG), grpc.StatusCode.RESOURCE_EXHAUSTED),
+}
+
+
 def _status(exc: BaseException) -> _Abort | None:
-    """The status an exception ends a call with (None: unexpected, an INTERNAL error)."""
+    """The status an exception ends a call with (None: unexpected, an INTERNAL error). An OS error is
+    answered by its errno, with the system's reason and never the server's own path."""
     if isinstance(exc, _Abort):
         return exc
+    if isinstance(exc, OSError) and exc.errno in _OS_CODES:
+        what = "server out of space" if _OS_CODES[exc.errno] == grpc.StatusCode.RESOURCE_EXHAUSTED else "path"
+        return _Abort(_OS_CODES[exc.errno], f"{what}: {os.strerror(exc.errno)}")
     if isinstance(exc, Busy):
         return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)
     if isinstance(exc, PathRefused):

@@ -561,3 +561,31 @@ def test_jpeg_and_bmp_inputs_are_read_as_gray_like_png(tmp_path: Path, suffix: s
         assert np.abs(read_image(tmp_path / f"gray{suffix}").astype(int) - gray).mean() < 20
     np.testing.assert_array_equal(read_region(tmp_path / f"colour{suffix}", 3, 4, 5, 6), img[3:8, 4:10])
     assert tmp_path / f"colour{suffix}" in list_images([tmp_path])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+@pytest.mark.parametrize("reader", ["read_image", "image_info"])
+def test_fifo_input_is_refused_without_blocking(tmp_path, reader):
+    """A FIFO swapped in for an input (issue 26.4) fails with a clear reason instead of hanging the reader."""
+    import threading
+
+    fifo = tmp_path / "a.png"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def read():
+        try:
+            getattr(io, reader)(fifo)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # unblock the stuck reader before failing
+        with open(fifo, "wb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)):
+            pass
+        pytest.fail(f"{reader} blocked on a FIFO")
+    assert isinstance(outcome[0], InputError)
+    assert "FIFO, not a regular file" in str(outcome[0])

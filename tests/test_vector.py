@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -462,3 +463,65 @@ def test_import_loads_no_gds_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------- layout tools (KLayout)
+
+
+def _klayout_lines(kdb, paths: dict[str, Path], shape: tuple[int, int]) -> dict[str, int]:
+    """Per format: the number of polygons of KLayout's merged region of the file's polygons, read
+    independently of samsem (GDSII by KLayout; SVG subpaths and GeoJSON rings filled even-odd as XOR)."""
+    counts = {}
+    layout = kdb.Layout()
+    layout.read(str(paths["gds"]))
+    counts["gds"] = kdb.Region(layout.top_cell().begin_shapes_rec(layout.layer(0, 0))).merged().count()
+
+    def region(rings: list[np.ndarray]) -> object:
+        out = kdb.Region()
+        for ring in rings:  # even-odd: a point is inside when inside an odd number of rings
+            out ^= kdb.Region(kdb.Polygon([kdb.Point(int(x), int(y)) for x, y in np.rint(ring * 2)]))
+        return out
+
+    total = kdb.Region()
+    for d in re.findall(r' d="([^"]*)"', paths["svg"].read_text()):
+        rings = [np.array(re.findall(r"(-?[\d.]+),(-?[\d.]+)", sub), float) + 0.5 for sub in d.split("Z")]
+        total += region([r for r in rings if len(r) >= 3])
+    counts["svg"] = total.merged().count()
+    total = kdb.Region()
+    for feature in json.loads(paths["geojson"].read_text())["features"]:
+        geom = feature["geometry"]
+        for poly in [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]:
+            total += region([np.array(r, float) for r in poly])
+    counts["geojson"] = total.merged().count()
+    return counts
+
+
+def _layout_masks(shared: list[Path]) -> list[np.ndarray]:
+    masks = [*_random_masks(7, 30, max_size=80), *(_noisy(m, i) for i, m in enumerate(_synth_masks()))]
+    for i, path in enumerate(shared):  # segmentation-like masks of real layouts
+        masks.append(_noisy(read_mask(path)[1024:1536, 1024:1536], i))
+    return masks
+
+
+def test_layout_tools_read_the_mask_lines_at_default_settings(tmp_path: Path) -> None:
+    """Issue 25.3: KLayout's merged region of every file has exactly the mask's 8-connected lines (the
+    simplification kept every diagonal contact and joined no two lines), on random and noisy masks."""
+    pytest.importorskip("gdstk")
+    kdb = pytest.importorskip("klayout.db")
+    _check_layout_tools(kdb, _layout_masks([]), tmp_path)
+
+
+def test_layout_tools_read_real_layout_lines(tmp_path: Path, shared_layouts: list[Path]) -> None:
+    pytest.importorskip("gdstk")
+    kdb = pytest.importorskip("klayout.db")
+    _check_layout_tools(
+        kdb, [_noisy(read_mask(p)[1024:1536, 1024:2048], i) for i, p in enumerate(shared_layouts)], tmp_path
+    )
+
+
+def _check_layout_tools(kdb, masks: list[np.ndarray], tmp_path: Path) -> None:
+    opts = VectorOptions(formats=("svg", "geojson", "gds"))  # default tolerance
+    for i, mask in enumerate(masks):
+        n = label8(mask)[1]
+        paths = write_vectors(mask, tmp_path, f"m{i}", opts)
+        assert _klayout_lines(kdb, paths, mask.shape) == {"gds": n, "svg": n, "geojson": n}, i

@@ -23,6 +23,7 @@ found the same way on the negated intensities and returned in the order (backgro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -243,14 +244,16 @@ def estimate_background(image: np.ndarray, window: int, dark_metal: bool = False
 
     An opening (``dark_metal``: a closing) with a disk of ``window`` px of the image area-downsampled
     :data:`FLATTEN_FACTOR` times, then a Gaussian blur of half the disk's size; the map is
-    (ceil(H/8), ceil(W/8)).
+    (ceil(H/8), ceil(W/8)). A window wider than the image is the image (the cost is bounded by its size).
     """
     if window <= 0:
         return None
     h, w = image.shape
     size = (-(-w // FLATTEN_FACTOR), -(-h // FLATTEN_FACTOR))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    k = max(3, window // FLATTEN_FACTOR) | 1
+    # a disk reaching across the whole subsample gives its minimum (maximum) everywhere: wider is the same
+    reach = 2 * math.ceil(math.hypot(*small.shape)) + 1
+    k = min(max(3, window // FLATTEN_FACTOR) | 1, reach)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     opened = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark_metal else cv2.MORPH_OPEN, disk)
     background = cv2.GaussianBlur(opened, (0, 0), k / 2)

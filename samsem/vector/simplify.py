@@ -155,6 +155,14 @@ def _subset(polys: Polygons, keep: np.ndarray) -> Polygons:
     )
 
 
+def _shared_corners(xy: np.ndarray) -> np.ndarray:
+    """(V,) bool: vertices whose point is a vertex of another ring too (diagonal contacts of a line's
+    pieces, a hole touching its exterior or another hole)."""
+    key = xy[:, 0].astype(np.int64) << 32 | xy[:, 1].astype(np.int64)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return counts[inverse] > 1
+
+
 def tolerance_levels(tolerance: float) -> list[float]:
     """Tolerances tried per line: tolerance, tolerance / 2, ... while >= MIN_LEVEL_PX, then 0."""
     levels = []
@@ -189,6 +197,7 @@ def simplify_levels(
     pinned = np.zeros(len(xy), np.bool_)
     pinned[polys.bridge[polys.bridge >= 0]] = True
     pinned[polys.rings[:-1]] = True
+    pinned[_shared_corners(polys.xy)] = True
     ring_line = np.repeat(np.repeat(np.arange(n_lines), np.diff(polys.lines)), np.diff(polys.polygons))
 
     m_row, m_start, m_end, m_line = rasterize_runs(polys.xy, polys.rings, polys.polygons, polys.lines, (h, w))
