@@ -30,7 +30,7 @@ def _rows(path: Path) -> list[dict]:
 def test_train_writes_run_and_resumes_from_out_alone(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
-    assert "best epoch 0" in capsys.readouterr().out
+    assert "best epoch 1/1" in capsys.readouterr().out  # counted from 1, like the epoch lines
     for name in ("last.pt", "best.pt", "log.csv", "curves.png", "config.json", "splits.json"):
         assert (run / name).is_file(), name
     cfg = json.loads((run / "config.json").read_text())
@@ -51,6 +51,21 @@ def test_train_reports_bad_input(tmp_path, capsys):
     assert "no training data" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # a failed start leaves no empty run folder
+
+
+def test_train_interrupted_before_the_first_epoch_says_nothing_to_resume(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    import samsem.train.loop as loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "r"), *TINY]) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_tune_two_trials_completes_and_resumes(dataset, tmp_path, capsys):

@@ -206,9 +206,29 @@ def run(args: argparse.Namespace) -> int:
     from samsem.train.loop import train
 
     run_dir = Path(args.out)
+    created = not run_dir.exists()
     resuming = bool(args.train_config) or args.resume is not None or (run_dir / "config.json").is_file()
-    cfg = fit_batch(config_from_args(args, run_dir), args, resuming)
-    result = train(cfg, resume=args.resume)
+    try:
+        cfg = fit_batch(config_from_args(args, run_dir), args, resuming)
+        result = train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        if not (run_dir / "last.pt").is_file():
+            _remove_if_unused(run_dir, created)
+            print("samsem train: stopped before the first epoch finished; nothing to resume", file=sys.stderr)
+            return 130
+        raise
+    except Exception:
+        _remove_if_unused(run_dir, created)
+        raise
     rate = "n/a" if result.best_rate == float("inf") else f"{result.best_rate:.4f}"
-    print(f"best epoch {result.best_epoch} (validation ESD rate {rate}): {result.run_dir / 'best.pt'}")
+    best = f"best epoch {result.best_epoch + 1}/{cfg.epochs}"
+    print(f"{best} (validation ESD rate {rate}): {result.run_dir / 'best.pt'}")
     return 0
+
+
+def _remove_if_unused(run_dir: Path, created: bool) -> None:
+    """Remove a run folder this command created when no epoch finished in it (only its settings)."""
+    if created and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.json", "splits.json"}:
+        for p in run_dir.iterdir():
+            p.unlink()
+        run_dir.rmdir()
