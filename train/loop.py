@@ -191,7 +191,9 @@ def plot_curves(path: Path, history: list[dict[str, Any]], betti_start: int | No
     plt.close(fig)
 
 
-def _loader(ds: TrainDataset | CropDataset, order: list[int], cfg: TrainConfig, epoch: int) -> torch.utils.data.DataLoader:
+def _loader(
+    ds: TrainDataset | CropDataset, order: list[int], cfg: TrainConfig, epoch: int
+) -> torch.utils.data.DataLoader:
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)  # worker base seeds; unused by the data
     return torch.utils.data.DataLoader(
         ds, batch_size=cfg.batch_size, sampler=order, num_workers=cfg.num_workers, generator=gen
