@@ -282,6 +282,20 @@ def item_source(loaded: LoadedSample, item: Item, patch_size: int) -> tuple[np.n
     return apply_range(crop, loaded.levels), extract_patch(loaded.mask, box, patch_size)
 
 
+def item_tensors(
+    image: np.ndarray, mask: np.ndarray, points: np.ndarray, scale: int
+) -> dict[str, torch.Tensor]:
+    """One training item as tensors: image (1, S, S), mask (1, S, S) float32, points (1, 2), labels (1,)
+    (ones), scale ()."""
+    return {
+        "image": torch.from_numpy(image)[None],
+        "mask": torch.from_numpy(mask.astype(np.float32))[None],
+        "points": torch.from_numpy(points),
+        "labels": torch.ones(1, dtype=torch.float32),
+        "scale": torch.tensor(scale),
+    }
+
+
 class TrainDataset(torch.utils.data.Dataset):
     """Augmented training items: ``__getitem__`` -> dict of tensors
 
@@ -325,14 +339,7 @@ class TrainDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, 1, self.epoch, index])
         image, mask = item_source(self._loaded(item.sample), item, self.tiling.patch_size)
         image, mask = augment(image, mask, self.input_size, self.augment_cfg, rng)
-        points = point_prompt(mask, rng)
-        return {
-            "image": torch.from_numpy(image)[None],
-            "mask": torch.from_numpy(mask.astype(np.float32))[None],
-            "points": torch.from_numpy(points),
-            "labels": torch.ones(1, dtype=torch.float32),
-            "scale": torch.tensor(item.scale),
-        }
+        return item_tensors(image, mask, point_prompt(mask, rng), item.scale)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -467,11 +474,4 @@ class CropDataset(torch.utils.data.Dataset):
         image, mask = augment(image, mask, self.crop_size, self.augment_cfg, rng)
         if rng.random() < 0.5:
             image, mask = np.ascontiguousarray(image.T), np.ascontiguousarray(mask.T)
-        points = point_prompt(mask, rng)
-        return {
-            "image": torch.from_numpy(image)[None],
-            "mask": torch.from_numpy(mask.astype(np.float32))[None],
-            "points": torch.from_numpy(points),
-            "labels": torch.ones(1, dtype=torch.float32),
-            "scale": torch.tensor(2 if factor == 1 else 1),
-        }
+        return item_tensors(image, mask, point_prompt(mask, rng), 2 if factor == 1 else 1)
