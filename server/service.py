@@ -1,7 +1,7 @@
 """The ``samsem.v1.Segmentation`` servicer (grpc.aio): uploads, admission, pipeline in worker threads.
 
 Each call gets a request id (the client's ``x-request-id`` metadata or a new one), returned in the
-initial metadata, the report and every log line. Errors map to status codes in :func:`_status`:
+initial metadata, the report and every log line. Errors map to status codes in :func:`error_status`:
 bad input -> INVALID_ARGUMENT, full server -> RESOURCE_EXHAUSTED (with ``retry-after-ms`` trailing
 metadata; only for what can succeed later), paths outside the roots -> PERMISSION_DENIED, expired
 deadline or a stalled upload -> DEADLINE_EXCEEDED, jobs on a server without job roots ->
@@ -118,7 +118,7 @@ _OS_CODES: dict[int, grpc.StatusCode] = {
 }
 
 
-def _status(exc: BaseException) -> _Abort | None:
+def error_status(exc: BaseException) -> _Abort | None:
     """The status an exception ends a call with (None: unexpected, an INTERNAL error). An OS error is
     answered by its errno, with the system's reason and never the server's own path."""
     if isinstance(exc, _Abort):
@@ -199,7 +199,7 @@ class _Call:
         """End the call for ``exc`` (aborting it with the mapped status). A call whose deadline has
         passed or whose client has left is recorded as such, whatever error that caused (a request
         stream that ends early reads as a truncated upload)."""
-        status = _status(exc)
+        status = error_status(exc)
         gone = self.ended_code()
         if gone == grpc.StatusCode.DEADLINE_EXCEEDED or self.context.cancelled():
             status = _Abort(

@@ -153,9 +153,9 @@ def test_flatten_option_is_validated_and_overrides_the_model() -> None:
     assert model.with_options(RunOptions(flatten=0)).flatten == 0
     assert PipelineConfig().flatten == 128
     for bad in (-1, 1.5, True):
-        with pytest.raises(ConfigError, match="flatten must be an integer >= 0"):
+        with pytest.raises(ConfigError, match=r"flatten must be an integer in \[0, 1048576\]"):
             RunOptions(flatten=bad)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="flatten must be an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"flatten must be an integer in \[0, 1048576\]"):
         PipelineConfig(flatten=-5)
     assert model.with_options(RunOptions(min_contrast=0.0)).postprocess.min_contrast == 0
     assert model.with_options(RunOptions()).postprocess.min_contrast == 0.12

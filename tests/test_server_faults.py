@@ -18,7 +18,7 @@ from samsem.runtime.config import MAX_FLATTEN, RunOptions, parse_request_options
 from samsem.runtime.load import load_pipeline
 from samsem.runtime.stages import preprocess
 from samsem.server.app import ServerConfig
-from samsem.server.service import _status
+from samsem.server.service import error_status
 
 _BAD_INPUT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
 
@@ -76,7 +76,7 @@ def test_an_unreadable_job_folder_is_permission_denied(tmp_path: Path) -> None:
 )
 def test_os_errors_map_to_a_status_without_the_path(code: int, expected: grpc.StatusCode) -> None:
     spool = "/tmp/samsem-spool-1234/pins-5/7.png"
-    status = _status(OSError(code, os.strerror(code), spool))
+    status = error_status(OSError(code, os.strerror(code), spool))
     assert status is not None and status.code == expected
     assert os.strerror(code) in status.details and "samsem-spool" not in status.details
 
