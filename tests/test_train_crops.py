@@ -4,6 +4,7 @@ tools that measure it."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -118,6 +119,9 @@ def test_config_checks_the_crop_settings():
         base.with_overrides(crop_scales=(1, 2), crop_scale_probs=(1.0,))
     with pytest.raises(ConfigError, match="negative_fraction"):
         base.with_overrides(negative_fraction=1.5)
+    from samsem.runtime.config import PipelineConfig
+
+    assert base.flatten == PipelineConfig().flatten  # training inputs and validation flatten as the runtime
     cfg = base.with_overrides(sampler="crops", crop_scales=(1, 4), crop_scale_probs=(0.7, 0.3))
     assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
@@ -151,6 +155,18 @@ def test_crop_run_keeps_every_epoch_and_resumes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "epochs").iterdir()) == ["epoch_000.pt", "epoch_001.pt"]
     again = train(cfg.with_overrides(epochs=3))
     assert [r["epoch"] for r in again.history] == [0, 1, 2]
+    # the learning curve: every kept checkpoint on the test set, plus the logged validation rates
+    run = tmp_path / "run"
+    assert _tool("learning_curve").main([str(run), "--tests", str(data), "--images", "1"]) == 0
+    with (run / "learning_curve.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["epoch"], r["test_set"]) for r in rows if r["test_set"] == "data") == [
+        ("0", "data"),
+        ("1", "data"),
+        ("2", "data"),
+    ]
+    assert len([r for r in rows if r["test_set"] == "validation"]) == 3
+    assert (run / "learning_curve.png").stat().st_size > 0
 
 
 def test_independent_renderer_is_deterministic_and_keeps_polarity():

@@ -127,7 +127,8 @@ class TrainConfig:
     equally often), each cut at a downscale factor drawn from ``crop_scales`` with ``crop_scale_probs``
     (1 = native pixels as model 2 sees them, 2 and 4 = area-downscaled as model 1 sees a larger image),
     a share ``negative_fraction`` of them centred where there is no metal (hard negatives).
-    flatten: background-flattening window of the training inputs (0 = off); validation uses it too.
+    flatten: background-flattening window of the crops sampler's inputs and of validation (0 = off;
+    default the runtime's).
     Images whose manifest lists the "inverted" effect are mapped with dark metal (as ``--metal dark``).
     keep_checkpoints: also keep every epoch's weights as ``epochs/epoch_NNN.pt`` (learning curves).
     """
@@ -172,7 +173,7 @@ class TrainConfig:
     crop_scales: tuple[int, ...] = (1, 2, 4)
     crop_scale_probs: tuple[float, ...] = (0.6, 0.3, 0.1)
     negative_fraction: float = 0.15
-    flatten: int = 0
+    flatten: int = 128  # the runtime's default window (PipelineConfig.flatten)
     keep_checkpoints: bool = False
 
     def __post_init__(self) -> None:

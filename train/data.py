@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -375,8 +376,6 @@ class PreparedSample:
 def prepare_sample(sample: Sample, flatten: int, crop_size: int) -> PreparedSample:
     """Read a sample and compute what the runtime computes when it opens the image (background with a
     ``flatten`` px window, glare-clipped levels, the polarity of ``sample.dark_metal``)."""
-    import cv2
-
     raw = read_image(sample.image)
     mask = read_mask(sample.mask, raw.shape)
     background = estimate_background(raw, flatten, sample.dark_metal)
