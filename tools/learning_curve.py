@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from samsem.evaluation.esd import ESDConfig, esd
-from samsem.io import list_images, read_image, read_mask
+from samsem.io import atomic_path, list_images, read_image, read_mask
 from samsem.runtime.config import RunOptions
 from samsem.runtime.load import load_pipeline
 
@@ -65,8 +65,18 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def save(out: Path, rows: list[dict]) -> None:
+    """Write the CSV and, beside it, the plot (each atomically)."""
+    with atomic_path(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(out.with_suffix(".png")) as tmp:
+        plot(rows, tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,11 +97,30 @@ def main(argv: list[str] | None = None) -> int:
         elapsed += float(row["train_s"])
         minutes[int(row["epoch"])] = elapsed / 60
     out = args.run / "learning_curve.csv"
+    validation = [
+        dict(
+            zip(
+                FIELDS,
+                (
+                    r["epoch"],
+                    f"{minutes[int(r['epoch'])]:.2f}",
+                    "validation",
+                    r["val_rate"],
+                    r["val_errors"],
+                    r["val_gt_lines"],
+                ),
+                strict=True,
+            )
+        )
+        for r in epochs
+        if r.get("val_rate")
+    ]
     rows: list[dict] = []
     if out.is_file():
         with out.open(encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r["test_set"] != "validation"]
     done = {(int(r["epoch"]), r["test_set"]) for r in rows}
+    save(out, rows + validation)
     for row in epochs:
         epoch = int(row["epoch"])
         checkpoint = args.run / "epochs" / f"epoch_{epoch:03d}.pt"
@@ -101,26 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             if (epoch, folder.name) in done:
                 continue
             rate, errors, lines = evaluate(checkpoint, folder, args.images)
-            rows.append(
-                dict(
-                    zip(
-                        FIELDS,
-                        (epoch, f"{minutes[epoch]:.2f}", folder.name, rate, errors, lines),
-                        strict=True,
-                    )
-                )
-            )
+            values = (epoch, f"{minutes[epoch]:.2f}", folder.name, rate, errors, lines)
+            rows.append(dict(zip(FIELDS, values, strict=True)))
             print(f"epoch {epoch} ({minutes[epoch]:.1f} min) {folder.name}: ESD {rate:.4f}", flush=True)
-    for row in epochs:
-        if row.get("val_rate"):
-            epoch = int(row["epoch"])
-            values = (epoch, f"{minutes[epoch]:.2f}", "validation", row["val_rate"])
-            rows.append(dict(zip(FIELDS, (*values, row["val_errors"], row["val_gt_lines"]), strict=True)))
-    with out.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(rows, args.run / "learning_curve.png")
+        save(out, rows + validation)  # after every checkpoint: an interrupted run keeps what it measured
     print(f"wrote {out} and {args.run / 'learning_curve.png'}")
     return 0
 
