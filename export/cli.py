@@ -31,10 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=16, help="profile max batch (default 16)")
     p.add_argument("--max-points", type=int, default=None, help="max point prompts (default: pipeline's)")
     p.add_argument(
-        "--exporter", choices=["torchscript", "dynamo"], default="torchscript", help="ONNX exporter"
+        "--exporter",
+        choices=["torchscript", "dynamo"],
+        default="torchscript",
+        help="ONNX exporter (default torchscript)",
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    p.add_argument("--aoti-device", default="cuda", help="device the AOTInductor package is compiled for")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    p.add_argument(
+        "--aoti-device", default="cuda", help="device the AOTInductor package is compiled for (default cuda)"
+    )
     p.add_argument(
         "--timing-cache", type=Path, default=None, help="TensorRT timing cache file (read + updated)"
     )

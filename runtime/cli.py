@@ -193,7 +193,9 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
     vec.add_argument(
         "--gds-layer", type=_non_negative, default=0, metavar="N", help="GDSII layer (default 0)"
     )
-    vec.add_argument("--gds-datatype", type=_non_negative, default=0, metavar="N", help="GDSII datatype (0)")
+    vec.add_argument(
+        "--gds-datatype", type=_non_negative, default=0, metavar="N", help="GDSII datatype (default 0)"
+    )
     _add_ray_options(p.add_argument_group("Ray cluster (docs/scale-out.md)"))
     p.set_defaults(func=run_segment)
 
@@ -216,13 +218,17 @@ def _add_ray_options(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument("--workers", type=int, default=None, help="Ray workers (default: fill the cluster)")
     g.add_argument(
-        "--gpus-per-worker", type=float, default=None, help="GPUs per worker, e.g. 0.5 (default 1 on cuda)"
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs per worker, e.g. 0.5 (default: 1 on cuda, else 0: CPU workers)",
     )
     g.add_argument(
         "--threads-per-worker",
         type=int,
         default=None,
-        help="CPU threads each worker reserves and pins (default 1; GPU workers: the node's CPUs shared)",
+        help="CPU threads each worker reserves and pins (default: 1 for CPU workers; GPU workers share the "
+        "node's CPUs)",
     )
     g.add_argument(
         "--images-per-call",

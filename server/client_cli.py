@@ -28,14 +28,16 @@ def _vector_flags(p: argparse.ArgumentParser) -> None:
         "--vector",
         default=None,
         metavar="FORMATS",
-        help="also write NAME.svg / NAME.geojson / NAME.gds beside each mask (comma-separated formats)",
+        help="also write NAME.mask.svg / .geojson / .gds beside each mask (comma-separated formats)",
     )
     g.add_argument(
-        "--tolerance", type=float, default=1.0, help="simplification tolerance in px (1; 0: exact)"
+        "--tolerance", type=float, default=1.0, help="simplification tolerance in px (default 1; 0: exact)"
     )
-    g.add_argument("--nm-per-px", type=float, default=1.0, help="pixel size for GDSII coordinates (1)")
-    g.add_argument("--gds-layer", type=int, default=0, help="GDSII layer of the polygons (0)")
-    g.add_argument("--gds-datatype", type=int, default=0, help="GDSII datatype of the polygons (0)")
+    g.add_argument(
+        "--nm-per-px", type=float, default=1.0, help="pixel size for GDSII coordinates (default 1)"
+    )
+    g.add_argument("--gds-layer", type=int, default=0, help="GDSII layer of the polygons (default 0)")
+    g.add_argument("--gds-datatype", type=int, default=0, help="GDSII datatype of the polygons (default 0)")
 
 
 def _vector_options(args: argparse.Namespace):
@@ -125,7 +127,7 @@ def _rpc_message(exc, server: str | None = None) -> str:
 
 def run_segment(args: argparse.Namespace) -> int:
     """Send every input to the server; write NAME.mask.png/.tif and NAME.report.json like `samsem segment`
-    (and NAME.svg/.geojson/.gds with --vector, before the report, which is written last)."""
+    (and NAME.mask.svg/.geojson/.gds with --vector, before the report, which is written last)."""
     import grpc
     from tqdm import tqdm
 

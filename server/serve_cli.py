@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="model bundle, checkpoint or classical[:otsu] (default: the bundled model)",
     )
-    p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto (default)")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
     p.add_argument("--single-scale", type=int, choices=[1, 2], default=None, help="run only model 1 or 2")
     p.add_argument(
         "--fallback",
@@ -34,42 +34,68 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    net.add_argument("--port", type=int, default=50051, help="port (0: any free port; see --ready-file)")
+    net.add_argument(
+        "--port", type=int, default=50051, help="port (default 50051; 0: any free port, see --ready-file)"
+    )
     net.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (default: off)")
     net.add_argument("--ready-file", type=Path, default=None, help="write HOST:PORT here once serving")
     lim = p.add_argument_group("batching and limits")
-    lim.add_argument("--max-batch", type=int, default=16, help="model inputs per model call (16)")
-    lim.add_argument("--max-delay-ms", type=float, default=5.0, help="longest wait for a fuller batch (5)")
-    lim.add_argument("--request-batch", type=int, default=4, help="inputs one request submits at once (4)")
-    lim.add_argument("--max-active", type=int, default=8, help="requests computing at once (8)")
-    lim.add_argument("--max-queued", type=int, default=32, help="requests waiting; more are refused (32)")
+    lim.add_argument("--max-batch", type=int, default=16, help="model inputs per model call (default 16)")
     lim.add_argument(
-        "--max-calls-per-peer", type=int, default=16, help="admitted calls per client address (16)"
+        "--max-delay-ms", type=float, default=5.0, help="longest wait for a fuller batch (default 5)"
     )
-    lim.add_argument("--memory-budget-mb", type=int, default=8192, help="image+mask buffers, all requests")
-    lim.add_argument("--chunk-kb", type=int, default=1024, help="largest upload chunk / mask chunk (1024)")
-    lim.add_argument("--max-image-pixels", type=int, default=1 << 30, help="pixels per image (2^30)")
-    lim.add_argument("--max-tile-pixels", type=int, default=2048 * 2048, help="limit of SegmentTile")
+    lim.add_argument(
+        "--request-batch", type=int, default=4, help="inputs one request submits at once (default 4)"
+    )
+    lim.add_argument("--max-active", type=int, default=8, help="requests computing at once (default 8)")
+    lim.add_argument(
+        "--max-queued", type=int, default=32, help="requests waiting; more are refused (default 32)"
+    )
+    lim.add_argument(
+        "--max-calls-per-peer", type=int, default=16, help="admitted calls per client address (default 16)"
+    )
+    lim.add_argument(
+        "--memory-budget-mb", type=int, default=8192, help="image+mask buffers, all requests (default 8192)"
+    )
+    lim.add_argument(
+        "--chunk-kb", type=int, default=1024, help="largest upload chunk / mask chunk (default 1024)"
+    )
+    lim.add_argument("--max-image-pixels", type=int, default=1 << 30, help="pixels per image (default 2^30)")
+    lim.add_argument(
+        "--max-tile-pixels", type=int, default=2048 * 2048, help="pixels per SegmentTile call (default 2^22)"
+    )
     lim.add_argument(
         "--max-inputs",
         type=int,
         default=0,
-        help="model inputs per request (0: what the largest square image within --max-image-pixels needs)",
+        help="model inputs per request (default 0: what the largest square image within --max-image-pixels "
+        "needs)",
     )
-    lim.add_argument("--max-encoded-mb", type=int, default=2048, help="largest PNG/TIFF upload (2048)")
-    lim.add_argument("--upload-idle-s", type=float, default=30.0, help="longest pause in an upload (30)")
-    lim.add_argument("--upload-min-rate-kb", type=float, default=1024.0, help="slowest upload, KiB/s (1024)")
-    lim.add_argument("--spool-budget-mb", type=int, default=8192, help="encoded uploads on disk (8192)")
+    lim.add_argument(
+        "--max-encoded-mb", type=int, default=2048, help="largest PNG/TIFF upload (default 2048)"
+    )
+    lim.add_argument(
+        "--upload-idle-s", type=float, default=30.0, help="longest pause in an upload (default 30)"
+    )
+    lim.add_argument(
+        "--upload-min-rate-kb", type=float, default=1024.0, help="slowest upload, KiB/s (default 1024)"
+    )
+    lim.add_argument(
+        "--spool-budget-mb", type=int, default=8192, help="encoded uploads on disk (default 8192)"
+    )
     lim.add_argument("--tmp-dir", type=Path, default=None, help="spool folder's parent (system temp)")
-    lim.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get on shutdown (30)")
+    lim.add_argument(
+        "--grace", type=float, default=30.0, help="seconds in-flight calls get on shutdown (default 30)"
+    )
     jobs = p.add_argument_group("jobs")
     jobs.add_argument("--job-root", type=Path, action="append", default=[], help="folder jobs may read")
     jobs.add_argument("--output-root", type=Path, default=None, help="write job outputs here, not beside")
     jobs.add_argument(
         "--job-db",
         default=None,
-        help="SQLite file of job state (default $XDG_STATE_HOME/samsem/jobs.sqlite, i.e. "
-        "~/.local/state/samsem/jobs.sqlite; 'none': in memory, jobs are lost at exit)",
+        help="SQLite file of job state, used only with --job-root (without it jobs are off and nothing is "
+        "opened; default: $XDG_STATE_HOME/samsem/jobs.sqlite, i.e. ~/.local/state/samsem/jobs.sqlite; "
+        "'none': in memory, jobs are lost at exit)",
     )
     sec = p.add_argument_group("security")
     sec.add_argument("--tls-cert", type=Path, default=None, help="server certificate chain (PEM)")
@@ -77,7 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sec.add_argument("--tls-client-ca", type=Path, default=None, help="require client certs from this CA")
     sec.add_argument("--token-file", type=Path, default=None, help="accepted bearer tokens, one per line")
     sec.add_argument("--token-env", default=None, help="environment variable with accepted tokens (a,b)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default info"
+    )
     p.set_defaults(func=run)
 
 

@@ -191,13 +191,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="fine-tune SAM2 or train the lite model (pixel + Betti-matching losses)",
         description="Fine-tune SAM2 (--family sam2, the default) or train the lite CNN (--family lite). "
-        "Defaults depend on the family: where they differ, the help shows each. Without --batch-size the "
+        "Defaults depend on the family: where they differ, the help shows each. The defaults shown are a new "
+        "run's: a resumed run (OUT/config.json) or --train-config keeps its own settings, which the flags "
+        "given override. Without --batch-size the "
         "largest batch that fits in the available memory is used (at most the family's default) and named "
         "in the log. Writes OUT/last.pt, OUT/best.pt (samsem checkpoints), OUT/log.csv, OUT/curves.png "
         "and prints one line per epoch; rerunning with the same OUT resumes from OUT/last.pt.",
     )
     add_config_options(parser)
-    parser.add_argument("--resume", metavar="PT", help="continue from this last.pt (default OUT/last.pt)")
+    parser.add_argument(
+        "--resume",
+        metavar="PT",
+        help="continue from this last.pt (default: OUT/last.pt, the run folder's own)",
+    )
     parser.set_defaults(func=run)
 
 

@@ -184,14 +184,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tune",
         help="Optuna hyperparameter search (Hyperband, validation ESD rate)",
         description="Two-step Optuna search (step 1: augmentation, lr, weight decay, alpha without the Betti "
-        "term; step 2: Betti parameters from the best step-1 model). Resumes from its storage.",
+        "term; step 2: Betti parameters from the best step-1 model). Resumes from its storage. The training "
+        "options are `samsem train`'s, with the same defaults.",
     )
     add_config_options(parser)
     parser.add_argument("--trials", type=int, required=True, help="finished trials wanted per step")
     parser.add_argument(
         "--step", type=int, choices=(1, 2), action="append", help="run only this step (repeatable)"
     )
-    parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/optuna.db)")
+    parser.add_argument(
+        "--storage", help="Optuna storage URL (default: sqlite:///OUT/optuna.db, a file in the output folder)"
+    )
     parser.add_argument("--study", default="samsem", help="study name prefix (default samsem)")
     parser.set_defaults(func=run)
 

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=1024, help="image height and width in px (default 1024)")
     p.add_argument("--height", type=int, help="image height in px (overrides --size)")
     p.add_argument("--width", type=int, help="image width in px (overrides --size)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; image i uses a seed derived from it")
+    p.add_argument(
+        "--seed", type=int, default=0, help="base seed; image i uses a seed derived from it (default 0)"
+    )
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="output bit depth (default 8)")
     p.add_argument(
         "--layouts",
