@@ -41,7 +41,13 @@ def _add_model_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto (default)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="default fp32; bf16/fp16 apply to the torch backends (fp16 on CUDA only), engines of other "
+        "backends run at their export precision (said on stderr)",
+    )
     p.add_argument(
         "--batch-size",
         type=_positive,
@@ -102,6 +108,9 @@ def _pipeline(args: argparse.Namespace, command: str) -> Pipeline:
     elif info is not None:
         origin = "bundled default " if args.model is None else ""
         print(f"samsem {command}: {origin}{info.summary()}", file=sys.stderr)
+    note = None if info is None else info.precision_note(args.precision)
+    if note is not None:
+        print(f"samsem {command}: {note}", file=sys.stderr)
     return pipeline
 
 

@@ -56,6 +56,16 @@ class ModelInfo:
             return f"classical {self.method} segmenter"
         return f"model {self.family} on backend {self.backend}, device {self.device}"
 
+    def precision_note(self, requested: str) -> str | None:
+        """Why ``requested`` (--precision) is not what runs, or None when it is: engines run at their
+        export precision, and the classical segmenters have no precision to choose."""
+        if self.kind == "classical" and requested != "fp32":
+            return f"--precision {requested} does not apply to the {self.summary()}"
+        if self.precision in (None, requested):
+            return None
+        where = f"{self.backend}/{self.device}"
+        return f"--precision {requested} is not available on {where}; running {self.precision}"
+
     def to_json(self) -> dict[str, Any]:
         """The report's "model" record. Per-model values are one value for one model, else a list."""
         if self.kind == "classical":

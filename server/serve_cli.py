@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto (default)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="default fp32; as for samsem segment, only the torch backends run bf16/fp16",
+    )
     p.add_argument("--single-scale", type=int, choices=[1, 2], default=None, help="run only model 1 or 2")
     p.add_argument(
         "--fallback",
@@ -167,5 +172,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"samsem serve: serving {'a custom model' if info is None else info.family}{source}", file=sys.stderr
     )
+    note = None if info is None else info.precision_note(args.precision)
+    if note is not None:
+        print(f"samsem serve: {note}", file=sys.stderr)
     asyncio.run(SamsemServer(config, pipeline).run_until_signal(args.ready_file))
     return 0

@@ -98,7 +98,48 @@ def test_default_model_is_the_bundled_one(image_dir: Path, tmp_path: Path, capsy
         assert "no model in the package" in capsys.readouterr().err
     else:
         assert report["model"]["family"] == "lite" and report["model"]["source"] == str(default_bundle())
-        assert "bundled default model lite" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "bundled default model lite" in err and "--precision" not in err
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_precision_an_engine_cannot_run_is_said(
+    image_dir: Path, tmp_path: Path, capsys, precision: str
+) -> None:
+    """The bundled model's ONNX engine is fp32: asking for fp16/bf16 says so in one line, then runs fp32."""
+    from samsem.runtime.load import default_bundle
+
+    if default_bundle() is None:
+        pytest.skip("this install has no bundled model")
+    out = tmp_path / "out"
+    args = ["segment", str(image_dir / "sem1.png"), "-o", str(out), "--backend", "onnxruntime"]
+    assert main([*args, "--precision", precision]) == 0
+    err = capsys.readouterr().err.splitlines()
+    line = f"samsem segment: --precision {precision} is not available on onnxruntime/cpu; running fp32"
+    assert err.count(line) == 1
+    assert json.loads((out / "sem1.report.json").read_text())["model"]["precision"] == "fp32"
+
+
+def test_precision_of_the_classical_segmenter_is_said_not_to_apply(
+    image_dir: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "segment",
+                str(image_dir / "sem1.png"),
+                "-o",
+                str(out),
+                "--model",
+                "classical",
+                "--precision",
+                "bf16",
+            ]
+        )
+        == 0
+    )
+    assert "samsem segment: --precision bf16 does not apply to the classical" in capsys.readouterr().err
 
 
 def test_rerun_in_place_never_takes_outputs_as_inputs(image_dir: Path, capsys) -> None:
