@@ -3,6 +3,7 @@ per-file failures, cancellation and jobs that outlive their client."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -244,3 +245,78 @@ def test_jobs_write_vector_files_beside_the_mask(tree) -> None:
     for path in f.vector_paths:
         np.testing.assert_array_equal(read_layout_mask(path), mask)
     assert again.files[0].state == pb.FILE_SKIPPED
+
+
+def _stored_states(db: Path, job_id: str) -> tuple[int, list[int]]:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        (state,) = con.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        files = [s for (s,) in con.execute("SELECT state FROM files WHERE job_id=? ORDER BY idx", (job_id,))]
+    return state, files
+
+
+def test_worker_outlives_refused_database_writes_and_stores_every_state(tree, tmp_path, monkeypatch) -> None:
+    db = tmp_path / "jobs.sqlite"
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],), job_db=db), load_pipeline("classical")) as (
+        srv,
+        client,
+    ):
+        store = srv.server.store
+        update, calls = store.update, []
+
+        def flaky(*args, **kw) -> None:  # the start and the first file's writes fail (disk full), then work
+            calls.append(args)
+            if 1 <= len(calls) <= 4:
+                raise sqlite3.OperationalError("database or disk is full")
+            update(*args, **kw)
+
+        monkeypatch.setattr(store, "update", flaky)
+        first = _final(client, client.submit_job([str(tree["a"]), str(tree["b"])]).job_id, timeout=30)
+        second = _final(client, client.submit_job([str(tree["c"])]).job_id, timeout=30)  # worker alive
+        assert len(calls) > 4
+    for job in (first, second):
+        assert job.state == pb.JOB_SUCCEEDED and all(f.state == pb.FILE_DONE for f in job.files)
+        assert _stored_states(db, job.job_id) == (pb.JOB_SUCCEEDED, [pb.FILE_DONE] * len(job.files))
+
+
+def test_job_calls_answer_unavailable_while_the_database_is_read_only(tree, tmp_path) -> None:
+    db = tmp_path / "jobs.sqlite"
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],), job_db=db), load_pipeline("classical")) as (
+        srv,
+        client,
+    ):
+        store = srv.server.store
+        with store._lock:
+            store._db.execute("PRAGMA query_only=ON")  # every write now fails as on a read-only database
+        err = rpc_error(lambda: client.submit_job([str(tree["a"])]))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE and "job database" in err.details()
+        assert client.list_jobs() == []  # nothing acknowledged, nothing listed
+        with store._lock:
+            store._db.execute("PRAGMA query_only=OFF")
+        done = _final(client, client.submit_job([str(tree["a"])]).job_id, timeout=30)
+    assert done.state == pb.JOB_SUCCEEDED
+    assert _stored_states(db, done.job_id) == (pb.JOB_SUCCEEDED, [pb.FILE_DONE])
+
+
+def test_store_takes_writes_again_after_a_failed_commit(tmp_path) -> None:
+    from samsem.server.jobstore import FileRow, JobRow, JobStore
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    try:
+        row = JobRow("j", 1, pb.JOB_QUEUED, {}, False, {}, 1.0, files=[FileRow(0, "/a.png", "/", "", 0)])
+        store.insert(row)
+
+        def deny_commit(action: int, arg1, *_) -> int:
+            refused = action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
+            return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
+
+        store._db.set_authorizer(deny_commit)
+        row.state = pb.JOB_RUNNING
+        with pytest.raises(sqlite3.DatabaseError):
+            store.update(row)
+        store._db.set_authorizer(None)
+        row.state = pb.JOB_SUCCEEDED
+        store.update(row)  # the failed transaction was rolled back, not left open
+        (loaded,) = store.load()
+        assert loaded.state == pb.JOB_SUCCEEDED
+    finally:
+        store.close()
