@@ -59,6 +59,8 @@ FINAL_FILE = (pb.FILE_DONE, pb.FILE_SKIPPED, pb.FILE_FAILED, pb.FILE_CANCELLED)
 FINAL_JOB = (pb.JOB_SUCCEEDED, pb.JOB_FAILED, pb.JOB_CANCELLED)
 _HAS_OUTPUTS = (pb.FILE_DONE, pb.FILE_SKIPPED)
 SHUTDOWN = "server shut down"
+_JOB_STATES = frozenset(pb.JobState.values()) - {pb.JOB_STATE_UNSPECIFIED}
+_FILE_STATES = frozenset(pb.FileState.values()) - {pb.FILE_STATE_UNSPECIFIED}
 _RETRY_S = (0.05, 5.0)  # first and longest wait between retries of a refused database write
 
 
@@ -89,6 +91,17 @@ class _Job:
     vector: VectorOptions | None
     ticket: Ticket = field(default_factory=Ticket)
     changed: asyncio.Event | None = None
+
+
+def _state_damage(row: JobRow) -> str:
+    """What is wrong with a stored job's and its files' states ("" when they are states)."""
+    damage = [f"jobs.state = {row.state}: not a job state"] if row.state not in _JOB_STATES else []
+    damage += [
+        f"file {f.input}: files.state = {f.state}: not a file state"
+        for f in row.files
+        if f.state not in _FILE_STATES
+    ]
+    return "; ".join(damage)
 
 
 def _code(exc: BaseException) -> str:
@@ -311,11 +324,24 @@ class JobManager:
             wait = min(2 * wait, _RETRY_S[1])
 
     def _load(self) -> list[_Job]:
-        """Jobs of the store: finished ones are listed, unfinished ones re-queued (returned)."""
+        """Jobs of the store: finished ones are listed, unfinished ones re-queued (returned); a damaged
+        one is logged and fails (its rows stay in the store)."""
         resumed = []
         for row in self.store.load():
             job = _Job(row, None, None)
             self._jobs[row.id] = job
+            damage = row.damaged or _state_damage(row)
+            if damage:
+                log(
+                    logging.ERROR,
+                    "damaged job in the job database; listed as failed",
+                    job_id=row.id,
+                    reason=damage,
+                )
+                self._finish(
+                    job, pb.JOB_FAILED, clip(f"damaged in the job database: {damage}"), pb.FILE_FAILED
+                )
+                continue
             if row.state in FINAL_JOB:
                 continue
             row.state, row.started, row.error = pb.JOB_QUEUED, 0.0, ""
@@ -329,7 +355,7 @@ class JobManager:
                     from samsem.vector import VectorOptions
 
                     job.vector = VectorOptions(**{**row.vector, "formats": tuple(row.vector["formats"])})
-            except (SamsemError, TypeError) as exc:
+            except (SamsemError, TypeError, KeyError, ValueError) as exc:  # options or vector gone bad
                 self._finish(job, pb.JOB_FAILED, f"cannot resume: {exc}", pb.FILE_FAILED)
                 continue
             self._save(job)

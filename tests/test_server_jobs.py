@@ -320,3 +320,64 @@ def test_store_takes_writes_again_after_a_failed_commit(tmp_path) -> None:
         assert loaded.state == pb.JOB_SUCCEEDED
     finally:
         store.close()
+
+
+# one damaged row per job: (column of the row, what goes in it, what the job's error names)
+DAMAGE = {
+    "options": ("UPDATE jobs SET options='{not json' WHERE id=?", "jobs.options"),
+    "vector paths": ("UPDATE files SET vector_paths='[1, 2' WHERE job_id=?", "files.vector_paths"),
+    "text counter": ("UPDATE jobs SET tiles_done='many' WHERE id=?", "jobs.tiles_done"),
+    "text order": ("UPDATE jobs SET seq='late' WHERE id=?", "jobs.seq"),  # MAX(seq) is this text
+    "job state": ("UPDATE jobs SET state=42 WHERE id=?", "jobs.state = 42"),
+    "file state": ("UPDATE files SET state=-3 WHERE job_id=?", "files.state = -3"),
+}
+
+
+def test_damaged_rows_fail_their_job_alone_and_the_server_starts(tree, tmp_path, caplog) -> None:
+    import logging
+
+    db = tmp_path / "jobs.sqlite"
+    cfg = ServerConfig(port=0, job_roots=(tree["root"],), job_db=db)
+    pipe = load_pipeline("classical")
+    with serving(cfg, pipe) as (_, client):
+        jobs = [_final(client, client.submit_job([str(tree["a"])]).job_id) for _ in range(len(DAMAGE) + 1)]
+    intact, damaged = jobs[0], dict(zip(DAMAGE, jobs[1:], strict=True))
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        for kind, (sql, _) in DAMAGE.items():
+            con.execute(sql, (damaged[kind].job_id,))
+    with caplog.at_level(logging.ERROR, logger="samsem.server"), serving(cfg, pipe) as (_, client):
+        assert client.get_job(intact.job_id) == intact
+        listed = {j.job_id: j for j in client.list_jobs()}
+        assert len(listed) == len(jobs)
+        for kind, (_, named) in DAMAGE.items():
+            job = client.get_job(damaged[kind].job_id)
+            assert job.state == pb.JOB_FAILED and listed[job.job_id].state == pb.JOB_FAILED, kind
+            assert job.error.startswith("damaged in the job database: ") and named in job.error, kind
+        again = _final(client, client.submit_job([str(tree["a"])], overwrite=True).job_id)
+        assert again.state == pb.JOB_SUCCEEDED  # new jobs run (and get a sequence number)
+    logged = [r for r in caplog.records if r.getMessage().startswith("damaged job in the job database")]
+    assert len(logged) == len(DAMAGE)
+    with contextlib.closing(sqlite3.connect(db)) as con:  # kept, not deleted
+        assert con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == len(jobs) + 1
+
+
+def test_an_unreadable_job_database_is_one_clear_error(tmp_path) -> None:
+    from samsem.server.jobstore import FileRow, JobRow, JobStore
+
+    db = tmp_path / "jobs.sqlite"
+    store = JobStore(db)
+    files = [FileRow(i, f"/data/{'x' * 80}{i}.png", "/data", "", pb.FILE_DONE) for i in range(200)]
+    store.insert(JobRow("j", 1, pb.JOB_SUCCEEDED, {}, False, {}, 1.0, files=files))
+    store.close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        (page,) = con.execute("PRAGMA page_size").fetchone()
+        (root,) = con.execute("SELECT rootpage FROM sqlite_master WHERE name='files'").fetchone()
+    with open(db, "r+b") as fh:  # the files table's first page, garbled
+        fh.seek((root - 1) * page)
+        fh.write(b"\xff" * page)
+    store = JobStore(db)
+    try:
+        with pytest.raises(ConfigError, match=r"job database .*jobs\.sqlite: cannot be read \(.*malformed"):
+            store.load()
+    finally:
+        store.close()
