@@ -15,6 +15,11 @@ connection. Every state change is written to the job database (:mod:`samsem.serv
 restarted server lists past jobs and resumes unfinished ones (queued, running, or interrupted by a
 shutdown), skipping their files that had finished. With an in-memory store (no database) jobs
 cancelled by a shutdown end CANCELLED instead. The most recent ``max_kept`` finished jobs are kept.
+
+A write the database refuses (read-only, disk full) never stops the worker: the job's state stays in
+memory, the worker waits and retries the write with backoff before it goes on, and SubmitJob and
+CancelJob answer :class:`StoreUnavailable` until the database takes writes again, so that nothing a
+call acknowledged is missing from it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 import uuid
@@ -53,10 +59,21 @@ FINAL_FILE = (pb.FILE_DONE, pb.FILE_SKIPPED, pb.FILE_FAILED, pb.FILE_CANCELLED)
 FINAL_JOB = (pb.JOB_SUCCEEDED, pb.JOB_FAILED, pb.JOB_CANCELLED)
 _HAS_OUTPUTS = (pb.FILE_DONE, pb.FILE_SKIPPED)
 SHUTDOWN = "server shut down"
+_JOB_STATES = frozenset(pb.JobState.values()) - {pb.JOB_STATE_UNSPECIFIED}
+_FILE_STATES = frozenset(pb.FileState.values()) - {pb.FILE_STATE_UNSPECIFIED}
+_RETRY_S = (0.05, 5.0)  # first and longest wait between retries of a refused database write
 
 
 class JobsDisabled(SamsemError):
     """The server has no job roots (reported as FAILED_PRECONDITION)."""
+
+
+class StoreUnavailable(Exception):
+    """The job database cannot be written now (reported as UNAVAILABLE); ``retry_after_s`` a hint."""
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,17 @@ class _Job:
     vector: VectorOptions | None
     ticket: Ticket = field(default_factory=Ticket)
     changed: asyncio.Event | None = None
+
+
+def _state_damage(row: JobRow) -> str:
+    """What is wrong with a stored job's and its files' states ("" when they are states)."""
+    damage = [f"jobs.state = {row.state}: not a job state"] if row.state not in _JOB_STATES else []
+    damage += [
+        f"file {f.input}: files.state = {f.state}: not a file state"
+        for f in row.files
+        if f.state not in _FILE_STATES
+    ]
+    return "; ".join(damage)
 
 
 def _code(exc: BaseException) -> str:
@@ -123,6 +151,8 @@ class JobManager:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._closed = False
+        self._stop = threading.Event()  # set by shutdown: ends the waits between write retries
+        self._unsaved: set[str] = set()  # jobs whose latest state the database refused
         self._seq = self.store.next_seq()
         resumed = self._load()
         self._worker = threading.Thread(target=self._work, name="samsem-jobs", daemon=True)
@@ -156,6 +186,7 @@ class JobManager:
             queued = sum(j.row.state == pb.JOB_QUEUED for j in self._jobs.values())
             if queued >= self.max_queued:
                 raise Busy(f"job queue full ({queued} jobs queued)", 5.0)
+            self._check_writable()
             self._seq += 1
             row = JobRow(
                 id=uuid.uuid4().hex,
@@ -167,7 +198,10 @@ class JobManager:
                 created=time.time(),
                 files=files,
             )
-            self.store.insert(row)
+            try:
+                self.store.insert(row)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the job database cannot be written now ({exc}); try again") from None
             job = _Job(row, pipeline, vector, changed=asyncio.Event())
             self._jobs[row.id] = job
             self._evict()
@@ -194,8 +228,15 @@ class JobManager:
         self._check_enabled()
         with self._lock:
             job = self._jobs[job_id]
+            self._check_writable()
             if job.row.state == pb.JOB_QUEUED:
                 self._finish(job, pb.JOB_CANCELLED, "cancelled before it started", pb.FILE_CANCELLED)
+                if job.row.id in self._unsaved:
+                    self._queue.put(job)  # wakes the worker to retry the write (it skips the job)
+                    raise StoreUnavailable(
+                        "the job database cannot be written now; the cancel is kept in "
+                        "memory and written when it can be"
+                    )
             elif job.row.state == pb.JOB_RUNNING:
                 job.ticket.cancel("cancelled by CancelJob")
             snap = self._snapshot(job)
@@ -224,6 +265,7 @@ class JobManager:
         without one they are cancelled."""
         with self._lock:
             self._closed = True
+            self._stop.set()
             for job in self._jobs.values():
                 if job.row.state == pb.JOB_QUEUED and not self.store.persistent:
                     self._finish(job, pb.JOB_CANCELLED, reason, pb.FILE_CANCELLED)
@@ -231,6 +273,8 @@ class JobManager:
                     job.ticket.cancel(reason)
         self._queue.put(None)
         self._worker.join()
+        if self._unsaved:
+            log(logging.ERROR, "job states not written to the job database", jobs=sorted(self._unsaved))
         self.pins.close()
 
     def running(self) -> bool:
@@ -243,12 +287,61 @@ class JobManager:
         if not self.roots:
             raise JobsDisabled("this server has no job roots (start it with --job-root DIR)")
 
+    def _check_writable(self) -> None:
+        """Refuse a change while the database refuses writes (lock held)."""
+        if self._unsaved:
+            raise StoreUnavailable("the job database cannot be written now; try again")
+
+    def _save(self, job: _Job, files: list[FileRow] | None = None) -> None:
+        """Write the job's state and the given files' (all: None) to the database (lock held). A refused
+        write leaves the job unsaved (all of it is written at the next try: :meth:`_flush`)."""
+        if job.row.id in self._unsaved:
+            files = None
+        try:
+            self.store.update(job.row, files)
+        except sqlite3.Error as exc:
+            if not self._unsaved:
+                log(logging.ERROR, "job database refused a write; retrying", error=str(exc))
+            self._unsaved.add(job.row.id)
+        else:
+            self._unsaved.discard(job.row.id)
+
+    def _flush(self) -> None:
+        """Write the unsaved jobs, retrying with backoff until the database takes them or the manager
+        shuts down (worker thread, lock not held): the worker goes on only once its states are stored."""
+        wait = _RETRY_S[0]
+        while True:
+            with self._lock:
+                if not self._unsaved:
+                    return
+                for job_id in sorted(self._unsaved):
+                    self._save(self._jobs[job_id])
+                if not self._unsaved:
+                    log(logging.INFO, "job database takes writes again")
+                    return
+            if self._stop.wait(wait):
+                return
+            wait = min(2 * wait, _RETRY_S[1])
+
     def _load(self) -> list[_Job]:
-        """Jobs of the store: finished ones are listed, unfinished ones re-queued (returned)."""
+        """Jobs of the store: finished ones are listed, unfinished ones re-queued (returned); a damaged
+        one is logged and fails (its rows stay in the store)."""
         resumed = []
         for row in self.store.load():
             job = _Job(row, None, None)
             self._jobs[row.id] = job
+            damage = row.damaged or _state_damage(row)
+            if damage:
+                log(
+                    logging.ERROR,
+                    "damaged job in the job database; listed as failed",
+                    job_id=row.id,
+                    reason=damage,
+                )
+                self._finish(
+                    job, pb.JOB_FAILED, clip(f"damaged in the job database: {damage}"), pb.FILE_FAILED
+                )
+                continue
             if row.state in FINAL_JOB:
                 continue
             row.state, row.started, row.error = pb.JOB_QUEUED, 0.0, ""
@@ -262,10 +355,10 @@ class JobManager:
                     from samsem.vector import VectorOptions
 
                     job.vector = VectorOptions(**{**row.vector, "formats": tuple(row.vector["formats"])})
-            except (SamsemError, TypeError) as exc:
+            except (SamsemError, TypeError, KeyError, ValueError) as exc:  # options or vector gone bad
                 self._finish(job, pb.JOB_FAILED, f"cannot resume: {exc}", pb.FILE_FAILED)
                 continue
-            self.store.update(row)
+            self._save(job)
             resumed.append(job)
         self._evict()
         return resumed
@@ -309,15 +402,18 @@ class JobManager:
     def _work(self) -> None:
         while True:
             job = self._queue.get()
+            self._flush()
             if job is None:
                 return
             with self._lock:
                 if job.row.state != pb.JOB_QUEUED or self._closed:
                     continue
                 job.row.state, job.row.started = pb.JOB_RUNNING, time.time()
-                self.store.update(job.row, [])
+                self._save(job, [])
             self._changed(job)
+            self._flush()
             self._run(job)
+            self._flush()
 
     def _places(self, f: FileRow) -> tuple[Path, Path, Path, Path]:
         """(input root, input path below it, output base, output folder below it) of a file; the roots
@@ -374,20 +470,6 @@ class JobManager:
         pipeline = job.pipeline
         assert pipeline is not None
         todo: dict[str, tuple[FileRow, ImageOutputs]] = {}
-        for f in job.row.files:
-            if f.state in FINAL_FILE:  # finished before a restart
-                continue
-            try:
-                outputs, height, width, finished = self._plan(job, f)
-            except SamsemError as exc:
-                self._fail_file(job, f, exc)
-                continue
-            if not job.row.overwrite and finished:
-                self._set_file(job, f, pb.FILE_SKIPPED, outputs=outputs)
-                continue
-            todo[f.input] = (f, outputs)
-            job.row.tiles_total += pipeline.count_inputs(height, width)
-        self._changed(job)
 
         def loader(f: FileRow):
             def load():
@@ -405,6 +487,20 @@ class JobManager:
             job.ticket.check()
 
         try:
+            for f in job.row.files:
+                if f.state in FINAL_FILE:  # finished before a restart
+                    continue
+                try:
+                    outputs, height, width, finished = self._plan(job, f)
+                except SamsemError as exc:
+                    self._fail_file(job, f, exc)
+                    continue
+                if not job.row.overwrite and finished:
+                    self._set_file(job, f, pb.FILE_SKIPPED, outputs=outputs)
+                    continue
+                todo[f.input] = (f, outputs)
+                job.row.tiles_total += pipeline.count_inputs(height, width)
+            self._changed(job)
             with self.engine.session(job.ticket):
                 sources = [(name, loader(f)) for name, (f, _) in todo.items()]
                 for result in pipeline.segment_many(sources, progress=progress):
@@ -427,7 +523,7 @@ class JobManager:
                     self._finish(job, pb.JOB_CANCELLED, exc.reason, pb.FILE_CANCELLED)
             self._changed(job)
             return
-        except Exception as exc:  # model or I/O failure: the job fails, the server goes on
+        except Exception as exc:  # model, I/O or other failure: the job fails, the worker goes on
             with self._lock:
                 self._finish(job, pb.JOB_FAILED, f"{type(exc).__name__}: {exc}", pb.FILE_FAILED)
             self._changed(job)
@@ -461,8 +557,9 @@ class JobManager:
                 f.mask_path, f.report_path = str(outputs.mask), str(outputs.report)
             if vectors is not None:
                 f.vector_paths = vectors
-            self.store.update(job.row, [f])
+            self._save(job, [f])
         self._changed(job)
+        self._flush()
 
     def _interrupt(self, job: _Job) -> None:
         """Leave a job stopped by the shutdown unfinished in the store (lock held): it resumes at the
@@ -471,7 +568,7 @@ class JobManager:
         for f in job.row.files:
             if f.state == pb.FILE_RUNNING:
                 f.state = pb.FILE_PENDING
-        self.store.update(job.row)
+        self._save(job)
 
     def _finish(self, job: _Job, state: int, error: str, open_files: int) -> None:
         """Final state (lock held); files not yet final get ``open_files``."""
@@ -480,15 +577,18 @@ class JobManager:
         for f in row.files:
             if f.state not in FINAL_FILE:
                 f.state, f.error = open_files, error or f.error
-        self.store.update(row)
+        self._save(job)
 
     def _evict(self) -> None:
-        """Forget the oldest finished jobs beyond ``max_kept`` (lock held)."""
-        finished = [k for k, j in self._jobs.items() if j.row.state in FINAL_JOB]
+        """Forget the oldest finished jobs beyond ``max_kept`` (lock held; unsaved ones stay)."""
+        finished = [k for k, j in self._jobs.items() if j.row.state in FINAL_JOB and k not in self._unsaved]
         gone = finished[: max(0, len(finished) - self.max_kept)]
         for k in gone:
             del self._jobs[k]
-        self.store.delete(gone)
+        try:
+            self.store.delete(gone)
+        except sqlite3.Error as exc:  # harmless: the next start evicts them again
+            log(logging.WARNING, "job database kept evicted jobs", jobs=gone, error=str(exc))
 
     def _changed(self, job: _Job) -> None:
         """Publish a change: state counts to ``on_change``, a wake-up to the job's watchers (any thread)."""

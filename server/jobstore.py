@@ -6,6 +6,10 @@ transaction; ``synchronous=NORMAL`` in WAL mode keeps every committed change acr
 process (kill -9), though not necessarily across a power loss. Progress counters are written with
 file changes only.
 
+A damaged row (text in a numeric column, JSON that does not parse) never stops the loading: the job
+comes back with the columns that could be read, defaults for the others and ``JobRow.damaged`` naming
+what was wrong (the job manager lists it as failed); every intact job loads as stored.
+
 ``JobStore(None)`` keeps the tables in memory (nothing survives the process). A database file is
 used by one server at a time: a lock file beside it (``PATH.lock``, ``flock``) refuses a second
 server, whose resuming the same jobs would write the same outputs twice.
@@ -15,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +90,112 @@ _FILE_COLUMNS = (
 )
 
 
+class _Bad(ValueError):
+    """A stored value that does not fit its column."""
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Bad("not text")
+    return value
+
+
+def _integer(value: object) -> int:
+    if type(value) is not int:
+        raise _Bad("not an integer")
+    return value
+
+
+def _count(value: object) -> int:
+    number = _integer(value)
+    if number < 0:
+        raise _Bad("negative")
+    return number
+
+
+def _flag(value: object) -> bool:
+    return bool(_integer(value))
+
+
+def _number(value: object) -> float:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Bad("not a finite number")
+    return float(value)
+
+
+def _json(value: object) -> object:
+    try:
+        return json.loads(_text(value))
+    except json.JSONDecodeError as exc:
+        raise _Bad(f"not JSON ({exc.msg})") from None
+
+
+def _options(value: object) -> dict[str, str]:
+    found = _json(value)
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise _Bad("not a JSON object of strings")
+    return found
+
+
+def _object(value: object) -> dict[str, Any]:
+    found = _json(value)
+    if not isinstance(found, dict):
+        raise _Bad("not a JSON object")
+    return found
+
+
+def _paths(value: object) -> list[str]:
+    found = _json(value)
+    if not isinstance(found, list) or not all(isinstance(v, str) for v in found):
+        raise _Bad("not a JSON list of strings")
+    return found
+
+
+# per column: how a stored value is read, and what a damaged one is read as
+_Column = tuple[Callable[[object], Any], Callable[[object], Any]]
+_TEXT: _Column = (_text, str)
+_JOB_READ: dict[str, _Column] = {
+    "id": _TEXT,
+    "seq": (_integer, lambda _: 0),
+    "state": (_integer, lambda _: 0),  # 0: no state (the manager fails the job)
+    "options": (_options, lambda _: {}),
+    "overwrite": (_flag, lambda _: False),
+    "vector": (_object, lambda _: {}),
+    "created": (_number, lambda _: 0.0),
+    "started": (_number, lambda _: 0.0),
+    "finished": (_number, lambda _: 0.0),
+    "error": _TEXT,
+    "tiles_done": (_count, lambda _: 0),
+    "tiles_total": (_count, lambda _: 0),
+}
+_FILE_READ: dict[str, _Column] = {
+    "job_id": _TEXT,
+    "idx": (_count, lambda _: -1),  # -1: matches no stored file, so a write never lands on another
+    "input": _TEXT,
+    "root": _TEXT,
+    "out_rel": _TEXT,
+    "state": (_integer, lambda _: 0),
+    "error": _TEXT,
+    "code": _TEXT,
+    "mask_path": _TEXT,
+    "report_path": _TEXT,
+    "vector_paths": (_paths, lambda _: []),
+}
+
+
+def _read(table: str, columns: dict[str, _Column], row: tuple) -> tuple[dict[str, Any], list[str]]:
+    """A row's values by column name, and what was wrong with the damaged ones."""
+    values, damage = {}, []
+    for (name, (read, fallback)), value in zip(columns.items(), row, strict=True):
+        try:
+            values[name] = read(value)
+        except _Bad as exc:
+            values[name] = fallback(value)
+            shown = repr(value)
+            damage.append(f"{table}.{name} = {shown[:40]}{'...' if len(shown) > 40 else ''}: {exc}")
+    return values, damage
+
+
 @dataclass
 class FileRow:
     """One file of a job as stored (paths as strings; ``vector_paths`` a list)."""
@@ -103,7 +214,8 @@ class FileRow:
 
 @dataclass
 class JobRow:
-    """One job as stored (``options`` and ``vector`` as dicts, ``vector`` empty when none)."""
+    """One job as stored (``options`` and ``vector`` as dicts, ``vector`` empty when none);
+    ``damaged``: what was wrong with its stored rows (empty: nothing)."""
 
     id: str
     seq: int
@@ -118,6 +230,7 @@ class JobRow:
     tiles_done: int = 0
     tiles_total: int = 0
     files: list[FileRow] = field(default_factory=list)
+    damaged: str = ""
 
 
 def default_path() -> Path:
@@ -191,14 +304,18 @@ class JobStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; on any error (a failed COMMIT included: disk full, read-only database) it is
+        rolled back, so that the connection takes the next one once the database is writable again."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # ------------------------------------------------------------------ writes
     def insert(self, job: JobRow) -> None:
@@ -246,49 +363,38 @@ class JobStore:
 
     # ------------------------------------------------------------------ reads
     def load(self) -> list[JobRow]:
-        """Every stored job with its files, oldest first."""
-        with self._lock:
-            jobs = {
-                row[0]: JobRow(
-                    id=row[0],
-                    seq=row[1],
-                    state=row[2],
-                    options=json.loads(row[3]),
-                    overwrite=bool(row[4]),
-                    vector=json.loads(row[5]),
-                    created=row[6],
-                    started=row[7],
-                    finished=row[8],
-                    error=row[9],
-                    tiles_done=row[10],
-                    tiles_total=row[11],
-                )
-                for row in self._db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs ORDER BY seq")
-            }
+        """Every stored job with its files, oldest first; damaged rows as the module says (ConfigError:
+        the database cannot be read at all)."""
+        jobs: dict[str, JobRow] = {}
+        with self._lock, self._readable():
+            for row in self._db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs ORDER BY seq"):
+                values, damage = _read("jobs", _JOB_READ, row)
+                jobs[values["id"]] = JobRow(**values, damaged="; ".join(damage))
             for row in self._db.execute(f"SELECT {', '.join(_FILE_COLUMNS)} FROM files ORDER BY job_id, idx"):
-                job = jobs.get(row[0])
-                if job is not None:
-                    job.files.append(
-                        FileRow(
-                            idx=row[1],
-                            input=row[2],
-                            root=row[3],
-                            out_rel=row[4],
-                            state=row[5],
-                            error=row[6],
-                            code=row[7],
-                            mask_path=row[8],
-                            report_path=row[9],
-                            vector_paths=json.loads(row[10]),
-                        )
-                    )
+                values, damage = _read("files", _FILE_READ, row)
+                job = jobs.get(values.pop("job_id"))
+                if job is None:
+                    continue
+                job.files.append(FileRow(**values))
+                damage = [f"file {values['input']}: {d}" for d in damage]
+                job.damaged = "; ".join(filter(None, [job.damaged, *damage]))
         return list(jobs.values())
 
     def next_seq(self) -> int:
-        """A sequence number after every stored job's."""
-        with self._lock:
-            (top,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+        """A sequence number after every stored job's (damaged ones aside)."""
+        with self._lock, self._readable():
+            (top,) = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM jobs WHERE typeof(seq) = 'integer'"
+            ).fetchone()
         return int(top) + 1
+
+    @contextlib.contextmanager
+    def _readable(self) -> Iterator[None]:
+        """sqlite errors of a read as ConfigError (the database file itself is damaged)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise ConfigError(f"job database {self.path}: cannot be read ({exc})") from None
 
     def close(self) -> None:
         """Close the database and release its lock."""

@@ -59,7 +59,7 @@ from samsem.server.codec import (
 )
 from samsem.server.confine import PathRefused, clip
 from samsem.server.engine import Engine
-from samsem.server.jobs import JobManager, JobsDisabled
+from samsem.server.jobs import JobManager, JobsDisabled, StoreUnavailable
 from samsem.server.observability import Metrics, log
 from samsem.server.spool import Spool
 
@@ -132,6 +132,8 @@ def error_status(exc: BaseException) -> _Abort | None:
         return _Abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     if isinstance(exc, JobsDisabled):
         return _Abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return _Abort(grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after_s)
     if isinstance(exc, EngineError):  # the model failed, not the request
         return _Abort(grpc.StatusCode.INTERNAL, str(exc))
     if isinstance(exc, SamsemError):

@@ -3,6 +3,7 @@ per-file failures, cancellation and jobs that outlive their client."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -244,3 +245,139 @@ def test_jobs_write_vector_files_beside_the_mask(tree) -> None:
     for path in f.vector_paths:
         np.testing.assert_array_equal(read_layout_mask(path), mask)
     assert again.files[0].state == pb.FILE_SKIPPED
+
+
+def _stored_states(db: Path, job_id: str) -> tuple[int, list[int]]:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        (state,) = con.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        files = [s for (s,) in con.execute("SELECT state FROM files WHERE job_id=? ORDER BY idx", (job_id,))]
+    return state, files
+
+
+def test_worker_outlives_refused_database_writes_and_stores_every_state(tree, tmp_path, monkeypatch) -> None:
+    db = tmp_path / "jobs.sqlite"
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],), job_db=db), load_pipeline("classical")) as (
+        srv,
+        client,
+    ):
+        store = srv.server.store
+        update, calls = store.update, []
+
+        def flaky(*args, **kw) -> None:  # the start and the first file's writes fail (disk full), then work
+            calls.append(args)
+            if 1 <= len(calls) <= 4:
+                raise sqlite3.OperationalError("database or disk is full")
+            update(*args, **kw)
+
+        monkeypatch.setattr(store, "update", flaky)
+        first = _final(client, client.submit_job([str(tree["a"]), str(tree["b"])]).job_id, timeout=30)
+        second = _final(client, client.submit_job([str(tree["c"])]).job_id, timeout=30)  # worker alive
+        assert len(calls) > 4
+    for job in (first, second):
+        assert job.state == pb.JOB_SUCCEEDED and all(f.state == pb.FILE_DONE for f in job.files)
+        assert _stored_states(db, job.job_id) == (pb.JOB_SUCCEEDED, [pb.FILE_DONE] * len(job.files))
+
+
+def test_job_calls_answer_unavailable_while_the_database_is_read_only(tree, tmp_path) -> None:
+    db = tmp_path / "jobs.sqlite"
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],), job_db=db), load_pipeline("classical")) as (
+        srv,
+        client,
+    ):
+        store = srv.server.store
+        with store._lock:
+            store._db.execute("PRAGMA query_only=ON")  # every write now fails as on a read-only database
+        err = rpc_error(lambda: client.submit_job([str(tree["a"])]))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE and "job database" in err.details()
+        assert client.list_jobs() == []  # nothing acknowledged, nothing listed
+        with store._lock:
+            store._db.execute("PRAGMA query_only=OFF")
+        done = _final(client, client.submit_job([str(tree["a"])]).job_id, timeout=30)
+    assert done.state == pb.JOB_SUCCEEDED
+    assert _stored_states(db, done.job_id) == (pb.JOB_SUCCEEDED, [pb.FILE_DONE])
+
+
+def test_store_takes_writes_again_after_a_failed_commit(tmp_path) -> None:
+    from samsem.server.jobstore import FileRow, JobRow, JobStore
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    try:
+        row = JobRow("j", 1, pb.JOB_QUEUED, {}, False, {}, 1.0, files=[FileRow(0, "/a.png", "/", "", 0)])
+        store.insert(row)
+
+        def deny_commit(action: int, arg1, *_) -> int:
+            refused = action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
+            return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
+
+        store._db.set_authorizer(deny_commit)
+        row.state = pb.JOB_RUNNING
+        with pytest.raises(sqlite3.DatabaseError):
+            store.update(row)
+        store._db.set_authorizer(None)
+        row.state = pb.JOB_SUCCEEDED
+        store.update(row)  # the failed transaction was rolled back, not left open
+        (loaded,) = store.load()
+        assert loaded.state == pb.JOB_SUCCEEDED
+    finally:
+        store.close()
+
+
+# one damaged row per job: (column of the row, what goes in it, what the job's error names)
+DAMAGE = {
+    "options": ("UPDATE jobs SET options='{not json' WHERE id=?", "jobs.options"),
+    "vector paths": ("UPDATE files SET vector_paths='[1, 2' WHERE job_id=?", "files.vector_paths"),
+    "text counter": ("UPDATE jobs SET tiles_done='many' WHERE id=?", "jobs.tiles_done"),
+    "text order": ("UPDATE jobs SET seq='late' WHERE id=?", "jobs.seq"),  # MAX(seq) is this text
+    "job state": ("UPDATE jobs SET state=42 WHERE id=?", "jobs.state = 42"),
+    "file state": ("UPDATE files SET state=-3 WHERE job_id=?", "files.state = -3"),
+}
+
+
+def test_damaged_rows_fail_their_job_alone_and_the_server_starts(tree, tmp_path, caplog) -> None:
+    import logging
+
+    db = tmp_path / "jobs.sqlite"
+    cfg = ServerConfig(port=0, job_roots=(tree["root"],), job_db=db)
+    pipe = load_pipeline("classical")
+    with serving(cfg, pipe) as (_, client):
+        jobs = [_final(client, client.submit_job([str(tree["a"])]).job_id) for _ in range(len(DAMAGE) + 1)]
+    intact, damaged = jobs[0], dict(zip(DAMAGE, jobs[1:], strict=True))
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        for kind, (sql, _) in DAMAGE.items():
+            con.execute(sql, (damaged[kind].job_id,))
+    with caplog.at_level(logging.ERROR, logger="samsem.server"), serving(cfg, pipe) as (_, client):
+        assert client.get_job(intact.job_id) == intact
+        listed = {j.job_id: j for j in client.list_jobs()}
+        assert len(listed) == len(jobs)
+        for kind, (_, named) in DAMAGE.items():
+            job = client.get_job(damaged[kind].job_id)
+            assert job.state == pb.JOB_FAILED and listed[job.job_id].state == pb.JOB_FAILED, kind
+            assert job.error.startswith("damaged in the job database: ") and named in job.error, kind
+        again = _final(client, client.submit_job([str(tree["a"])], overwrite=True).job_id)
+        assert again.state == pb.JOB_SUCCEEDED  # new jobs run (and get a sequence number)
+    logged = [r for r in caplog.records if r.getMessage().startswith("damaged job in the job database")]
+    assert len(logged) == len(DAMAGE)
+    with contextlib.closing(sqlite3.connect(db)) as con:  # kept, not deleted
+        assert con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == len(jobs) + 1
+
+
+def test_an_unreadable_job_database_is_one_clear_error(tmp_path) -> None:
+    from samsem.server.jobstore import FileRow, JobRow, JobStore
+
+    db = tmp_path / "jobs.sqlite"
+    store = JobStore(db)
+    files = [FileRow(i, f"/data/{'x' * 80}{i}.png", "/data", "", pb.FILE_DONE) for i in range(200)]
+    store.insert(JobRow("j", 1, pb.JOB_SUCCEEDED, {}, False, {}, 1.0, files=files))
+    store.close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        (page,) = con.execute("PRAGMA page_size").fetchone()
+        (root,) = con.execute("SELECT rootpage FROM sqlite_master WHERE name='files'").fetchone()
+    with open(db, "r+b") as fh:  # the files table's first page, garbled
+        fh.seek((root - 1) * page)
+        fh.write(b"\xff" * page)
+    store = JobStore(db)
+    try:
+        with pytest.raises(ConfigError, match=r"job database .*jobs\.sqlite: cannot be read \(.*malformed"):
+            store.load()
+    finally:
+        store.close()
