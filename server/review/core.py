@@ -18,6 +18,8 @@ from samsem.errors import InputError
 from samsem.io import atomic_path, read_mask, write_mask
 
 AUDIT_LOG = "review.jsonl"
+# the other segmentations a patch can be replaced by: each a `samsem segment` output folder given by the user
+ALTERNATIVE_SOURCES = ("model1", "model2", "fallback")
 
 
 @dataclass(frozen=True)
@@ -150,12 +152,19 @@ def replace(
     return log(out_dir, stem, index, action, who)
 
 
-def replace_from(out_dir: Path, stem: str, index: int, other: Path, who: str | None = None) -> dict[str, Any]:
+def replace_from(
+    out_dir: Path,
+    stem: str,
+    index: int,
+    other: Path,
+    who: str | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
     """Replace patch ``index`` of ``stem`` by the same box of the mask file ``other`` (e.g. a
-    `samsem segment --single-scale 1` run's mask)."""
+    `samsem segment --single-scale 1` run's mask); logged as ``replace:LABEL`` (default: the file)."""
     y0, x0, y1, x1 = patch_box(out_dir, stem, index)
     mask = read_mask(other, read_mask(mask_path(out_dir, stem)).shape)
-    return replace(out_dir, stem, index, mask[y0:y1, x0:x1], f"replace:{other}", who)
+    return replace(out_dir, stem, index, mask[y0:y1, x0:x1], f"replace:{label or other}", who)
 
 
 def summary(out_dir: Path) -> dict[str, Any]:
