@@ -170,3 +170,19 @@ def test_missing_openseadragon_is_one_line(tmp_path, monkeypatch):
 def test_is_loopback():
     assert all(map(web.is_loopback, ["127.0.0.1", "localhost", "::1", "[::1]", "127.1.2.3"]))
     assert not any(map(web.is_loopback, ["0.0.0.0", "192.168.1.4", "example.org", "::"]))
+
+
+def test_queue_says_what_was_decided(tmp_path):
+    _, config = _folder(tmp_path)
+    client = _client(config)
+    client.post("/api/accept", json={"image": "a", "patch": 3})
+    reviewed = {q["index"]: q["reviewed"] for q in client.get("/api/queue").json()}
+    assert reviewed == {0: None, 1: None, 2: None, 3: "accept"}
+
+
+def test_page_with_token_sets_the_cookie_the_page_uses(tmp_path):
+    _, config = _folder(tmp_path)
+    client = _client(web.ReviewConfig(config.out, token="s3cret"))
+    assert client.get("/").status_code == 401
+    assert client.get("/?token=s3cret").status_code == 200
+    assert client.get("/api/queue").status_code == 200  # the cookie

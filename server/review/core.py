@@ -167,10 +167,15 @@ def replace_from(
     return replace(out_dir, stem, index, mask[y0:y1, x0:x1], f"replace:{label or other}", who)
 
 
+def decisions(out_dir: Path) -> list[dict[str, Any]]:
+    """The entries of ``review.jsonl``, oldest first (none when there is no log yet)."""
+    path = out_dir / AUDIT_LOG
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
 def summary(out_dir: Path) -> dict[str, Any]:
     """What was reviewed: per action the number of decisions, and the patches reviewed of all."""
-    path = out_dir / AUDIT_LOG
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    entries = decisions(out_dir)
     actions: dict[str, int] = {}
     for e in entries:
         kind = e["action"].split(":", 1)[0]

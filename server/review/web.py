@@ -7,7 +7,8 @@ Endpoints: ``GET /`` the page; ``GET /api/queue``; ``GET /api/summary``; ``POST 
 ``mask`` or ``outline`` (256-px tiles, no overlap); ``/osd/`` OpenSeadragon from its npm install folder.
 
 Access: loopback by default; another address needs a token, checked on every request (header
-``X-Samsem-Token``, ``Authorization: Bearer T`` or ``?token=T``). POSTs must be ``application/json``
+``X-Samsem-Token``, ``Authorization: Bearer T``, ``?token=T`` or the SameSite=Strict cookie that
+opening ``/?token=T`` sets). POSTs must be ``application/json``
 (no cross-site form can send one without the browser asking first) and the Host header must name the
 bound address, so other web pages cannot drive or read a loopback server.
 
@@ -54,6 +55,9 @@ MASK_BGRA = (255, 255, 0)  # cyan fill of metal, alpha = coverage * MASK_ALPHA
 MASK_ALPHA = 0.45
 OUTLINE_BGR = (0, 255, 255)  # yellow, as in the previews
 LOOPBACK_NAMES = ("localhost",)
+TOKEN_COOKIE = (
+    "samsem_review_token"  # set by GET /?token=T (SameSite=Strict), so the page's requests carry it
+)
 
 
 def web_dir() -> Path:
@@ -265,7 +269,8 @@ class TokenMiddleware:
             request = Request(scope)
             bearer = request.headers.get("authorization", "")
             given = (
-                request.headers.get("x-samsem-token")
+                request.cookies.get(TOKEN_COOKIE)
+                or request.headers.get("x-samsem-token")
                 or (bearer[7:] if bearer.lower().startswith("bearer ") else None)
                 or request.query_params.get("token")
                 or ""
@@ -299,15 +304,27 @@ def create_app(config: ReviewConfig, osd: Path | None = None, host: str = "127.0
     review = Review(config)
 
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html")
+        response = FileResponse(STATIC / "index.html")
+        if config.token and "token" in request.query_params:  # checked: the page's requests carry it
+            response.set_cookie(TOKEN_COOKIE, config.token, httponly=True, samesite="strict")
+        return response
 
     async def queue(request: Request) -> Response:
         try:
             items = core.queue(config.out)
         except InputError as e:
             return _error(e, 500)
-        versions = review.versions
-        return JSONResponse([item.to_json() | {"version": versions.get(item.image, 0)} for item in items])
+        last = {(e["image"], e["patch"]): e["action"] for e in core.decisions(config.out)}
+        return JSONResponse(
+            [
+                item.to_json()
+                | {
+                    "version": review.versions.get(item.image, 0),
+                    "reviewed": last.get((item.image, item.index)),
+                }
+                for item in items
+            ]
+        )
 
     async def summary(request: Request) -> Response:
         try:
