@@ -1,6 +1,7 @@
 """samsem.server.review.web: the JSON endpoints, DZI tiles, token and host checks (TestClient)."""
 
 import json
+import socket
 
 import cv2
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 from test_review import _out
 
+from samsem.cli import main
 from samsem.errors import ConfigError
 from samsem.io import read_mask, write_image, write_mask
 from samsem.server.review import web
@@ -186,3 +188,17 @@ def test_page_with_token_sets_the_cookie_the_page_uses(tmp_path):
     assert client.get("/").status_code == 401
     assert client.get("/?token=s3cret").status_code == 200
     assert client.get("/api/queue").status_code == 200  # the cookie
+
+
+def test_port_in_use_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    out, _ = _folder(tmp_path)
+    build = tmp_path / "web" / "node_modules" / "openseadragon" / "build" / "openseadragon"
+    build.mkdir(parents=True)
+    (build / "openseadragon.min.js").write_text("")
+    monkeypatch.setenv(web.WEB_DIR_ENV, str(tmp_path / "web"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["review", str(out), "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1:" in err and len(err.strip().splitlines()) == 1

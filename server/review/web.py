@@ -24,6 +24,7 @@ import ipaddress
 import json
 import math
 import os
+import socket
 import sys
 import threading
 from collections import OrderedDict
@@ -405,7 +406,15 @@ def serve(
         raise ConfigError(f"--host {host} is not loopback: give --token T (every request must carry it)")
     core.reports(out)  # an empty or unreadable folder is reported before serving
     app = create_app(ReviewConfig(out, images, dict(alternatives), token), openseadragon_dir(), host)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except (OSError, OverflowError) as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})") from None
     query = f"?token={token}" if token else ""
-    print(f"samsem review: http://{host}:{port}/{query} (Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    print(f"samsem review: http://{host}:{sock.getsockname()[1]}/{query} (Ctrl-C stops)", file=sys.stderr)
+    with sock:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
