@@ -12,7 +12,7 @@ import pytest
 from test_review import _out
 
 from samsem.errors import ConfigError
-from samsem.io import write_image
+from samsem.io import read_mask, write_image, write_mask
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -43,7 +43,8 @@ def server(tmp_path):
     (tmp_path / "out").mkdir()
     out = _out(tmp_path / "out")
     write_image(tmp_path / "a.png", (np.arange(64).reshape(8, 8) * 4).astype(np.uint8))
-    app = web.create_app(web.ReviewConfig(out, tmp_path), osd)
+    write_mask(tmp_path / "model1" / "a.mask.png", np.ones((8, 8), bool))
+    app = web.create_app(web.ReviewConfig(out, tmp_path, {"model1": tmp_path / "model1"}), osd)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -105,3 +106,22 @@ def test_step_with_keys_and_accept(server, browser):
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(e["image"], e["patch"], e["action"]) for e in entries] == [("a", 2, "accept")]
     assert [t.split()[1] for t in _texts(browser, "#queue li.done")] == ["#2"]
+
+
+def test_replace_by_model1_and_layer_toggle(server, browser):
+    out, url = server
+    browser.get(url)
+    _wait(browser, "the image opened", lambda d: d.execute_script("return viewer.world.getItemCount()") == 3)
+    _wait(browser, "the first patch", lambda d: _current(d) == "#1")
+    browser.find_element(By.ID, "replace-model1").click()
+    log = out / "review.jsonl"
+    _wait(browser, "the replacement logged", lambda d: log.exists() and log.read_text().strip())
+    assert json.loads(log.read_text())["action"] == "replace:model1"
+    mask = read_mask(out / "a.mask.png")
+    assert mask[0:4, 4:8].all() and mask.sum() == 16
+    url_of_mask_tile = "return viewer.world.getItemAt(1).source.getTileUrl(3, 0, 0)"
+    _wait(browser, "the mask layer reloaded", lambda d: "v=1" in (d.execute_script(url_of_mask_tile) or ""))
+    assert _current(browser) == "#1"
+    browser.find_element(By.ID, "layer-mask").click()
+    assert browser.execute_script("return viewer.world.getItemAt(1).getOpacity()") == 0
+    assert browser.execute_script("return viewer.world.getItemAt(2).getOpacity()") == 1
