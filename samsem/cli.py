@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "client": "samsem.server.client_cli:register",
     "evaluate": "samsem.runtime.cli:register_evaluate",
     "export": "samsem.export.cli:register",
+    "review": "samsem.server.review.cli:register",
     "segment": "samsem.runtime.cli:register_segment",
     "serve": "samsem.server.serve_cli:register",
     "synth": "samsem.synth.cli:register",

@@ -31,6 +31,8 @@ SKIP = {
     r"^\./install\.sh$": "installs packages from the network, minutes (.ci/run does)",
     r"^python -m pytest": "the test suite itself",
     r"^ray start ": "starts a node of a Ray cluster",
+    r"^samsem review (?!.*--(list|accept|replace|summary)\b)": "serves the review page until Ctrl-C "
+    "(tests/test_review_browser.py serves and drives it)",
     r"^samsem segment .* --ray \S+": "needs that Ray cluster and its shared storage (tests/test_cluster.py "
     "runs the same command on a local cluster)",
 }
@@ -97,7 +99,7 @@ def test_readme_python_api_example_runs() -> None:
 def test_readme_lists_every_command_family() -> None:
     """The docs test would miss nothing: the README has commands of every subcommand it documents."""
     used = {shlex.split(c)[1] for _, c in COMMANDS if c.startswith("samsem ")}
-    assert used >= {"synth", "segment", "evaluate", "train", "tune", "export", "serve", "client"}
+    assert used >= {"synth", "segment", "evaluate", "train", "tune", "export", "serve", "client", "review"}
 
 
 @pytest.fixture(scope="module")

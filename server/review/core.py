@@ -18,6 +18,8 @@ from samsem.errors import InputError
 from samsem.io import atomic_path, read_mask, write_mask
 
 AUDIT_LOG = "review.jsonl"
+# the other segmentations a patch can be replaced by: each a `samsem segment` output folder given by the user
+ALTERNATIVE_SOURCES = ("model1", "model2", "fallback")
 
 
 @dataclass(frozen=True)
@@ -150,18 +152,30 @@ def replace(
     return log(out_dir, stem, index, action, who)
 
 
-def replace_from(out_dir: Path, stem: str, index: int, other: Path, who: str | None = None) -> dict[str, Any]:
+def replace_from(
+    out_dir: Path,
+    stem: str,
+    index: int,
+    other: Path,
+    who: str | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
     """Replace patch ``index`` of ``stem`` by the same box of the mask file ``other`` (e.g. a
-    `samsem segment --single-scale 1` run's mask)."""
+    `samsem segment --single-scale 1` run's mask); logged as ``replace:LABEL`` (default: the file)."""
     y0, x0, y1, x1 = patch_box(out_dir, stem, index)
     mask = read_mask(other, read_mask(mask_path(out_dir, stem)).shape)
-    return replace(out_dir, stem, index, mask[y0:y1, x0:x1], f"replace:{other}", who)
+    return replace(out_dir, stem, index, mask[y0:y1, x0:x1], f"replace:{label or other}", who)
+
+
+def decisions(out_dir: Path) -> list[dict[str, Any]]:
+    """The entries of ``review.jsonl``, oldest first (none when there is no log yet)."""
+    path = out_dir / AUDIT_LOG
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
 def summary(out_dir: Path) -> dict[str, Any]:
     """What was reviewed: per action the number of decisions, and the patches reviewed of all."""
-    path = out_dir / AUDIT_LOG
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    entries = decisions(out_dir)
     actions: dict[str, int] = {}
     for e in entries:
         kind = e["action"].split(":", 1)[0]
