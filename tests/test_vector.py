@@ -355,20 +355,56 @@ def test_gds_readable_by_gdstk_and_klayout(tmp_path: Path) -> None:
     assert half.shape == (80, 100) and half.any()
 
 
-def test_gds_fracture_keeps_the_raster(tmp_path: Path) -> None:
+def test_gds_split_keeps_the_raster(tmp_path: Path) -> None:
     gdstk = pytest.importorskip("gdstk")
-    mask = _noisy(_synth_masks()[2], 2)
-    for tol in (0.0, 1.0):
-        opts = VectorOptions(formats=("gds",), tolerance_px=tol, gds_max_points=64)
+    masks = [_noisy(_synth_masks()[2], 2), *_random_masks(3, 12, max_size=60)]
+    for (i, mask), tol, cap in itertools.product(enumerate(masks), (0.0, 1.0, 2.0), (16, 64)):
+        opts = VectorOptions(formats=("gds",), tolerance_px=tol, gds_max_points=cap)
         polys = vectorize(mask, opts)
-        path = write_polygons(polys, tmp_path, f"f{tol}", opts)["gds"]
+        path = write_polygons(polys, tmp_path, f"f{i}_{tol}_{cap}", opts)["gds"]
         cell = gdstk.read_gds(str(path)).top_level()[0]
-        if tol == 0:  # Manhattan polygons are split by gdstk (official GDSII) ...
-            assert len(cell.polygons) > polys.n_polygons
-            assert max(len(p.points) for p in cell.polygons) <= 64
-        else:  # ... slanted ones only when rounding the cut points changes no pixel
-            assert len(cell.polygons) >= polys.n_polygons
-        np.testing.assert_array_equal(read_layout_mask(path, mask.shape), _raster(polys))  # exact either way
+        assert len(cell.polygons) >= polys.n_polygons
+        assert max((len(p.points) for p in cell.polygons), default=0) <= cap
+        np.testing.assert_array_equal(read_layout_mask(path, mask.shape), _raster(polys), (i, tol, cap))
+
+
+def _combs(teeth: int) -> np.ndarray:
+    """Two interleaved combs (one line each) with jogged teeth one pixel apart: > 8190 outline vertices."""
+    w = 6 * teeth + 6
+    mask = np.zeros((24, w), np.uint8)
+    mask[1:4, 1 : w - 1] = 1  # upper spine
+    mask[20:23, 1 : w - 1] = 1  # lower spine
+    for x in range(2, w - 6, 6):
+        mask[4:15, x] = 1  # upper tooth with a jog
+        mask[12:18, x + 1] = 1
+        mask[8:20, x + 3] = 1  # lower tooth with a jog, one pixel from the upper ones
+        mask[6:10, x + 4] = 1
+    return mask
+
+
+def test_gds_splits_huge_polygons_quietly(tmp_path: Path, recwarn, capfd) -> None:
+    """Issue 25.3: polygons above the GDSII limit are split on purpose, with no library warning, and
+    KLayout's merged region of the file still has exactly the mask's lines."""
+    pytest.importorskip("gdstk")
+    kdb = pytest.importorskip("klayout.db")
+    mask = _combs(4000)
+    n_lines = label8(mask)[1]
+    assert n_lines == 2
+    for tol in (0.0, 1.0):
+        opts = VectorOptions(formats=("gds",), tolerance_px=tol, nm_per_px=4.0)
+        polys = vectorize(mask, opts)
+        assert max(np.diff(polys.rings)) > 8190
+        path = write_polygons(polys, tmp_path, f"comb{tol}", opts)["gds"]
+        layout = kdb.Layout()
+        layout.read(str(path))
+        region = kdb.Region(layout.top_cell().begin_shapes_rec(layout.layer(0, 0)))
+        assert region.count() > n_lines
+        assert max(p.num_points() for p in region.each()) <= 8190
+        assert region.merged().count() == n_lines
+        np.testing.assert_array_equal(read_layout_mask(path, mask.shape, nm_per_px=4.0), _raster(polys))
+    assert not recwarn.list
+    err = capfd.readouterr().err
+    assert "GDSTK" not in err and "8190" not in err
 
 
 # -------------------------------------------------------------------------------------------- bad input

@@ -51,8 +51,9 @@ class VectorOptions:
 
     formats: any of ``FORMATS`` (svg, geojson, gds). tolerance_px: simplification tolerance in pixels
     (0 = exact pixel outlines). gds_layer, gds_datatype: GDSII layer/datatype of the polygons.
-    nm_per_px: physical pixel size for GDSII. gds_max_points: polygons with more vertices are fractured
-    (0: never). esd_border, esd_min_area: the ESD rules whose line classes simplification preserves.
+    nm_per_px: physical pixel size for GDSII. gds_max_points: polygons with more vertices are split
+    (samsem.vector.formats.split_ring; 0: never). esd_border, esd_min_area: the ESD rules whose line
+    classes simplification preserves.
     """
 
     formats: tuple[str, ...] = ("svg", "geojson")

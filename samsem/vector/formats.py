@@ -15,10 +15,12 @@ Coordinates (see samsem.vector.extract for the corner coordinates of the polygon
   1 pm, when ``nm_per_px`` is not a whole number of nm); pixel corner (x, y) is at
   ``(x * nm_per_px, -y * nm_per_px)`` nm, i.e. the image's top-left corner is the origin and the layout
   extends to -y, so it is upright in KLayout. Holes are spliced into their polygon along the horizontal
-  keyhole bridges of samsem.vector.extract (no new vertices); polygons above ``gds_max_points`` vertices
-  are fractured by gdstk when all their edges are axis-parallel and the pieces rasterize exactly like
-  the whole, else written whole (multi-XY-record extension, read by gdstk and KLayout). Each polygon
-  carries GDS property 1 = its line id.
+  keyhole bridges of samsem.vector.extract (no new vertices). Polygons above ``gds_max_points`` vertices
+  (default 8190, the limit of one XY record) are split along pixel-corner lines into pieces within the
+  limit (:func:`split_ring`); such a file's database unit is 1000 times finer (1 pm at 1 nm per pixel),
+  so that the cut points on slanted edges stay within 1/1000 pixel of the edge. The pieces rasterize
+  like the whole and touch along the cuts, so KLayout's merged region has the same lines. Each piece
+  carries GDS property 1 = its line id. gdstk's warnings are kept off the terminal.
 
 Every reader rasterizes with samsem.vector.raster (pixel centres inside or on the outline, even-odd per
 polygon, polygons united), so writing and reading back gives exactly the raster the simplification
@@ -32,6 +34,7 @@ import itertools
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,10 +44,11 @@ import numpy as np
 from samsem.errors import InputError
 from samsem.io import atomic_path
 from samsem.vector.extract import Polygons
-from samsem.vector.raster import fill, merge_runs, rasterize_runs
+from samsem.vector.raster import fill
 from samsem.vector.text import geojson_text, svg_text
 
 GDS_MAX_POINTS = 8190  # GDSII limit of vertices per polygon (one XY record)
+SPLIT_REFINE = 1000  # database unit divided by this in files with split polygons
 
 
 def _ring_sign(ring: np.ndarray) -> float:
@@ -262,54 +266,102 @@ def write_gds(
     datatype: int = 0,
     max_points: int = GDS_MAX_POINTS,
 ) -> Path:
-    """GDSII file of the polygons via gdstk (see the module docstring for units and orientation)."""
+    """GDSII file of the polygons via gdstk (see the module docstring for units, orientation and the
+    splitting of polygons above ``max_points`` vertices; 0: never split)."""
     import gdstk
 
-    precision = _gds_precision(nm_per_px)
-    lib = gdstk.Library(unit=1e-9, precision=precision)
-    top = lib.new_cell(_cell_name(cell))
-    scale = np.array([nm_per_px, -nm_per_px])
-    points = polys.xy * scale
     rings = polys.rings.tolist()
     poly_ring = polys.polygons.tolist()
-    shapes = []
+    outlines = []  # (line id, ring in pixel corner coordinates)
     for i, (p0, p1) in enumerate(itertools.pairwise(polys.lines.tolist())):
         for p in range(p0, p1):
             k = poly_ring[p]
             holes = poly_ring[p + 1] - k > 1
-            ring = spliced_ring(polys, p) if holes else polys.xy[rings[k] : rings[k + 1]]
-            poly = gdstk.Polygon(ring * scale if holes else points[rings[k] : rings[k + 1]], layer, datatype)
-            pieces = [poly]
-            if max_points and len(ring) > max_points and _manhattan(ring):
-                pieces = poly.fracture(max_points=max_points, precision=precision * 1e9)
-                if not _same_raster(polys, ring, pieces, scale, precision * 1e9):
-                    pieces = [poly]
-            for piece in pieces:
-                piece.set_gds_property(1, str(i + 1))
-            shapes.extend(pieces)
+            outlines.append((i + 1, spliced_ring(polys, p) if holes else polys.xy[rings[k] : rings[k + 1]]))
+    split = bool(max_points) and any(len(ring) > max_points for _, ring in outlines)
+    precision = _gds_precision(nm_per_px)
+    if split and max(polys.height, polys.width) * nm_per_px * 1e-9 / precision * SPLIT_REFINE < 2**31:
+        precision /= SPLIT_REFINE  # cut points on slanted edges land within 1/SPLIT_REFINE nm of the edge
+    ratio = round(nm_per_px * 1e-9 / precision)  # database units per pixel (a whole number)
+    lib = gdstk.Library(unit=1e-9, precision=precision)
+    top = lib.new_cell(_cell_name(cell))
+    flip = np.array([ratio, -ratio], np.int64)
+    shapes = []
+    for line, outline in outlines:
+        ring = outline.astype(np.int64) * flip
+        for piece in split_ring(ring, max_points, ratio) if split else [ring]:
+            poly = gdstk.Polygon(piece * (precision * 1e9), layer, datatype)
+            poly.set_gds_property(1, str(line))
+            shapes.append(poly)
     top.add(*shapes)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # gdstk warns (RuntimeWarning) when it writes the multi-XY-record extension (max_points == 0 only)
+        warnings.simplefilter("ignore", RuntimeWarning)
         lib.write_gds(str(tmp), max_points=0)
     return path
 
 
-def _manhattan(ring: np.ndarray) -> bool:
-    """Whether every edge of the closed ring (K, 2) is horizontal or vertical."""
-    d = np.diff(ring, axis=0, append=ring[:1])
-    return bool(np.all((d[:, 0] == 0) | (d[:, 1] == 0)))
+def split_ring(ring: np.ndarray, max_points: int, step: int) -> list[np.ndarray]:
+    """Pieces of a weakly simple ring ((K, 2) int64, database units) with at most ``max_points`` vertices
+    each, whose union is the ring's area and slivers at most one database unit wide.
+
+    A ring that is too long is clipped into two halves along the line x = c or y = c (its longer extent)
+    at the multiple of ``step`` (one pixel) nearest the median vertex coordinate, and the halves are split
+    again until short enough. A half may consist of several parts joined by zero-width edges on the cut
+    line (fine for GDSII readers; pixel-corner lines pass through no pixel centre). Where the cut crosses a
+    slanted edge the new vertex is moved to the next database grid point strictly outside the edge, the
+    same for both halves: the halves still tile the ring, pixel centres on the edge stay strictly inside
+    (robust to the readers' rounding), and the sliver gains no pixel centre as long as the edge spans
+    fewer than ``step / 2`` pixels in x (resp. y).
+    """
+    sign = 1 if _ring_sign(ring) >= 0 else -1
+    out, todo = [], [ring]
+    while todo:
+        r = todo.pop()
+        if len(r) <= max_points:
+            out.append(r)
+            continue
+        halves = None
+        extent = np.ptp(r, axis=0)
+        for axis in (0, 1) if extent[0] >= extent[1] else (1, 0):
+            lo, hi = int(r[:, axis].min()), int(r[:, axis].max())
+            c = round(float(np.median(r[:, axis])) / step) * step
+            c = min(max(c, -(-(lo + 1) // step) * step), (hi - 1) // step * step)
+            if not lo < c < hi:
+                continue
+            halves = [h for h in (_clip(r, axis, c, sign, low) for low in (True, False)) if len(h) >= 3]
+            if max(map(len, halves)) < len(r):
+                break
+            halves = None
+        if halves is None:  # no cut shortens it (not seen on masks): written whole
+            out.append(r)
+        else:
+            todo.extend(halves)
+    return out
 
 
-def _same_raster(polys: Polygons, ring: np.ndarray, pieces: list, scale: np.ndarray, dbu_nm: float) -> bool:
-    """Whether the fractured pieces (on the database grid) rasterize exactly like the whole ring."""
-    shape = (polys.height, polys.width)
-    rings = [ring.astype(np.float64)] + [np.round(q.points / dbu_nm) * dbu_nm / scale for q in pieces]
-    ends = np.cumsum([0, *(len(r) for r in rings)])
-    xy = np.concatenate(rings)
-    whole = rasterize_runs(xy, ends[:2], np.array([0, 1]), np.array([0, 1]), shape)
-    parts = rasterize_runs(xy, ends, np.arange(len(rings) + 1), np.array([1, len(rings)]), shape)
-    a = merge_runs(*whole[:3])[:3]
-    b = merge_runs(*parts[:3])[:3]
-    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+def _clip(ring: np.ndarray, axis: int, c: int, sign: int, low: bool) -> np.ndarray:
+    """The ring clipped to the half-plane ``ring[:, axis] <= c`` (``low``) or ``>= c`` (Sutherland-Hodgman;
+    see :func:`split_ring` for the rounding of cut points)."""
+    nxt = np.roll(ring, -1, axis=0)
+    u, v, un, vn = ring[:, axis], ring[:, 1 - axis], nxt[:, axis], nxt[:, 1 - axis]
+    inside = u <= c if low else u >= c
+    cross = (u - c) * (un - c) < 0
+    swap = un < u  # the same cut point for both halves: computed from the endpoint with the smaller u
+    ua, va = np.where(swap, un, u), np.where(swap, vn, v)
+    ub, vb = np.where(swap, u, un), np.where(swap, v, vn)
+    den = np.where(cross, ub - ua, 1)
+    num = (c - ua) * (vb - va)
+    d = nxt - ring
+    outward_up = (-sign * d[:, 0] > 0) if axis == 0 else (sign * d[:, 1] > 0)  # outward normal's sign
+    cut = np.empty_like(ring)
+    cut[:, axis] = c
+    q, r = np.divmod(num, den)
+    # strictly outside the edge (by less than one unit, or one unit where the cut point is on the grid)
+    cut[:, 1 - axis] = va + np.where(outward_up, q + 1, q - (r == 0))
+    pts = np.stack([ring, cut], axis=1).reshape(-1, 2)[np.stack([inside, cross], axis=1).reshape(-1)]
+    keep = np.any(pts != np.roll(pts, 1, axis=0), axis=1)
+    return pts[keep] if keep.any() else pts[:1]
 
 
 def read_gds_mask(
