@@ -290,7 +290,7 @@ def write_gds(
     for line, outline in outlines:
         ring = outline.astype(np.int64) * flip
         for piece in split_ring(ring, max_points, ratio) if split else [ring]:
-            poly = gdstk.Polygon(piece * (precision * 1e9), layer, datatype)
+            poly = gdstk.Polygon(piece * (precision * 1e9), layer, datatype)  # type: ignore[arg-type]
             poly.set_gds_property(1, str(line))
             shapes.append(poly)
     top.add(*shapes)
