@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default model (samsem/data/default) on a CPU, in two stages.
 #
-# Stage 1 (the shipped default, about 45 min on 2 idle cores): every fixed preset plus SEM renderings of
+# Stage 1 (the default before 2026-12-08; about 45 min on 2 idle cores): every fixed preset plus SEM renderings of
 # four real layouts, `samsem train --family lite` from scratch (whole images and patches, 6 epochs).
 # Stage 2 (--crops, what ships since 2026-12-08: about 4-11 min per epoch on 2 cores, 4 epochs): a pool of 670 generated 1024² images (the
 # randomized preset on procedural and four real layouts, its sparse variant for hard negatives, the
