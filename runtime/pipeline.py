@@ -47,7 +47,13 @@ from samsem.runtime.config import PipelineConfig
 from samsem.runtime.models.segmenter import Segmenter
 from samsem.runtime.report import ImageReport, ModelInfo
 from samsem.runtime.stages.postprocess import clean_mask, remove_faint
-from samsem.runtime.stages.preprocess import apply_range, estimate_background, intensity_range, resize_square
+from samsem.runtime.stages.preprocess import (
+    apply_range,
+    estimate_background,
+    flatten_window,
+    intensity_range,
+    resize_square,
+)
 from samsem.runtime.stages.prompts import make_prompts, to_input_coords
 from samsem.runtime.stages.tiling import Tiling, make_tiling
 from samsem.runtime.stagesets import (
@@ -162,15 +168,19 @@ class Pipeline:
         self,
         sources: Iterable[tuple[str, ImageLoader]],
         progress: Callable[[int], None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> Iterator[SegmentResult | FailedImage]:
         """Segment a stream of images, batching model inputs across them.
 
         sources: (name, loader) pairs; a loader returns (H, W) uint8/uint16 and may raise
         :class:`SamsemError`, which yields a :class:`FailedImage` instead of stopping the run. Loaders
         are called on a reading thread, ``prefetch`` images ahead. ``progress(n)`` is called with the
-        number of model inputs finished after every batch. Results come in input order.
+        number of model inputs finished after every batch. ``check()`` is called at every stage
+        boundary (between an image's reading, flattening and preparation, before every model batch and
+        before an image is finished); an exception it raises (a cancellation, a passed deadline) ends
+        the run with that exception. Results come in input order.
         """
-        run = _Run(self, sources, progress)
+        run = _Run(self, sources, progress, check or _go_on)
         try:
             yield from run.results()
         finally:
@@ -189,17 +199,21 @@ class Pipeline:
     def _segmenter(self, item: Item) -> Segmenter:
         return self.model1 if item.scale == 1 else self.model2  # type: ignore[return-value]
 
-    def _open_job(self, name: str, load: ImageLoader) -> Job:
-        """Read one image and make what its model inputs need (runs on the reading thread)."""
+    def _open_job(self, name: str, load: ImageLoader, check: Callable[[], None] = lambda: None) -> Job:
+        """Read one image and make what its model inputs need (runs on the reading thread; ``check``
+        between the stages)."""
         t0 = time.perf_counter()
         raw = load()
         if raw.ndim != 2 or raw.size == 0:
             raise SamsemError(f"{name}: expected a non-empty (H, W) grayscale image, got shape {raw.shape}")
         t1 = time.perf_counter()
+        check()
         cfg = self.config
         dark = cfg.metal == "dark"
-        background = estimate_background(raw, cfg.flatten, dark)
+        window = flatten_window(cfg.flatten, *raw.shape)  # what the image can use, before any work
+        background = estimate_background(raw, window, dark)
         t2 = time.perf_counter()
+        check()
         tiling = make_tiling(raw.shape[0], raw.shape[1], cfg.tiling)
         levels = intensity_range(raw, cfg.low_pct, cfg.high_pct, cfg.clip_glare, dark, background)
         job = Job(name, raw, levels, tiling, self._n_inputs(tiling), background)
@@ -221,6 +235,7 @@ class Pipeline:
                 job.whole_has_fg = bool(has_fg[0])
                 times["prompts"] = time.perf_counter() - t4
         t5 = time.perf_counter()
+        check()
         self.stages.open(job)
         times["upload"] = time.perf_counter() - t5
         job.add_times(times)
@@ -250,6 +265,7 @@ class Pipeline:
             intensity_levels=job.levels,
             model=self.info,
             config=cfg.to_dict(),
+            flatten_px=flatten_window(cfg.flatten, *job.raw.shape),
             mode="two-scale" if cfg.single_scale is None else f"single-scale {cfg.single_scale}",
             model1_score=job.score1,
             patches=tuple(sorted(job.patches, key=lambda r: r.index)),
@@ -260,6 +276,10 @@ class Pipeline:
 
 
 _END = object()
+
+
+def _go_on() -> None:
+    """The check of a run that nothing stops."""
 
 
 @dataclass
@@ -296,8 +316,10 @@ class _Run:
         pipe: Pipeline,
         sources: Iterable[tuple[str, ImageLoader]],
         progress: Callable[[int], None] | None,
+        check: Callable[[], None],
     ) -> None:
         self.pipe = pipe
+        self.check = check
         self.stages = pipe.stages
         self.progress = progress
         self.pool = ThreadPoolExecutor(pipe.workers, thread_name_prefix="samsem-stage")
@@ -317,7 +339,7 @@ class _Run:
                 if self.stop.is_set():
                     return
                 try:
-                    entry: Any = self.pipe._open_job(name, load)
+                    entry: Any = self.pipe._open_job(name, load, self.check)
                 except SamsemError as exc:
                     entry = FailedImage(name, exc)
                 self._put(entry)
@@ -379,6 +401,7 @@ class _Run:
             self._run_next()
 
     def _run_next(self) -> None:
+        self.check()
         items, futures = self.ahead.popleft()
         if not futures:
             futures.append(_Done(self.stages.prepare(items)))
@@ -466,6 +489,7 @@ class _Run:
                 return
             fut = self.final.get(id(head))
             if fut is None:
+                self.check()
                 fut = self.final[id(head)] = (
                     self.pool.submit(self.pipe._result, head)
                     if self.stages.threaded

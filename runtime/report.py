@@ -131,9 +131,10 @@ class PatchRecord:
 @dataclass(frozen=True)
 class ImageReport:
     """One image's report: size, dtype, the intensity levels mapped to 0 and 1 (background, metal), the
-    model, the pipeline configuration (a JSON-ready dict), the mode, model 1's score, the patches and
-    their sources, the flagged patches, the mask's foreground fraction and the seconds spent per stage
-    on this image
+    model, the pipeline configuration (a JSON-ready dict), the background window the image used
+    (``flatten_px``: ``config["flatten"]`` cut to what the image can use, 0: off), the mode, model 1's
+    score, the patches and their sources, the flagged patches, the mask's foreground fraction and the
+    seconds spent per stage on this image
     (``timings_s``: reading, preparing and stitching are measured per image; a model call or decision
     run on a batch holding several images is split among them by their number of inputs, so the images'
     figures add up to the run's time and never repeat a batch's whole time)."""
@@ -145,6 +146,7 @@ class ImageReport:
     intensity_levels: tuple[float, float]
     model: ModelInfo | None
     config: dict[str, Any]
+    flatten_px: int
     mode: str
     model1_score: float | None
     patches: tuple[PatchRecord, ...]
@@ -166,6 +168,7 @@ class ImageReport:
             "intensity_levels": list(self.intensity_levels),
             "model": {} if self.model is None else self.model.to_json(),
             "config": self.config,
+            "flatten_px": self.flatten_px,
             "mode": self.mode,
             "model1_score": self.model1_score,
             "n_patches": len(self.patches),

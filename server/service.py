@@ -442,14 +442,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
 
         def work() -> tuple[SegmentResult, float, dict[str, Path]]:
             t0 = time.perf_counter()
-
-            def step(n: int) -> None:
-                progress(n)
-                ticket.check()
-
             with self.engine.session(ticket):
                 ticket.check()
-                (result,) = pipeline.segment_many([(name, lambda: image)], progress=step)
+                (result,) = pipeline.segment_many([(name, lambda: image)], progress, ticket.check)
             if not isinstance(result, SegmentResult):
                 raise result.error
             files: dict[str, Path] = {}

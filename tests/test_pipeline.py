@@ -185,3 +185,46 @@ def test_peak_memory_16k_image_is_bounded() -> None:
     assert stats["patches"] == 36 * 36
     assert stats["fg"] > 0.01
     assert stats["peak_mb"] - stats["base_mb"] < image_and_mask_mb + 400, stats
+
+
+class _Stop(Exception):
+    """What the test's cancellation check raises."""
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_cancelled_check_stops_a_multi_patch_run_before_all_patches(workers: int) -> None:
+    """The check is made at every stage boundary: cancelled after the first model batch, the run
+    ends with the check's error and the model never sees most of the image's patches (issue 26.2)."""
+    seg = Identity(64)
+    cfg = PipelineConfig(tiling=TilingConfig(patch_size=64), single_scale=2, batch_size=1)
+    pipe = Pipeline(None, seg, cfg, workers=workers)
+    image = _lines(512, 512)
+    total = pipe.count_inputs(*image.shape)
+    cancelled = False
+
+    def check() -> None:
+        if cancelled:
+            raise _Stop
+
+    def progress(n: int) -> None:
+        nonlocal cancelled
+        cancelled = True
+
+    with pytest.raises(_Stop):
+        list(pipe.segment_many([("a", lambda: image)], progress, check))
+    assert total > 50 and 1 <= len(seg.batches) <= 2  # the batch running when it was cancelled, at most
+
+
+def test_a_check_made_while_reading_stops_before_any_model_call() -> None:
+    seg = Identity(64)
+    pipe = Pipeline(None, seg, PipelineConfig(tiling=TilingConfig(patch_size=64), single_scale=2))
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        list(pipe.segment_many([("a", lambda: _lines(256, 256))], check=check))
+    assert calls >= 1 and seg.batches == []

@@ -59,6 +59,26 @@ def test_an_unreadable_job_folder_is_permission_denied(tmp_path: Path) -> None:
         locked.chmod(0o755)
 
 
+def test_a_folder_the_server_may_not_list_is_permission_denied(tmp_path: Path, monkeypatch) -> None:
+    """EACCES where an unprivileged server meets it (a folder it may not list), made without chmod (the
+    suite runs as root): PERMISSION_DENIED with the system's reason and no server path."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    write_image(folder / "a.png", lines_image(32, 32))
+    real = Path.iterdir
+
+    def iterdir(self: Path):
+        if self == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with serving(ServerConfig(port=0, job_roots=(tmp_path,)), load_pipeline("classical")) as (_, client):
+        err = rpc_error(lambda: client.submit_job([str(folder)]))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and os.strerror(errno.EACCES) in err.details()
+    assert str(tmp_path) not in err.details()
+
+
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
@@ -106,17 +126,53 @@ def test_out_of_range_flatten_is_invalid_argument_over_grpc() -> None:
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and key in err.details()
 
 
-def test_a_window_wider_than_the_image_costs_what_the_image_does(monkeypatch) -> None:
-    """flatten=MAX_FLATTEN on a 256² image uses a disk no wider than the 32² subsample's diagonal, and the
-    background equals the one of a window just across the image."""
+def _disks(monkeypatch) -> list[int]:
+    """The disk widths of the openings estimate_background runs from now on."""
     sizes: list[int] = []
     real = preprocess.cv2.getStructuringElement
     monkeypatch.setattr(
         preprocess.cv2, "getStructuringElement", lambda shape, k: sizes.append(k[0]) or real(shape, k)
     )
+    return sizes
+
+
+def test_a_window_wider_than_the_image_is_the_image(monkeypatch) -> None:
+    """flatten=100000 on a 256² image is cut to the window that spans the image (744 px), which needs
+    no opening at all, and equals the background of that window."""
+    disks = _disks(monkeypatch)
     img = lines_image(256, 256)
-    wide = preprocess.estimate_background(img, MAX_FLATTEN)
-    across = preprocess.estimate_background(img, 8 * 2 * 46)
-    assert wide is not None and across is not None
-    assert max(sizes) <= 2 * int(np.ceil(np.hypot(32, 32))) + 1
-    np.testing.assert_array_equal(wide.level, across.level)
+    assert (
+        preprocess.flatten_window(100_000, 256, 256)
+        == preprocess.flatten_window(MAX_FLATTEN, 256, 256)
+        == 744
+    )
+    assert preprocess.flatten_window(256, 256, 256) == 256 and preprocess.flatten_window(0, 256, 256) == 0
+    wide = preprocess.estimate_background(img, 100_000)
+    span = preprocess.estimate_background(img, 744)
+    assert wide is not None and span is not None and disks == []
+    np.testing.assert_array_equal(wide.map, span.map)
+    assert preprocess.estimate_background(img, 256) is not None and disks == [33]
+
+
+@pytest.mark.parametrize("window", [600, 5000, 20_000, MAX_FLATTEN - 1])
+def test_the_opening_of_any_window_is_at_most_max_disk_wide(monkeypatch, window: int) -> None:
+    """Wide windows on a large image open a coarser subsample: the disk (and the cost, pixels x disk²)
+    stays bounded by the image; before, 20000 px on a 4096² image took about a minute."""
+    disks = _disks(monkeypatch)
+    preprocess.estimate_background(np.zeros((2048, 4096), np.uint8), window)
+    assert all(k <= preprocess.MAX_DISK for k in disks)
+
+
+def test_the_report_says_the_window_used_and_the_mask_is_the_images() -> None:
+    """Over gRPC: flatten=100000 is answered like flatten=744 on a 256² image (the effective window,
+    reported as flatten_px), not refused and not run with a 100000-px disk."""
+    img = lines_image(256, 256)
+    with serving(ServerConfig(port=0), load_pipeline("classical")) as (_, client):
+        wide = client.segment(img, options={"flatten": "100000"})
+        span = client.segment(img, options={"flatten": "744"})
+        narrow = client.segment(img, options={"flatten": "128"})
+    assert (
+        wide.report["flatten_px"] == span.report["flatten_px"] == 744 and narrow.report["flatten_px"] == 128
+    )
+    assert wide.report["config"]["flatten"] == 100_000
+    np.testing.assert_array_equal(wide.mask, span.mask)

@@ -1,9 +1,12 @@
 """A seeded fuzz of the gRPC surface on loopback: a few hundred malformed or odd requests, each of which
 must end with a deliberate status (never INTERNAL or UNKNOWN), after which the server still serves,
-holds nothing, and has written nothing outside its job root."""
+holds nothing, and has written nothing outside its job root. Among them: job paths the operating system
+refuses (ENAMETOOLONG, ELOOP, ENOTDIR, ENOENT, a FIFO, a link out of the root) and numbers in options
+beyond every range (issue 25.1)."""
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 import time
@@ -14,6 +17,7 @@ import numpy as np
 from test_server import lines_image, serving
 
 from samsem.io import write_image
+from samsem.runtime.config import MAX_FLATTEN, REQUEST_OPTIONS
 from samsem.runtime.load import load_pipeline
 from samsem.server import samsem_pb2 as pb
 from samsem.server.app import ServerConfig
@@ -46,6 +50,40 @@ def _text(rng: random.Random) -> str:
     return "".join(rng.choice("abcdef0123456789") for _ in range(rng.randrange(1, 40)))
 
 
+def _number(rng: random.Random) -> str:
+    """A number as a request spells it: in range, beyond 64 bits, negative, not finite, malformed."""
+    return rng.choice(
+        [
+            str(rng.randrange(0, 1 << 20)),
+            str(1 << 64),
+            str(rng.randrange(1 << 64, 1 << 200)),
+            str(-rng.randrange(1, 1 << 70)),
+            str(MAX_FLATTEN + 1),
+            "9" * rng.choice([20, 255, 400]),
+            rng.choice(["nan", "inf", "-inf", "1e400", "-0", "1e-400", "0.5", "1.5", "-0.5"]),
+            rng.choice(["0x10", " 7", "1_000", "", "+3", "1e9"]),
+        ]
+    )
+
+
+def _path(rng: random.Random, root: Path) -> str:
+    """A job path the operating system refuses: a component over 255 bytes, a path over PATH_MAX, a
+    symlink loop, a path through a file, a missing folder, a link leaving the root."""
+    return rng.choice(
+        [
+            str(root / ("x" * rng.choice([256, 300, 1000])) / "a.png"),
+            str(root / ("y" * rng.choice([256, 4000]))),
+            str(root / "/".join(["d" * 200] * 25)),
+            str(root / "loop" / "a.png"),
+            str(root / "loop"),
+            str(root / "a.png" / "b.png"),
+            str(root / "missing" / "a.png"),
+            str(root / "out" / "secret.png"),
+            str(root / "fifo"),
+        ]
+    )
+
+
 def _header(rng: random.Random) -> pb.ImageHeader:
     header = pb.ImageHeader(name=_text(rng) if rng.random() < 0.3 else "f")
     kind = rng.randrange(3)
@@ -65,10 +103,17 @@ def _header(rng: random.Random) -> pb.ImageHeader:
         )
     if rng.random() < 0.3:
         header.options[_text(rng)] = _text(rng)
+    if rng.random() < 0.3:
+        header.options[rng.choice(list(REQUEST_OPTIONS))] = _number(rng)
     if rng.random() < 0.2:
         header.vector.formats.append(rng.choice(["svg", "gds", "dxf", _text(rng)]))
         if rng.random() < 0.5:
             header.vector.tolerance_px = rng.choice([-1.0, 0.0, 2.0, float("nan"), 1e300])
+        if rng.random() < 0.3:
+            header.vector.nm_per_px = rng.choice([0.0, -2.0, 1e-300, 1e300, float("inf"), float("nan")])
+        if rng.random() < 0.3:
+            header.vector.gds_layer = rng.choice([1, 255, 256, 65535, 65536, 2**32 - 1])
+            header.vector.gds_datatype = rng.choice([0, 255, 256, 2**32 - 1])
     return header
 
 
@@ -130,11 +175,25 @@ def _call(client, rng: random.Random, root: Path) -> grpc.StatusCode:
                         str(root) + "/" + _text(rng),
                         "/proc/self/environ",
                         str(root),
+                        _path(rng, root),
+                        _path(rng, root),
                     ]
                 )
                 for _ in range(rng.randrange(0, 3))
             ]
-            client.submit_job(paths, options={_text(rng): _text(rng)} if rng.random() < 0.2 else None)
+            pick = rng.random()
+            options = (
+                {_text(rng): _text(rng)}
+                if pick < 0.2
+                else {rng.choice(list(REQUEST_OPTIONS)): _number(rng)}
+                if pick < 0.5
+                else None
+            )
+            client.submit_job(paths, options=options)
+        elif rng.random() < 0.2:  # a list of any length
+            client.stub.ListJobs(
+                pb.ListJobsRequest(limit=rng.choice([1, 1000, 2**31, 2**32 - 1])), timeout=10
+            )
         else:  # job ids
             job_id = _text(rng)
             rng.choice([client.get_job, client.cancel_job, lambda j: list(client.watch_job(j, timeout=10))])(
@@ -151,6 +210,9 @@ def test_fuzzed_requests_never_crash_or_leak(tmp_path: Path) -> None:
     outside.mkdir()
     write_image(root / "a.png", lines_image(64, 64))
     (outside / "secret.png").write_bytes(b"not for the server")
+    (root / "loop").symlink_to(root / "loop")
+    (root / "out").symlink_to(outside)
+    os.mkfifo(root / "fifo")
     cfg = ServerConfig(
         port=0,
         job_roots=(root,),

@@ -34,6 +34,7 @@ _SUBSAMPLE_TARGET = 1 << 20  # about one million pixels are enough for stable pe
 GLARE_TAIL = 2.0  # a bright tail (high - p90) longer than this many (p90 - p50) is glare
 GLARE_MARGIN = 0.6  # then the high level becomes p90 + GLARE_MARGIN * (p90 - p50)
 FLATTEN_FACTOR = 8  # the background is estimated at 1/FLATTEN_FACTOR resolution
+MAX_DISK = 65  # widest disk (px of its subsample) of the opening: windows up to 527 px keep 1/8
 
 
 def intensity_range(
@@ -239,21 +240,42 @@ class Background:
         return out
 
 
+def flatten_window(window: int, height: int, width: int) -> int:
+    """The background window (px) an image of ``height`` x ``width`` can use: ``window`` up to the
+    narrowest window whose disk spans the whole 1/:data:`FLATTEN_FACTOR` subsample; every wider window
+    gives the same background (the subsample's minimum, or maximum for dark metal). 0 (off) stays 0."""
+    if window <= 0:
+        return 0
+    sub = (-(-height // FLATTEN_FACTOR), -(-width // FLATTEN_FACTOR))
+    return min(window, FLATTEN_FACTOR * (2 * math.ceil(math.hypot(*sub)) + 1))
+
+
 def estimate_background(image: np.ndarray, window: int, dark_metal: bool = False) -> Background | None:
     """The :class:`Background` of ``image`` (H, W) uint8/uint16, or None when ``window`` <= 0 (off).
 
     An opening (``dark_metal``: a closing) with a disk of ``window`` px of the image area-downsampled
     :data:`FLATTEN_FACTOR` times, then a Gaussian blur of half the disk's size; the map is
-    (ceil(H/8), ceil(W/8)). A window wider than the image is the image (the cost is bounded by its size).
+    (ceil(H/8), ceil(W/8)). The cost is bounded by the image, whatever the window: the window is first
+    cut to :func:`flatten_window` (a disk across the whole subsample is its minimum everywhere, made
+    without an opening), and a disk wider than :data:`MAX_DISK` px opens a subsample coarser by powers
+    of 2 instead, where the disk is at most that wide.
     """
+    window = flatten_window(window, *image.shape)
     if window <= 0:
         return None
     h, w = image.shape
     size = (-(-w // FLATTEN_FACTOR), -(-h // FLATTEN_FACTOR))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    # a disk reaching across the whole subsample gives its minimum (maximum) everywhere: wider is the same
-    reach = 2 * math.ceil(math.hypot(*small.shape)) + 1
-    k = min(max(3, window // FLATTEN_FACTOR) | 1, reach)
+    if window == flatten_window(1 << 62, h, w):  # the disk spans the subsample
+        level = float(small.max() if dark_metal else small.min())
+        return Background(np.full(small.shape, level, np.float32), level)
+    factor = FLATTEN_FACTOR
+    while (max(3, window // factor) | 1) > MAX_DISK:
+        factor *= 2
+    if factor > FLATTEN_FACTOR:
+        coarse = (-(-w // factor), -(-h // factor))
+        small = cv2.resize(small, coarse, interpolation=cv2.INTER_AREA).astype(np.float32, copy=False)
+    k = max(3, window // factor) | 1
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     opened = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark_metal else cv2.MORPH_OPEN, disk)
     background = cv2.GaussianBlur(opened, (0, 0), k / 2)
