@@ -1,11 +1,12 @@
 """Bounded admission: a fixed number of requests compute at once, a fixed number wait, the rest are refused.
 
 A request is admitted (or refused at once with :class:`Busy`) when it arrives, before its image is
-uploaded, and reserves the memory its image and mask will take; it then waits for one of
+uploaded; it reserves memory as its bytes arrive (a slow upload holds only what it has sent) and the
+rest of what its image and mask take once the upload is complete; it then waits for one of
 ``max_active`` compute slots. There is never an unbounded backlog: admitted requests are at most
 ``max_active + max_queued`` and their buffers at most ``memory_budget`` bytes; one client address
-(the peer without its port) may hold at most ``max_per_peer`` of them, so that one client cannot
-take every slot.
+(the peer without its port) may hold at most ``max_per_peer`` of them, and declare at most
+``max_peer_bytes`` of uploads in them (beyond its first), so that one client cannot take every slot.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ class Admission:
     """
 
     def __init__(
-        self, max_active: int, max_queued: int, memory_budget: int, max_per_peer: int | None = None
+        self,
+        max_active: int,
+        max_queued: int,
+        memory_budget: int,
+        max_per_peer: int | None = None,
+        max_peer_bytes: int | None = None,
     ) -> None:
         if max_active < 1 or max_queued < 0 or memory_budget < 1:
             raise ValueError("need max_active >= 1, max_queued >= 0, memory_budget >= 1")
@@ -39,7 +45,9 @@ class Admission:
         self.max_queued = max_queued
         self.memory_budget = memory_budget
         self.max_per_peer = max_active + max_queued if max_per_peer is None else max_per_peer
+        self.max_peer_bytes = memory_budget // 2 if max_peer_bytes is None else max_peer_bytes
         self.per_peer: dict[str, int] = {}
+        self.declared: dict[str, int] = {}  # upload bytes declared per client address
         self.admitted = 0
         self.active = 0
         self.reserved = 0
@@ -56,8 +64,18 @@ class Admission:
         ahead = self.waiting + 1
         return float(min(30.0, max(0.1, self._mean_compute_s * ahead / self.max_active)))
 
-    def admit(self, nbytes: int = 0, peer: str = "") -> Slot:
-        """Admit one request of client address ``peer`` reserving ``nbytes``, or raise :class:`Busy`."""
+    def fits(self, nbytes: int) -> None:
+        """InputError when one request needing ``nbytes`` could never be served."""
+        if nbytes > self.memory_budget:
+            raise InputError(
+                None,
+                f"the image needs {nbytes} bytes of buffers, more than the server's "
+                f"memory budget of {self.memory_budget} bytes",
+            )
+
+    def admit(self, nbytes: int = 0, peer: str = "", declared: int = 0) -> Slot:
+        """Admit one request of client address ``peer`` reserving ``nbytes`` and declaring an upload of
+        ``declared`` bytes, or raise :class:`Busy`."""
         if self.admitted >= self.max_active + self.max_queued:
             raise Busy(
                 f"server busy: {self.active} requests computing and {self.waiting} queued "
@@ -70,8 +88,17 @@ class Admission:
                 f"(limit {self.max_per_peer} per client address)",
                 self.retry_after(),
             )
-        slot = Slot(self, peer)
+        ahead = self.declared.get(peer, 0)
+        if ahead and ahead + declared > self.max_peer_bytes:
+            raise Busy(
+                f"too many upload bytes from this client: {ahead} declared in calls in progress, "
+                f"{declared} more (limit {self.max_peer_bytes} per client address)",
+                self.retry_after(),
+            )
+        slot = Slot(self, peer, declared)
         self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+        if declared:
+            self.declared[peer] = ahead + declared
         self.admitted += 1
         try:
             slot.reserve(nbytes)
@@ -91,9 +118,10 @@ class Slot:
     :meth:`Admission.admit`; a worker thread that may outlive a cancelled call takes a :meth:`hold`).
     """
 
-    def __init__(self, owner: Admission, peer: str = "") -> None:
+    def __init__(self, owner: Admission, peer: str = "", declared: int = 0) -> None:
         self._owner = owner
         self.peer = peer
+        self.declared = declared
         self.nbytes = 0
         self._computing_since: float | None = None
         self._holders = 1
@@ -101,12 +129,7 @@ class Slot:
     def reserve(self, nbytes: int) -> None:
         """Reserve ``nbytes`` more of the budget, or raise :class:`Busy` (InputError if it never fits)."""
         o = self._owner
-        if self.nbytes + nbytes > o.memory_budget:
-            raise InputError(
-                None,
-                f"the image needs {self.nbytes + nbytes} bytes of buffers, more than the server's "
-                f"memory budget of {o.memory_budget} bytes",
-            )
+        o.fits(self.nbytes + nbytes)
         if o.reserved + nbytes > o.memory_budget:
             raise Busy(
                 f"server busy: {o.reserved} of {o.memory_budget} buffer bytes in use, {nbytes} more needed",
@@ -142,3 +165,7 @@ class Slot:
         left = o.per_peer.pop(self.peer) - 1
         if left:
             o.per_peer[self.peer] = left
+        if self.declared:
+            rest = o.declared.pop(self.peer) - self.declared
+            if rest:
+                o.declared[self.peer] = rest

@@ -58,20 +58,21 @@ MIN_CLIENT_PING_S = 10
 class ServerConfig:
     """Everything ``samsem serve`` can set besides the model (defaults in brackets).
 
-    Batching: ``max_batch`` model inputs per model call [16], ``max_delay_ms`` a batch waits for
-    company [5], ``request_batch`` inputs one request submits at a time [4]. Admission:
-    ``max_active`` requests computing [8], ``max_queued`` waiting [32], ``memory_budget`` bytes of
-    image + mask buffers over all admitted requests [8 GiB], ``max_calls_per_peer`` admitted
-    Segment/SegmentTile calls of one client address [16]. Uploads: ``upload_idle_s`` longest pause
-    between messages [30 s], ``upload_min_rate`` bytes/s [1 MiB/s], ``spool_budget`` bytes of
-    encoded uploads on disk in ``tmp_dir`` [8 GiB]. Sizes: ``chunk_bytes`` [1 MiB],
-    ``max_image_pixels`` [2^30], ``max_tile_pixels`` for SegmentTile [2048^2], ``max_encoded_bytes``
-    [2 GiB], ``max_inputs`` model inputs per request [0: what the largest square image within
-    ``max_image_pixels`` needs]. Jobs: ``job_roots`` (none: jobs disabled), ``output_root`` (none:
-    beside inputs), ``job_db`` SQLite file of job state (None: in memory, lost at exit; ``samsem
-    serve`` defaults to ``~/.local/state/samsem/jobs.sqlite``). Security: ``tls_cert``/``tls_key``
-    enable TLS, ``tls_client_ca`` requires client certificates (mTLS), ``tokens`` require a bearer
-    token. ``metrics_port`` None: no metrics endpoint (0: any free port).
+    Batching: ``max_batch`` model inputs per model call [16], ``max_delay_ms`` a batch waits for company
+    [5], ``request_batch`` inputs one request submits at a time [4]. Admission: ``max_active`` requests
+    computing [8], ``max_queued`` waiting [32], ``memory_budget`` bytes of image + mask buffers over all
+    admitted requests [8 GiB], ``max_calls_per_peer`` admitted Segment/SegmentTile calls of one client
+    address [16], ``max_peer_upload`` bytes one client address may declare in uploads of its admitted
+    calls beyond its first [0: half of ``memory_budget``]. Uploads: ``upload_idle_s`` longest pause
+    between messages [30 s], ``upload_min_rate`` bytes/s [1 MiB/s], ``spool_budget`` bytes of encoded
+    uploads on disk in ``tmp_dir`` [8 GiB]. Sizes: ``chunk_bytes`` [1 MiB], ``max_image_pixels`` [2^30],
+    ``max_tile_pixels`` for SegmentTile [2048^2], ``max_encoded_bytes`` [2 GiB], ``max_inputs`` model
+    inputs per request [0: what the largest square image within ``max_image_pixels`` needs]. Jobs:
+    ``job_roots`` (none: jobs disabled), ``output_root`` (none: beside inputs), ``job_db`` SQLite file of
+    job state (None: in memory, lost at exit; ``samsem serve`` defaults to
+    ``~/.local/state/samsem/jobs.sqlite``). Security: ``tls_cert``/``tls_key`` enable TLS,
+    ``tls_client_ca`` requires client certificates (mTLS), ``tokens`` require a bearer token.
+    ``metrics_port`` None: no metrics endpoint (0: any free port).
     """
 
     host: str = "127.0.0.1"
@@ -84,6 +85,7 @@ class ServerConfig:
     max_queued: int = 32
     memory_budget: int = 8 << 30
     max_calls_per_peer: int = 16
+    max_peer_upload: int = 0
     upload_idle_s: float = 30.0
     upload_min_rate: float = float(1 << 20)
     spool_budget: int = 8 << 30
@@ -131,6 +133,10 @@ class ServerConfig:
             raise ConfigError("mutual TLS (client CA) needs TLS (certificate and key)")
         if not (self.upload_idle_s > 0 and self.upload_min_rate > 0 and self.max_inputs >= 0):
             raise ConfigError("upload_idle_s and upload_min_rate must be > 0, max_inputs >= 0")
+        if self.max_peer_upload < 0:
+            raise ConfigError(
+                f"max_peer_upload must be >= 0 (0: half the memory budget), got {self.max_peer_upload}"
+            )
 
     def receive_limit(self) -> int:
         """Largest message the server accepts (bytes)."""
@@ -189,7 +195,13 @@ class SamsemServer:
             on_batch=self.metrics.on_batch,
         )
         max_inputs, max_tile_inputs = cfg.input_limits(self.pipeline)
-        self.admission = Admission(cfg.max_active, cfg.max_queued, cfg.memory_budget, cfg.max_calls_per_peer)
+        self.admission = Admission(
+            cfg.max_active,
+            cfg.max_queued,
+            cfg.memory_budget,
+            cfg.max_calls_per_peer,
+            cfg.max_peer_upload or None,
+        )
         try:
             self.spool = Spool(cfg.tmp_dir, cfg.spool_budget, self.admission.retry_after)
             self.jobs = JobManager(

@@ -63,6 +63,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--memory-budget-mb", type=int, default=8192, help="image+mask buffers, all requests (default 8192)"
     )
     lim.add_argument(
+        "--max-peer-upload-mb",
+        type=int,
+        default=0,
+        help="upload bytes one client address may declare in calls in progress beyond its first "
+        "(default 0: half of --memory-budget-mb)",
+    )
+    lim.add_argument(
         "--chunk-kb", type=int, default=1024, help="largest upload chunk / mask chunk (default 1024)"
     )
     lim.add_argument("--max-image-pixels", type=int, default=1 << 30, help="pixels per image (default 2^30)")
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         max_queued=args.max_queued,
         max_calls_per_peer=args.max_calls_per_peer,
         memory_budget=args.memory_budget_mb << 20,
+        max_peer_upload=args.max_peer_upload_mb << 20,
         chunk_bytes=args.chunk_kb << 10,
         max_image_pixels=args.max_image_pixels,
         max_tile_pixels=args.max_tile_pixels,

@@ -8,12 +8,14 @@ deadline or a stalled upload -> DEADLINE_EXCEEDED, jobs on a server without job 
 FAILED_PRECONDITION. User input echoed in an error message is clipped, and every message is capped
 at :data:`MAX_DETAILS` characters.
 
-What a request will cost is checked before any work: the image's pixels and model inputs (cost
-follows the inputs, which grow with the aspect ratio), the memory its buffers need (for encoded files
-as soon as the size is known: at once for PNG, at the end for TIFF), the spool bytes of an encoded
-upload. Replies never exceed the message limit: the mask, vector files and a large report are sent
-in pieces of at most ``chunk_bytes``. Uploads must keep moving: at most ``upload_idle_s`` between
-messages and at least ``upload_min_rate`` bytes/s overall (after a first ``upload_idle_s``).
+What a request will cost is checked before any work: the image's pixels and model inputs (cost follows
+the inputs, which grow with the aspect ratio), that the memory its buffers need and the spool bytes of
+an encoded upload could fit at all (for encoded files as soon as the size is known: at once for PNG,
+at the end for TIFF). Memory and spool bytes are then reserved as the upload's bytes arrive and the
+rest once it is complete, so a slow upload holds only what it has sent. Replies never exceed the
+message limit: the mask, vector files and a large report are sent in pieces of at most
+``chunk_bytes``. Uploads must keep moving: at most ``upload_idle_s`` between messages and at least
+``upload_min_rate`` bytes/s overall (after a first ``upload_idle_s``).
 """
 
 from __future__ import annotations
@@ -288,19 +290,28 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 check_inputs(
                     spec.height, spec.width, pipeline.count_inputs(spec.height, spec.width), lim.max_inputs
                 )
-            held.slot = self.admission.admit(_buffer_bytes(spec, vector), call.peer)
-            self._gauge()
-            with self.spool.reserved(spec.nbytes) if spec.kind == "encoded" else contextlib.nullcontext():
-                image = await self._receive(
-                    spec,
-                    stream,
-                    held.slot,
-                    pipeline,
-                    (lim.max_image_pixels, lim.max_inputs, lim.chunk_bytes),
-                    vector,
-                )
+            held.slot = self._admit(spec, vector, call.peer)
+            image = await self._receive(
+                spec,
+                stream,
+                held.slot,
+                pipeline,
+                (lim.max_image_pixels, lim.max_inputs, lim.chunk_bytes),
+                vector,
+            )
             async for msg in self._run(call, pipeline, spec.name, image, held.slot, vector):
                 yield msg
+
+    def _admit(self, spec: ImageSpec, vector: VectorOptions | None, peer: str) -> Slot:
+        """Admit a request whose header is ``spec`` (nothing reserved yet): refused at once when its
+        buffers or its spooled file could never fit (InputError) or the server or this client address
+        is full (Busy)."""
+        self.admission.fits(_buffer_bytes(spec, vector))
+        if spec.kind == "encoded":
+            self.spool.fits(spec.nbytes)
+        slot = self.admission.admit(0, peer, spec.nbytes)
+        self._gauge()
+        return slot
 
     async def _receive(
         self,
@@ -313,13 +324,15 @@ class SegmentationService(pb_grpc.SegmentationServicer):
     ) -> np.ndarray:
         """Read the chunks into a preallocated array (raw) or a spooled file (encoded); return the image.
 
-        bounds: (max pixels, max model inputs, max chunk bytes). Every message must come within
-        ``upload_idle_s`` and the whole upload within ``upload_idle_s + nbytes / upload_min_rate``
-        (DEADLINE_EXCEEDED otherwise, which frees the slot)."""
+        Memory (raw) and spool bytes (encoded) are reserved as the bytes arrive, the rest of what the
+        request needs (mask, decoding, vectors) once the upload is complete: a slow upload holds only
+        what it has sent. bounds: (max pixels, max model inputs, max chunk bytes). Every message must
+        come within ``upload_idle_s`` and the whole upload within ``upload_idle_s + nbytes /
+        upload_min_rate`` (DEADLINE_EXCEEDED otherwise, which frees the slot)."""
         lim = self.limits
         max_pixels, max_inputs, max_chunk = bounds
         asm = RawAssembler(spec) if spec.kind == "raw" else EncodedAssembler(spec, self.spool.dir)
-        reserved = 0
+        spooled = 0
         until = time.monotonic() + lim.upload_idle_s + spec.nbytes / lim.upload_min_rate
         try:
             while True:
@@ -338,23 +351,29 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                     raise InputError(
                         None, f"chunk of {len(msg.chunk)} bytes exceeds the limit of {max_chunk}"
                     )
+                if isinstance(asm, RawAssembler):
+                    slot.reserve(min(len(msg.chunk), spec.nbytes - asm.received))
+                else:
+                    self.spool.reserve(len(msg.chunk))
+                    spooled += len(msg.chunk)
+                checked = isinstance(asm, EncodedAssembler) and asm.png_size is not None
                 asm.add(msg.chunk)
-                if isinstance(asm, EncodedAssembler) and asm.png_size is not None and not reserved:
-                    h, w, need = asm.png_size
+                if isinstance(asm, EncodedAssembler) and asm.png_size is not None and not checked:
+                    h, w, need = asm.png_size  # refused now if it could never be served
                     self._check_decoded(h, w, max_pixels, pipeline, max_inputs)
-                    reserved = need + _vector_bytes(h, w, vector)
-                    slot.reserve(reserved)
+                    self.admission.fits(need + _vector_bytes(h, w, vector))
             if isinstance(asm, RawAssembler):
-                return asm.finish()
+                image = asm.finish()
+                slot.reserve(_buffer_bytes(spec, vector) - slot.nbytes)
+                return image
             asm.complete()
             h, w, need = await asyncio.to_thread(decoded_info, asm.path, spec.format)
             self._check_decoded(h, w, max_pixels, pipeline, max_inputs)
-            need += _vector_bytes(h, w, vector)
-            if need > reserved:
-                slot.reserve(need - reserved)
+            slot.reserve(need + _vector_bytes(h, w, vector))
             return await asyncio.to_thread(decode_file, asm.path, spec.format, max_pixels)
         finally:
             asm.close()
+            self.spool.release(spooled)
 
     @staticmethod
     def _check_decoded(h: int, w: int, max_pixels: int, pipeline: Pipeline, max_inputs: int) -> None:
@@ -456,9 +475,11 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         slot.hold()
         future = asyncio.get_running_loop().run_in_executor(self.executor, work)
 
-        def done(_: asyncio.Future) -> None:
+        def done(f: asyncio.Future) -> None:
             slot.release()
             self._gauge()
+            if not f.cancelled():
+                f.exception()  # retrieved: a call that ended first (deadline, client gone) never awaits it
 
         future.add_done_callback(done)
         return future
@@ -502,11 +523,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                     pipeline.count_inputs(spec.height, spec.width),
                     lim.max_tile_inputs,
                 )
-            held.slot = self.admission.admit(_buffer_bytes(spec, None), call.peer)
-            self._gauge()
-            with self.spool.reserved(spec.nbytes) if spec.kind == "encoded" else contextlib.nullcontext():
-                bounds = (lim.max_tile_pixels, lim.max_tile_inputs, len(request.data))
-                image = await self._receive(spec, _one_chunk(request.data), held.slot, pipeline, bounds, None)
+            held.slot = self._admit(spec, None, call.peer)
+            bounds = (lim.max_tile_pixels, lim.max_tile_inputs, len(request.data))
+            image = await self._receive(spec, _one_chunk(request.data), held.slot, pipeline, bounds, None)
             mask = None
             report = None
             parts: list[bytes] = []
@@ -633,7 +652,7 @@ def _vector_bytes(height: int, width: int, vector: VectorOptions | None) -> int:
 
 
 def _buffer_bytes(spec: ImageSpec, vector: VectorOptions | None) -> int:
-    """Server memory a request's image and mask take (encoded images: reserved once the size is known)."""
+    """Server memory a raw request's image and mask take (encoded images: 0, known once decoded)."""
     if spec.kind != "raw":
         return 0
     return spec.nbytes + spec.height * spec.width + _vector_bytes(spec.height, spec.width, vector)

@@ -4,8 +4,9 @@ Each server spools into its own folder ``samsem-spool-XXXX`` under the temporary
 default the system's), holding an ``flock`` on ``lock`` inside it while it runs. At start-up a server
 removes every spool folder whose lock nobody holds: the spool of a server that crashed or was killed
 (the kernel drops the lock with the process). Spooled bytes count against a disk budget: an upload
-reserves its declared size when its header arrives, and is refused at once when the budget is full
-(RESOURCE_EXHAUSTED: it can succeed later) or when it could never fit (INVALID_ARGUMENT).
+whose declared size could never fit is refused at its header (INVALID_ARGUMENT); otherwise it
+reserves its bytes as they arrive (a slow upload holds only what it has sent) and is refused when the
+budget is full (RESOURCE_EXHAUSTED: it can succeed later).
 """
 
 from __future__ import annotations
@@ -75,13 +76,17 @@ class Spool:
         self._retry_after = retry_after
         self._mutex = threading.Lock()
 
-    def reserve(self, nbytes: int) -> None:
-        """Count ``nbytes`` against the budget, or refuse: InputError (never fits), Busy (full now)."""
+    def fits(self, nbytes: int) -> None:
+        """InputError when an upload of ``nbytes`` could never be spooled."""
         if nbytes > self.budget:
             raise InputError(
                 None,
                 f"an upload of {nbytes} bytes exceeds the server's spool budget of {self.budget} bytes",
             )
+
+    def reserve(self, nbytes: int) -> None:
+        """Count ``nbytes`` against the budget, or refuse: InputError (never fits), Busy (full now)."""
+        self.fits(nbytes)
         with self._mutex:
             if self.used + nbytes > self.budget:
                 raise Busy(
@@ -98,15 +103,6 @@ class Spool:
     def release(self, nbytes: int) -> None:
         with self._mutex:
             self.used -= nbytes
-
-    @contextlib.contextmanager
-    def reserved(self, nbytes: int) -> Iterator[None]:
-        """Hold ``nbytes`` of the budget for the block."""
-        self.reserve(nbytes)
-        try:
-            yield
-        finally:
-            self.release(nbytes)
 
     @contextlib.contextmanager
     def folder(self) -> Iterator[Path]:

@@ -203,19 +203,103 @@ def test_encoded_uploads_are_checked_on_their_first_bytes(tmp_path: Path) -> Non
         assert srv.server.spool.used == 0
 
 
+def _png_head(h: int = 64, w: int = 64) -> bytes:
+    """A PNG's signature and IHDR chunk (the first 33 bytes) of an 8-bit gray h x w image."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + ihdr
+        + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    )
+
+
 def test_spooled_bytes_count_against_a_disk_budget(tmp_path: Path) -> None:
+    """An upload that could never fit is refused at its header; otherwise its bytes are counted as they
+    arrive, and an upload whose bytes do not fit now is RESOURCE_EXHAUSTED."""
     cfg = ServerConfig(port=0, tmp_dir=tmp_path, spool_budget=1 << 20, upload_idle_s=10)
+    first = _png_head() + bytes((600 << 10) - 33)
     with serving(cfg, load_pipeline("classical")) as (srv, client):
         err = rpc_error(lambda: list(client.stub.Segment(iter(Upload(_encoded(2 << 20), wait=False)))))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spool budget" in err.details()
-        holder = Upload(_encoded(600 << 10))
+        holder = Upload(_encoded(800 << 10), [first])
         t, _ = _start(client, holder)
-        _wait_for(lambda: srv.server.spool.used == 600 << 10)
-        err = rpc_error(lambda: list(client.stub.Segment(iter(Upload(_encoded(600 << 10), wait=False)))))
+        _wait_for(lambda: srv.server.spool.used == 600 << 10)  # what it sent, not what it declared
+        second = Upload(_encoded(800 << 10), [first], wait=False)
+        err = rpc_error(lambda: list(client.stub.Segment(iter(second))))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "spool" in err.details()
         holder.release()
         t.join(10)
         _wait_for(lambda: srv.server.spool.used == 0)
+
+
+class Trickle(Upload):
+    """An upload that sends its header and then one chunk each time :meth:`step` is called."""
+
+    def __init__(self, header: pb.ImageHeader, chunk: bytes) -> None:
+        super().__init__(header)
+        self.chunk = chunk
+        self._steps: list[threading.Event] = []
+        self._next = threading.Event()
+
+    def __iter__(self):
+        yield pb.SegmentRequest(header=self.header)
+        while self._next.wait(30) and not self._release.is_set():
+            self._next.clear()
+            self.sent += 1
+            yield pb.SegmentRequest(chunk=self.chunk)
+
+    def step(self) -> None:
+        self._next.set()
+
+    def release(self) -> None:
+        self._release.set()
+        self._next.set()
+
+
+def test_trickling_uploads_hold_only_what_they_sent() -> None:
+    """Three raw uploads each declaring a third of the memory budget that then trickle 4 KiB at a
+    time (issue 26.3): another client's request is admitted and served while they trickle, and each
+    trickler holds exactly the bytes it has sent."""
+    side = 1024  # 1 MiB of pixels + 1 MiB of mask each: 6 MiB declared of a 6.5 MiB budget
+    cfg = ServerConfig(
+        port=0, memory_budget=13 << 19, max_peer_upload=8 << 20, upload_idle_s=30, upload_min_rate=1.0
+    )
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        tricklers = [Trickle(_raw_header(side, side), bytes(4096)) for _ in range(3)]
+        started = [_start(client, u) for u in tricklers]
+        _wait_for(lambda: srv.server.admission.admitted == 3)
+        for u in tricklers:
+            u.step()
+        _wait_for(lambda: srv.server.admission.reserved == 3 * 4096)
+        out = client.segment(lines_image(600, 600))  # 720 KB of buffers: did not fit before
+        assert out.mask.shape == (600, 600)
+        _wait_for(lambda: srv.server.admission.reserved == 3 * 4096)  # its slot is freed after the reply
+        assert all(u.sent == 1 for u in tricklers)
+        for u in tricklers:
+            u.release()
+        for t, out in started:
+            t.join(10)
+            assert out["error"].code() == grpc.StatusCode.INVALID_ARGUMENT  # truncated upload
+        _wait_for(lambda: srv.server.admission.admitted == 0 and srv.server.admission.reserved == 0)
+
+
+def test_one_client_address_cannot_declare_more_than_its_share() -> None:
+    """Beyond its first call, one client address may declare at most max_peer_upload bytes in uploads
+    in progress: RESOURCE_EXHAUSTED with a retry hint; a single large upload is never refused by it."""
+    cfg = ServerConfig(port=0, memory_budget=64 << 20, max_peer_upload=3 << 20, upload_idle_s=30)
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        big = Upload(_raw_header(2048, 2048))  # 4 MiB alone: more than the share, admitted
+        t, _ = _start(client, big)
+        _wait_for(lambda: srv.server.admission.admitted == 1)
+        err = rpc_error(lambda: client.segment(lines_image(64, 64)))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "per client address" in err.details()
+        assert retry_after_s(err) is not None
+        big.release()
+        t.join(10)
+        _wait_for(lambda: srv.server.admission.admitted == 0)
+        assert client.segment(lines_image(64, 64)).mask.shape == (64, 64)
 
 
 def test_spools_of_crashed_servers_are_removed_at_start(tmp_path: Path) -> None:

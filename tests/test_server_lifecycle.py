@@ -55,7 +55,7 @@ def test_deadline_stops_the_work_and_frees_the_slot() -> None:
         err = rpc_error(lambda: client.segment(IMG, timeout=0.4))
         assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - t0 < 2
-        assert 0 < seg.calls < 64 and _stops_working(seg)
+        assert seg.calls < 64 and _stops_working(seg)  # stopped at a stage boundary, maybe before any batch
         _wait_for(lambda: srv.server.admission.admitted == 0)
         assert client.segment(lines_image(64, 64)).mask.shape == (64, 64)
 
