@@ -43,7 +43,7 @@ from samsem.server.engine import Engine
 from samsem.server.jobs import JobLimits, JobManager
 from samsem.server.jobstore import JobStore
 from samsem.server.observability import Metrics, log
-from samsem.server.security import CallGuard, server_credentials
+from samsem.server.security import CallGuard, certificate_problem, server_credentials
 from samsem.server.service import Limits, ModelFacts, SegmentationService
 from samsem.server.spool import Spool
 
@@ -275,6 +275,9 @@ class SamsemServer:
         address = f"{cfg.host}:{cfg.port}"
         if cfg.tls_cert is not None:
             creds = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)  # type: ignore[arg-type]
+            problem = certificate_problem(cfg.tls_cert)
+            if problem is not None:
+                log(logging.WARNING, problem)
         try:  # a port in use: one clear line (grpc raises RuntimeError, the metrics server OSError)
             if cfg.tls_cert is not None:
                 self.port = self.server.add_secure_port(address, creds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,13 @@ def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert", type=Path, default=None, help="client certificate for mutual TLS (PEM)")
     p.add_argument("--key", type=Path, default=None, help="client private key for mutual TLS (PEM)")
     p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
-    p.add_argument("--token-file", type=Path, default=None, help="read the bearer token from this file")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="read the bearer token from this file (the server's token file format: its first token; "
+        "blank and # lines ignored)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="deadline of each call in seconds")
 
 
@@ -100,15 +107,12 @@ def _options(pairs: list[str]) -> dict[str, str]:
 
 
 def _client(args: argparse.Namespace):
-    from samsem.errors import ConfigError
     from samsem.server.client import SamsemClient
+    from samsem.server.security import client_token
 
     token = args.token
     if token is None and args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read token file {args.token_file}: {exc.strerror or exc}") from None
+        token = client_token(args.token_file)
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
     return SamsemClient(
@@ -120,8 +124,26 @@ def _rpc_message(exc, server: str | None = None) -> str:
     import grpc
 
     if exc.code() == grpc.StatusCode.UNAVAILABLE and server is not None:
-        detail = str(exc.details() or "").rsplit(": ", 1)[-1]  # e.g. "Connection refused"
-        return f"cannot connect to the samsem server at {server} ({detail}); is `samsem serve` running there?"
+        detail = str(exc.details() or "")
+        verify = re.search(r"CERTIFICATE_VERIFY_FAILED:? ?([^:]*)", detail)
+        if verify:
+            why = verify.group(1).strip() or "not trusted"
+            return (
+                f"cannot connect to the samsem server at {server}: TLS verification of its certificate "
+                f"failed ({why}); is --ca the CA that signed it?"
+            )
+        handshake = re.search(r"(?i)handshake failed.*?OPENSSL_internal:([A-Z_]+)", detail)
+        if handshake:
+            return (
+                f"cannot connect to the samsem server at {server}: TLS handshake failed "
+                f"({handshake.group(1)}); check --tls/--ca and, for mutual TLS, --cert/--key"
+            )
+        parts = [p.strip() for p in detail.split(": ") if p.strip() not in ("", "OK")]
+        reason = parts[-1] if parts else "no reason given"  # e.g. "Connection refused"
+        hint = "is `samsem serve` running there?"
+        if reason == "Socket closed":
+            hint = "does it use TLS (--tls/--ca) or require a client certificate (--cert/--key)?"
+        return f"cannot connect to the samsem server at {server} ({reason}); {hint}"
     return f"{exc.code().name}: {exc.details()}"
 
 

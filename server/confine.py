@@ -136,6 +136,8 @@ def open_file(root: Path, rel: Path) -> int:
 class Pins:
     """Names for open descriptors: ``pin(fd, suffix)`` gives a path in a private folder that leads to
     exactly that file or folder (a link to ``/proc/self/fd/N``), usable by any path-taking function.
+    An InputError or OSError raised while a pin is used names the checked path instead of the pin, so
+    messages never show the server's private folder.
 
     Without ``/proc/self/fd`` the checked path itself is used (the check then precedes the use).
     ``parent``: where the private folder is made (default: the system's temporary directory).
@@ -173,6 +175,16 @@ class Pins:
             os.symlink(_PROC_FD / str(fd), link)
             try:
                 yield link
+            except InputError as exc:  # errors name the checked path, never the private pin
+                if exc.path is None or not exc.path.is_relative_to(link):
+                    raise
+                raise InputError(checked / exc.path.relative_to(link), exc.reason, exc.expected) from None
+            except OSError as exc:
+                for attr in ("filename", "filename2"):
+                    name = getattr(exc, attr)
+                    if isinstance(name, str) and Path(name).is_relative_to(link):
+                        setattr(exc, attr, str(checked / Path(name).relative_to(link)))
+                raise
             finally:
                 link.unlink(missing_ok=True)
         finally:

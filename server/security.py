@@ -1,10 +1,15 @@
-"""TLS / mutual TLS credentials, bearer tokens (constant-time check) and the call guard interceptor."""
+"""TLS / mutual TLS credentials, the certificate's validity period, bearer tokens (constant-time check)
+and the call guard interceptor."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,12 @@ def load_tokens(token_file: str | Path | None = None, token_env: str | None = No
     return tuple(tokens)
 
 
+def client_token(token_file: str | Path) -> str:
+    """The bearer token a client sends from ``token_file``, read as the server reads its token file
+    (:func:`load_tokens`): the first token of the file (ConfigError if it holds none)."""
+    return load_tokens(token_file)[0]
+
+
 def token_matches(given: str, tokens: Sequence[str]) -> bool:
     """True when ``given`` equals one of ``tokens``. Every token is compared, in constant time, as
     SHA-256 digests (equal lengths, so not even the token length leaks)."""
@@ -55,6 +66,68 @@ def _read(path: str | Path, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+
+
+def _der(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start, end) of the DER element at ``pos`` (its content is data[start:end])."""
+    tag, n = data[pos], data[pos + 1]
+    pos += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = int.from_bytes(data[pos : pos + k], "big")
+        pos += k
+    return tag, pos, pos + n
+
+
+def certificate_validity(pem: bytes) -> tuple[dt.datetime, dt.datetime] | None:
+    """(not before, not after), in UTC, of the first certificate of a PEM chain; None if it is not
+    a readable X.509 certificate (gRPC then says why when it loads it)."""
+    found = _PEM_CERT.search(pem)
+    if found is None:
+        return None
+    try:
+        der = base64.b64decode(b"".join(found.group(1).split()), validate=True)
+        _, start, _ = _der(der, 0)  # Certificate
+        _, pos, _ = _der(der, start)  # tbsCertificate
+        if der[pos] == 0xA0:  # [0] version
+            pos = _der(der, pos)[2]
+        for _ in range(3):  # serialNumber, signature, issuer
+            pos = _der(der, pos)[2]
+        _, pos, _ = _der(der, pos)  # validity
+        times = []
+        for _ in range(2):
+            tag, a, b = _der(der, pos)
+            text = der[a:b].decode("ascii")
+            fmt = {0x17: "%y%m%d%H%M%SZ", 0x18: "%Y%m%d%H%M%SZ"}[tag]
+            times.append(dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC))
+            pos = b
+    except (binascii.Error, IndexError, KeyError, ValueError, UnicodeDecodeError):
+        return None
+    return times[0], times[1]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def certificate_problem(cert: str | Path, now: dt.datetime | None = None) -> str | None:
+    """Why the server certificate ``cert`` is not valid ``now`` (expired, not yet valid), else None.
+    Clients refuse such a certificate, so the server warns at start."""
+    validity = certificate_validity(_read(cert, "TLS certificate"))
+    if validity is None:
+        return None
+    now = now or _now()
+    not_before, not_after = validity
+    if now > not_after:
+        why = f"expired on {not_after:%Y-%m-%d %H:%M} UTC"
+    elif now < not_before:
+        why = f"is not valid before {not_before:%Y-%m-%d %H:%M} UTC"
+    else:
+        return None
+    return f"TLS certificate {cert} {why}; clients will refuse it"
 
 
 def server_credentials(

@@ -459,3 +459,20 @@ def test_memory_reserved_for_decoding_covers_what_decoding_takes(tmp_path: Path,
     tracemalloc.stop()
     assert (h, w) == (300, 400)
     assert peak <= reserved <= 1.5 * peak
+
+
+def test_job_file_errors_name_the_input_not_the_private_pin(tmp_path: Path) -> None:
+    """A job's unreadable file fails with a reason naming the caller's path, never the server's spool
+    or pin folder (issue 26.8)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    write_image(root / "good.png", lines_image(64, 64))
+    (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    cfg = ServerConfig(port=0, job_roots=(root,), tmp_dir=tmp_path / "spool")
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        job = _final(client, client.submit_job([str(root)]).job_id)
+        spool = str(srv.server.spool.dir)
+    errors = {Path(f.input).name: f.error for f in job.files}
+    assert errors["good.png"] == "" and "bad.png" in errors["bad.png"], errors
+    assert str(root / "bad.png") in errors["bad.png"]
+    assert spool not in errors["bad.png"] and "pins-" not in errors["bad.png"]

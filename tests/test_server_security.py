@@ -117,3 +117,54 @@ def test_tokens_also_guard_reflection() -> None:
             assert err.code() == grpc.StatusCode.UNAUTHENTICATED
         with SamsemClient(srv.address, token="t0k3n") as client:
             assert _ok(client)
+
+
+def test_the_client_reads_a_token_file_in_the_servers_format(certs: Path, tmp_path: Path) -> None:
+    """A token file with comments, blank lines and several tokens (the server's format) works for the
+    client too: it sends the first token (issue 26.8; it used to send the whole file: INTERNAL)."""
+    from samsem.cli import main
+    from samsem.server.security import load_tokens
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# samsem tokens\n\n  first-token  \nsecond-token\n")
+    pipe, _ = slow_pipeline(delay=0)
+    cfg = ServerConfig(port=0, tokens=load_tokens(tokens))
+    with ServerThread(cfg, pipe) as srv:
+        assert main(["client", "info", "--server", srv.address, "--token-file", str(tokens)]) == 0
+
+
+def test_tls_verification_failures_say_so(certs: Path) -> None:
+    from samsem.server.client_cli import _rpc_message
+
+    pipe, _ = slow_pipeline(delay=0)
+    cfg = ServerConfig(port=0, tls_cert=certs / "server.pem", tls_key=certs / "server.key")
+    with ServerThread(cfg, pipe) as srv:
+        with SamsemClient(srv.address, ca=certs / "other_ca.pem", timeout=3) as wrong_ca:
+            text = _rpc_message(rpc_error(wrong_ca.model_info), srv.address)
+        assert "TLS verification of its certificate failed" in text and "--ca" in text, text
+        assert "(OK)" not in text
+        with SamsemClient(srv.address, timeout=3) as plain:
+            text = _rpc_message(rpc_error(plain.model_info), srv.address)
+        assert "TLS" in text and "(OK)" not in text, text
+
+
+def test_the_server_warns_of_a_certificate_outside_its_validity(certs: Path, caplog, monkeypatch) -> None:
+    import datetime as dt
+
+    from samsem.server import security
+    from samsem.server.security import certificate_problem, certificate_validity
+
+    not_before, not_after = certificate_validity((certs / "server.pem").read_bytes())  # type: ignore[misc]
+    assert dt.timedelta(days=1) < not_after - not_before <= dt.timedelta(days=2, minutes=1)
+    assert certificate_problem(certs / "server.pem") is None
+    late = certificate_problem(certs / "server.pem", not_after + dt.timedelta(seconds=1))
+    early = certificate_problem(certs / "server.pem", not_before - dt.timedelta(seconds=1))
+    assert late is not None and "expired on" in late and early is not None and "not valid before" in early
+    assert certificate_validity(b"no certificate here") is None
+
+    monkeypatch.setattr(security, "_now", lambda: not_after + dt.timedelta(days=1))
+    pipe, _ = slow_pipeline(delay=0)
+    cfg = ServerConfig(port=0, tls_cert=certs / "server.pem", tls_key=certs / "server.key")
+    with caplog.at_level("WARNING", logger="samsem.server"), ServerThread(cfg, pipe):
+        pass
+    assert any("expired on" in r.getMessage() for r in caplog.records), caplog.text
