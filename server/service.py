@@ -327,22 +327,29 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         Memory (raw) and spool bytes (encoded) are reserved as the bytes arrive, the rest of what the
         request needs (mask, decoding, vectors) once the upload is complete: a slow upload holds only
         what it has sent. bounds: (max pixels, max model inputs, max chunk bytes). Every message must
-        come within ``upload_idle_s`` and the whole upload within ``upload_idle_s + nbytes /
-        upload_min_rate`` (DEADLINE_EXCEEDED otherwise, which frees the slot)."""
+        come within ``upload_idle_s``, and after a first ``upload_idle_s`` the bytes received must keep
+        up with ``upload_min_rate`` from the start (at ``t`` s, ``(t - upload_idle_s) * rate`` bytes):
+        DEADLINE_EXCEEDED otherwise, which frees the slot."""
         lim = self.limits
         max_pixels, max_inputs, max_chunk = bounds
         asm = RawAssembler(spec) if spec.kind == "raw" else EncodedAssembler(spec, self.spool.dir)
         spooled = 0
-        until = time.monotonic() + lim.upload_idle_s + spec.nbytes / lim.upload_min_rate
+        start = time.monotonic() + lim.upload_idle_s
+
+        def behind() -> float:
+            """Seconds the upload is behind the minimum rate (> 0: too slow)."""
+            return time.monotonic() - (start + asm.received / lim.upload_min_rate)
+
         try:
             while True:
-                wait = min(lim.upload_idle_s, until - time.monotonic())
+                done = asm.received >= spec.nbytes  # then only the end of the stream is missing
+                wait = lim.upload_idle_s if done else min(lim.upload_idle_s, -behind())
                 try:
                     msg = await asyncio.wait_for(stream.__anext__(), max(wait, 0.0))
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise _stalled(lim.upload_idle_s, slow=time.monotonic() >= until) from None
+                    raise _stalled(lim.upload_idle_s, slow=behind() >= 0) from None
                 if msg.WhichOneof("part") != "chunk":
                     raise InputError(
                         None, "a second header after the image bytes started", "only chunks after the header"
@@ -362,6 +369,8 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                     h, w, need = asm.png_size  # refused now if it could never be served
                     self._check_decoded(h, w, max_pixels, pipeline, max_inputs)
                     self.admission.fits(need + _vector_bytes(h, w, vector))
+                if behind() > 0:  # messages keep coming, but too few bytes
+                    raise _stalled(lim.upload_idle_s, slow=True)
             if isinstance(asm, RawAssembler):
                 image = asm.finish()
                 slot.reserve(_buffer_bytes(spec, vector) - slot.nbytes)

@@ -476,3 +476,28 @@ def test_job_file_errors_name_the_input_not_the_private_pin(tmp_path: Path) -> N
     assert errors["good.png"] == "" and "bad.png" in errors["bad.png"], errors
     assert str(root / "bad.png") in errors["bad.png"]
     assert spool not in errors["bad.png"] and "pins-" not in errors["bad.png"]
+
+
+class Drip(Upload):
+    """An upload that keeps sending 16-byte chunks (one per pause of its event) until released."""
+
+    def __iter__(self):
+        yield pb.SegmentRequest(header=self.header)
+        while not self._release.wait(0.01):
+            self.sent += 1
+            yield pb.SegmentRequest(chunk=bytes(16))
+
+
+def test_an_upload_must_keep_up_with_the_minimum_rate_from_its_first_bytes() -> None:
+    """Messages keep coming (never idle), but at ~1.6 KB/s against a 1 MiB/s minimum: the call ends
+    once the bytes fall behind, a second after the first idle window, not after the whole declared
+    upload's allowance (64 MiB / 1 MiB/s = 64 s before; issue 26.3)."""
+    cfg = ServerConfig(port=0, upload_idle_s=1.0, memory_budget=256 << 20)
+    with serving(cfg, load_pipeline("classical")) as (srv, client):
+        drip = Drip(_raw_header(8192, 8192))
+        t, out = _start(client, drip, timeout=60)
+        t.join(20)
+        drip.release()
+        assert not t.is_alive() and out["error"].code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "minimum upload rate" in out["error"].details() and drip.sent > 0
+        _wait_for(lambda: srv.server.admission.admitted == 0 and srv.server.admission.reserved == 0)
