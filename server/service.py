@@ -287,8 +287,8 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             pipeline = self.engine.pipeline(first.header.options)
             call.fields.update(name=clip(spec.name, 100), bytes=spec.nbytes)
             if spec.kind == "raw":
-                check_inputs(
-                    spec.height, spec.width, pipeline.count_inputs(spec.height, spec.width), lim.max_inputs
+                self._check_decoded(
+                    spec.height, spec.width, lim.max_image_pixels, pipeline, lim.max_inputs, vector
                 )
             held.slot = self._admit(spec, vector, call.peer)
             image = await self._receive(
@@ -367,7 +367,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 asm.add(msg.chunk)
                 if isinstance(asm, EncodedAssembler) and asm.png_size is not None and not checked:
                     h, w, need = asm.png_size  # refused now if it could never be served
-                    self._check_decoded(h, w, max_pixels, pipeline, max_inputs)
+                    self._check_decoded(h, w, max_pixels, pipeline, max_inputs, vector)
                     self.admission.fits(need + _vector_bytes(h, w, vector))
                 if behind() > 0:  # messages keep coming, but too few bytes
                     raise _stalled(lim.upload_idle_s, slow=True)
@@ -377,7 +377,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 return image
             asm.complete()
             h, w, need = await asyncio.to_thread(decoded_info, asm.path, spec.format)
-            self._check_decoded(h, w, max_pixels, pipeline, max_inputs)
+            self._check_decoded(h, w, max_pixels, pipeline, max_inputs, vector)
             slot.reserve(need + _vector_bytes(h, w, vector))
             return await asyncio.to_thread(decode_file, asm.path, spec.format, max_pixels)
         finally:
@@ -385,9 +385,14 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             self.spool.release(spooled)
 
     @staticmethod
-    def _check_decoded(h: int, w: int, max_pixels: int, pipeline: Pipeline, max_inputs: int) -> None:
+    def _check_decoded(
+        h: int, w: int, max_pixels: int, pipeline: Pipeline, max_inputs: int, vector: VectorOptions | None
+    ) -> None:
+        """Refuse an image of h x w before any work: pixels, model inputs, vector files it cannot have."""
         check_size(h, w, max_pixels)
         check_inputs(h, w, pipeline.count_inputs(h, w), max_inputs)
+        if vector is not None:
+            vector.check_size(h, w)
 
     async def _run(
         self,

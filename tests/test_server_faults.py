@@ -176,3 +176,25 @@ def test_the_report_says_the_window_used_and_the_mask_is_the_images() -> None:
     )
     assert wide.report["config"]["flatten"] == 100_000
     np.testing.assert_array_equal(wide.mask, span.mask)
+
+
+@pytest.mark.parametrize("nm_per_px", [1e300, 1e30, 1e15])
+def test_a_pixel_size_gdsii_cannot_hold_is_invalid_argument(nm_per_px: float, tmp_path: Path) -> None:
+    """GDSII coordinates are 32-bit integers: a pixel size that overflows them is bad input, refused
+    before any work (it was INTERNAL at 1e30 and above, and wrapped around silently at 1e15)."""
+    pytest.importorskip("gdstk")
+    from samsem.errors import InputError
+    from samsem.vector import VectorOptions
+
+    write_image(tmp_path / "a.png", lines_image(64, 64))
+
+    with serving(ServerConfig(port=0), load_pipeline("classical")) as (srv, client):
+        vector = VectorOptions(formats=("gds",), nm_per_px=nm_per_px)
+        for image in (lines_image(64, 64), tmp_path / "a.png"):  # raw, and PNG (its header)
+            err = rpc_error(lambda image=image: client.segment(image, vector=vector))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "GDSII cannot hold" in err.details()
+        assert srv.server.metrics.compute_seconds._sum.get() == 0  # nothing was segmented
+        with pytest.raises(InputError, match="GDSII cannot hold"):
+            vector.check_size(64, 64)
+        fine = client.segment(lines_image(64, 64), vector=VectorOptions(formats=("gds",), nm_per_px=1e6))
+        assert fine.vectors["gds"]

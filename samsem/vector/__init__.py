@@ -24,7 +24,14 @@ import numpy as np
 
 from samsem.errors import ConfigError, InputError
 from samsem.vector.extract import Polygons, extract, extract_bands, iter_bands
-from samsem.vector.formats import GDS_MAX_POINTS, READERS, write_gds, write_geojson, write_svg
+from samsem.vector.formats import (
+    GDS_MAX_POINTS,
+    READERS,
+    check_gds_extent,
+    write_gds,
+    write_geojson,
+    write_svg,
+)
 from samsem.vector.raster import fill, rasterize_runs
 from samsem.vector.simplify import simplify
 
@@ -83,6 +90,12 @@ class VectorOptions:
             raise ConfigError(f"gds_max_points must be 0 or 4..{GDS_MAX_POINTS}, got {self.gds_max_points}")
         if self.esd_border < 0 or self.esd_min_area < 0:
             raise ConfigError("esd_border and esd_min_area must be >= 0")
+
+    def check_size(self, height: int, width: int) -> None:
+        """InputError when a ``height`` x ``width`` mask cannot be written in these formats (GDSII:
+        its 32-bit coordinates at ``nm_per_px``), so callers can refuse it before segmenting."""
+        if "gds" in self.formats:
+            check_gds_extent(height, width, self.nm_per_px)
 
 
 def _svg(polys: Polygons, path: Path, stem: str, opt: VectorOptions) -> Path:

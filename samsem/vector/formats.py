@@ -212,6 +212,20 @@ def _gds_precision(nm_per_px: float) -> float:
     return 1e-12
 
 
+def check_gds_extent(height: int, width: int, nm_per_px: float) -> None:
+    """InputError when GDSII's coordinates (32-bit integers of the database unit) cannot hold a
+    ``height`` x ``width`` mask at ``nm_per_px``."""
+    precision = _gds_precision(nm_per_px)
+    if max(height, width) * nm_per_px * 1e-9 / precision >= 2**31:
+        raise InputError(
+            None,
+            f"GDSII cannot hold a {height}x{width} px mask at {nm_per_px:g} nm per pixel: its "
+            f"coordinates are 32-bit integers of {precision * 1e9:g} nm (at most {2**31 * precision:g} m "
+            "across)",
+            "a smaller nm per pixel",
+        )
+
+
 def _cell_name(stem: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_?$]", "_", stem)
     return name or "mask"
@@ -279,6 +293,7 @@ def write_gds(
             holes = poly_ring[p + 1] - k > 1
             outlines.append((i + 1, spliced_ring(polys, p) if holes else polys.xy[rings[k] : rings[k + 1]]))
     split = bool(max_points) and any(len(ring) > max_points for _, ring in outlines)
+    check_gds_extent(polys.height, polys.width, nm_per_px)
     precision = _gds_precision(nm_per_px)
     if split and max(polys.height, polys.width) * nm_per_px * 1e-9 / precision * SPLIT_REFINE < 2**31:
         precision /= SPLIT_REFINE  # cut points on slanted edges land within 1/SPLIT_REFINE nm of the edge
