@@ -36,7 +36,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
 from samsem.runtime.models.checkpoint import SpecDict
 from samsem.runtime.models.registry import ModelFamily
-from samsem.runtime.models.segmenter import Backend, sigmoid, tensor_device_of
+from samsem.runtime.models.segmenter import BackendSegmenter, sigmoid
 
 
 @dataclass(frozen=True)
@@ -322,17 +322,13 @@ def confidence(probs: np.ndarray) -> np.ndarray:
     return np.maximum(probs, 1.0 - probs).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
 
 
-class LiteSegmenter:
+class LiteSegmenter(BackendSegmenter):
     """Segmenter over a lite backend (io-spec "model": image (B, 1, S, S) -> logits (B, 1, S, S)).
 
     The image goes to the model as it is (the model normalises it internally); ``points`` are ignored.
     """
 
     uses_prompts = False
-
-    def __init__(self, backend: Backend, input_size: int) -> None:
-        self.backend = backend
-        self.input_size = input_size
 
     def predict(self, images: np.ndarray, points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """images (B, S, S) float32 in [0, 1] -> probs (B, S, S) float32 (sigmoid of the logits),
@@ -344,17 +340,12 @@ class LiteSegmenter:
         probs = sigmoid(self.backend.run({"image": image})["logits"][:, 0])
         return probs, confidence(probs)
 
-    @property
-    def tensor_device(self) -> str | None:
-        """The backend's torch device when it runs on tensors, else None."""
-        return tensor_device_of(self.backend)
-
     def predict_tensors(
         self, images: torch.Tensor, points: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`predict` on tensors of the backend's device: (B, S, S) float32 -> probs (B, S, S)
         float32, scores (B,) float32 (same device)."""
-        logits = self.backend.run_tensors({"image": images[:, None].contiguous()})["logits"][:, 0]  # type: ignore[attr-defined]
+        logits = self.tensor_backend().run_tensors({"image": images[:, None].contiguous()})["logits"][:, 0]
         probs = 1.0 / (1.0 + torch.exp(-logits.clamp(-80.0, 80.0)))
         scores = torch.maximum(probs, 1.0 - probs).mean(dim=(1, 2), dtype=torch.float64).to(torch.float32)
         return probs, scores

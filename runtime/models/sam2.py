@@ -33,7 +33,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
 from samsem.runtime.models.checkpoint import SpecDict
 from samsem.runtime.models.registry import ModelFamily
-from samsem.runtime.models.segmenter import Backend, sigmoid, tensor_device_of
+from samsem.runtime.models.segmenter import BackendSegmenter, sigmoid
 from samsem.runtime.stages.multimask import select_best
 
 NUM_MASKS = 3  # SAM2's multimask output
@@ -363,14 +363,10 @@ def normalize(images: np.ndarray) -> np.ndarray:
     return ((images[:, None, :, :] - _MEAN) / _STD).astype(np.float32, copy=False)
 
 
-class SAM2Segmenter:
+class SAM2Segmenter(BackendSegmenter):
     """Segmenter over a SAM2 backend (io-spec "model" engine); every point prompt is positive."""
 
     uses_prompts = True
-
-    def __init__(self, backend: Backend, input_size: int) -> None:
-        self.backend = backend
-        self.input_size = input_size
 
     def predict(self, images: np.ndarray, points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """images (B, S, S) float32 in [0, 1], points (B, P, 2) float32 (x, y) input pixels ->
@@ -393,11 +389,6 @@ class SAM2Segmenter:
         best, scores = select_best(out["masks"], out["iou_scores"])
         return sigmoid(best), scores.astype(np.float32, copy=False)
 
-    @property
-    def tensor_device(self) -> str | None:
-        """The backend's torch device when it runs on tensors, else None."""
-        return tensor_device_of(self.backend)
-
     def predict_tensors(
         self, images: torch.Tensor, points: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,7 +399,7 @@ class SAM2Segmenter:
         mean = images.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(PIXEL_STD).view(1, 3, 1, 1)
         coords = points.to(torch.float32).contiguous()
-        out = self.backend.run_tensors(  # type: ignore[attr-defined]
+        out = self.tensor_backend().run_tensors(
             {
                 "image": ((images[:, None] - mean) / std).contiguous(),
                 "point_coords": coords,
