@@ -1,7 +1,7 @@
 """The lite family: a compact CNN + attention segmenter (in the spirit of EAL-ICNet) for CPU inference.
 
 :class:`LiteNet` maps image (B, 1, S, S) float32 in [0, 1] to metal logits (B, 1, S, S) float32 (io-spec
-:func:`samsem.runtime.models.iospec.lite_engines`):
+:meth:`LiteSpec.engines`):
 
 * no convolution runs at full resolution: the image is packed losslessly into 4 channels at half
   resolution (pixel unshuffle) and the logits are unpacked the same way (pixel shuffle), so thin-line
@@ -102,8 +102,11 @@ class LiteSpec(SpecDict):
         return 2 ** len(self.widths)
 
     def engines(self) -> dict[str, iospec.EngineSpec]:
-        """Io-spec of the model: {"model": image (B, 1, S, S) -> logits (B, 1, S, S)}."""
-        return iospec.lite_engines(self.input_size)
+        """Io-spec of the model: {"model": image (B, 1, S, S) -> logits (B, 1, S, S)}, float32."""
+        s = self.input_size
+        image = iospec.TensorSpec("image", "float32", (iospec.BATCH, 1, s, s))
+        logits = iospec.TensorSpec("logits", "float32", (iospec.BATCH, 1, s, s))
+        return {"model": iospec.EngineSpec("model", (image,), (logits,))}
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -389,5 +392,4 @@ FAMILY = ModelFamily(
     preprocessing={"channels": "gray (1 channel)", "mean": None, "std": None},
     segmenter=LiteSegmenter,
     export_modules=_export_modules,
-    task="samsem.train.task:LiteTask",
 )

@@ -216,8 +216,41 @@ class SAM2Geometry:
         return 4 * self.embed_size
 
     def engines(self) -> dict[str, iospec.EngineSpec]:
-        """Io-specs of the whole model ("model") and the split "encoder"/"decoder" engines."""
-        return iospec.sam2_engines(self.image_size, self.d_model, self.backbone_stride, NUM_MASKS)
+        """Io-specs of the whole model ("model") and the split "encoder"/"decoder" engines.
+
+        With S = image_size, C = d_model, s = backbone_stride, M = NUM_MASKS, all float32 (point labels
+        too: 1 positive, 0 negative, -1 padding):
+
+        * ``model``: image (B, 3, S, S), point_coords (B, P, 2), point_labels (B, P) -> masks
+          (B, M, 4S/s, 4S/s), iou_scores (B, M)
+        * ``encoder``: image -> feat_s0 (B, C/8, 4S/s, 4S/s), feat_s1 (B, C/4, 2S/s, 2S/s),
+          image_embed (B, C, S/s, S/s)
+        * ``decoder``: feat_s0, feat_s1, image_embed, point_coords, point_labels -> masks, iou_scores
+        """
+        if self.image_size % self.backbone_stride or self.d_model % 8:
+            raise ValueError(
+                f"image_size {self.image_size} must divide by {self.backbone_stride}, "
+                f"d_model {self.d_model} by 8"
+            )
+        s, e, c = self.image_size, self.embed_size, self.d_model
+        f32, B, P = "float32", iospec.BATCH, iospec.POINTS
+        image = iospec.TensorSpec("image", f32, (B, 3, s, s))
+        coords = iospec.TensorSpec("point_coords", f32, (B, P, 2))
+        labels = iospec.TensorSpec("point_labels", f32, (B, P))
+        feats = (
+            iospec.TensorSpec("feat_s0", f32, (B, c // 8, 4 * e, 4 * e)),
+            iospec.TensorSpec("feat_s1", f32, (B, c // 4, 2 * e, 2 * e)),
+            iospec.TensorSpec("image_embed", f32, (B, c, e, e)),
+        )
+        outputs = (
+            iospec.TensorSpec("masks", f32, (B, NUM_MASKS, 4 * e, 4 * e)),
+            iospec.TensorSpec("iou_scores", f32, (B, NUM_MASKS)),
+        )
+        return {
+            "model": iospec.EngineSpec("model", (image, coords, labels), outputs),
+            "encoder": iospec.EngineSpec("encoder", (image,), feats),
+            "decoder": iospec.EngineSpec("decoder", (*feats, coords, labels), outputs),
+        }
 
 
 def geometry(spec: SAM2Spec) -> SAM2Geometry:
@@ -529,6 +562,5 @@ FAMILY = ModelFamily(
     preprocessing={"channels": "gray replicated to 3", "mean": list(PIXEL_MEAN), "std": list(PIXEL_STD)},
     segmenter=SAM2Segmenter,
     export_modules=_export_modules,
-    task="samsem.train.task:SAM2Task",
     named_spec=_named_spec,
 )
