@@ -42,7 +42,7 @@ class StandIn:
 
     def __init__(self, input_size: int = 1024, device: str = "cpu") -> None:
         self.input_size = input_size
-        self.device = device
+        self.tensor_device = device  # declares the tensor path (a TensorSegmenter)
 
     def predict(self, images: np.ndarray, points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """images (B, S, S) float32 -> probs (B, S/4, S/4) float32 {0, 1}, scores (B,) ones."""

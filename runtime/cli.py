@@ -31,8 +31,11 @@ def _default_model_text() -> str:
     return "default: the bundled lite model (samsem/data/default)"
 
 
-def _add_model_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """The model and engine flags both commands share."""
+def add_model_options(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, *, batch_size: bool = True
+) -> None:
+    """The model and engine flags of every command that loads a pipeline (segment, evaluate, serve):
+    --model, --backend, --device, --precision and, with ``batch_size``, --batch-size."""
     p.add_argument(
         "--model",
         default=None,
@@ -48,6 +51,8 @@ def _add_model_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         help="default fp32; bf16/fp16 apply to the torch backends (fp16 on CUDA only), engines of other "
         "backends run at their export precision (said on stderr)",
     )
+    if not batch_size:
+        return
     p.add_argument(
         "--batch-size",
         type=_positive,
@@ -130,7 +135,7 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="image files (PNG, TIFF, JPEG, BMP), directories or globs")
     p.add_argument("-o", "--out", required=True, type=Path, help="output directory")
-    _add_model_options(p)
+    add_model_options(p)
     p.add_argument(
         "--single-scale",
         type=int,
@@ -430,7 +435,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         help="layout position in nm of the image's top-left corner (default 0,0; write --offset=X,Y when X "
         "is negative); the image crops the window [X, X + W*NM] x [Y - H*NM, Y]",
     )
-    _add_model_options(p.add_argument_group("segmentation (with --images only)"))
+    add_model_options(p.add_argument_group("segmentation (with --images only)"))
     p.set_defaults(func=run_evaluate)
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from samsem.errors import ConfigError, SamsemError
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.models.segmenter import Segmenter
+from samsem.runtime.models.segmenter import Segmenter, tensor_device_of
 from samsem.runtime.report import ImageReport, ModelInfo
 from samsem.runtime.stages.postprocess import clean_mask, remove_faint
 from samsem.runtime.stages.preprocess import (
@@ -100,8 +100,9 @@ def default_workers() -> int:
 
 
 def tensor_device(segmenters: Sequence[Segmenter | None]) -> str | None:
-    """The CUDA device all given segmenters run on through tensor-capable backends, else None."""
-    devices = {getattr(s, "tensor_device", None) for s in segmenters if s is not None}
+    """The CUDA device every given segmenter declares for its tensor path
+    (:class:`~samsem.runtime.models.segmenter.TensorSegmenter`), else None."""
+    devices = {tensor_device_of(s) for s in segmenters if s is not None}
     if len(devices) == 1:
         (device,) = devices
         if isinstance(device, str) and device.startswith("cuda"):
@@ -114,8 +115,8 @@ class Pipeline:
 
     model1/model2: :class:`Segmenter` for the whole-image and patch scales; either may be None when
     ``config.single_scale`` selects the other. ``info`` (what the models are) goes into every report.
-    device: where the stages run: None chooses the models' CUDA device when every segmenter runs on one
-    through a tensor-capable backend (device-resident stages), else the host (numpy stages); "host"
+    device: where the stages run: None chooses the models' CUDA device when every segmenter declares one
+    for its tensor path (device-resident stages, :func:`tensor_device`), else the host (numpy stages); "host"
     forces the numpy stages; "cpu" or "cuda[:N]" forces the device-resident stages there (tests run
     them on "cpu"). workers: host threads for the stages (default: the usable cores); prefetch: images
     read ahead.

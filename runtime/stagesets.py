@@ -27,7 +27,7 @@ import numpy as np
 
 from samsem.errors import ConfigError
 from samsem.runtime.config import PipelineConfig
-from samsem.runtime.models.segmenter import Segmenter
+from samsem.runtime.models.segmenter import Segmenter, TensorSegmenter, tensor_device_of
 from samsem.runtime.report import PatchRecord
 from samsem.runtime.stages.classical import classical_segment
 from samsem.runtime.stages.decision import Decisions, Reason, Source, decide, decide_from_stats
@@ -359,7 +359,7 @@ class DeviceStages:
         from samsem.runtime.stages import tensors
 
         for seg in (model1, model2):
-            if seg is not None and not hasattr(seg, "predict_tensors"):
+            if seg is not None and tensor_device_of(seg) is None:
                 raise ConfigError(
                     f"{type(seg).__name__} cannot run on device tensors; use the host stages (device=None)"
                 )
@@ -469,7 +469,8 @@ class DeviceStages:
         if prepared.points is not None:
             points = torch.from_numpy(prepared.points[run]).to(self.device)
         sub = images if run.size == len(images) else images[idx]
-        probs, sc = seg.predict_tensors(sub, points)  # type: ignore[attr-defined]
+        assert isinstance(seg, TensorSegmenter)  # checked in __init__
+        probs, sc = seg.predict_tensors(sub, points)
         scores[idx] = sc.to(torch.float32)
         if run.size == len(images):
             return probs, scores

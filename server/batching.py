@@ -7,6 +7,10 @@ segmenter once and hands each request its slice of the result. It waits up to ``
 more work only while some registered request (:meth:`BatchingSegmenter.session`) has not yet queued
 its next batch, so a lone request is never delayed.
 
+Over a :class:`~samsem.runtime.models.segmenter.TensorSegmenter` (a model on CUDA through the torch or
+AOTInductor backend) the batcher is one too: ``predict_tensors`` coalesces device tensors the same way
+(never mixed with numpy batches), so a served pipeline runs the device-resident stages.
+
 Cancellation: a request's :class:`Ticket` (cancel flag + deadline) is bound to its worker thread with
 :func:`bind_ticket`; ``predict`` and the pipeline's progress callback call :meth:`Ticket.check`, which
 raises :class:`Cancelled`, so a cancelled or expired call stops at its next batch and its queued
@@ -19,14 +23,16 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from samsem.runtime.models.segmenter import Segmenter
+from samsem.errors import ConfigError
+from samsem.runtime.models.segmenter import Segmenter, TensorSegmenter, tensor_device_of
 
 _WAIT_POLL_S = 0.05  # how often a waiting request re-checks its ticket
 
@@ -93,20 +99,30 @@ class BatchStats:
 
 @dataclass(eq=False)  # identity, not array comparison, for queue removal
 class _Pending:
-    images: np.ndarray  # (b, S, S) float32
-    points: np.ndarray | None  # (b, P, 2) float32 or None
+    images: Any  # (b, S, S) float32: a numpy array, or a device tensor when ``tensors``
+    points: Any  # (b, P, 2) float32 of the same kind, or None
     ticket: Ticket | None
+    tensors: bool
     queued_at: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
 
     @property
-    def key(self) -> tuple[int, ...] | None:
-        """Requests can share a model call only when their prompt arrays stack."""
-        return None if self.points is None else tuple(self.points.shape[1:])
+    def key(self) -> tuple[object, ...]:
+        """Requests can share a model call only when their inputs are of one kind and their prompts stack."""
+        return (self.tensors, None if self.points is None else tuple(self.points.shape[1:]))
+
+
+def _concat(parts: Sequence[Any], tensors: bool) -> Any:
+    if not tensors:
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(list(parts))
 
 
 class BatchingSegmenter:
-    """A :class:`Segmenter` that coalesces ``predict`` calls from many threads into model calls.
+    """A :class:`Segmenter` that coalesces ``predict`` calls from many threads into model calls, and a
+    :class:`TensorSegmenter` on the device of ``inner``'s tensor path (``tensor_device`` None: it has none).
 
     inner: the real segmenter; max_batch: most model inputs per call (a single larger request runs
     alone); max_delay_s: longest time the first queued input waits for company;
@@ -126,6 +142,7 @@ class BatchingSegmenter:
         self.inner = inner
         self.input_size = inner.input_size
         self.uses_prompts = inner.uses_prompts
+        self.tensor_device = tensor_device_of(inner)
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.on_batch = on_batch
@@ -157,10 +174,20 @@ class BatchingSegmenter:
 
     def predict(self, images: np.ndarray, points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Segmenter protocol: images (B, S, S) float32, points (B, P, 2) | None -> (probs, scores)."""
+        return self._submit(np.ascontiguousarray(images, np.float32), points, tensors=False)
+
+    def predict_tensors(self, images: Any, points: Any | None) -> tuple[Any, Any]:
+        """TensorSegmenter protocol: :meth:`predict` on float32 tensors of ``tensor_device``."""
+        if self.tensor_device is None:
+            raise ConfigError(f"{type(self.inner).__name__} has no tensor path")
+        return self._submit(images, points, tensors=True)
+
+    def _submit(self, images: Any, points: Any | None, tensors: bool) -> tuple[Any, Any]:
+        """Queue one request's batch and wait for its slice of the model call's result."""
         ticket = _ticket.get()
         if ticket is not None:
             ticket.check()
-        item = _Pending(np.ascontiguousarray(images, np.float32), points, ticket)
+        item = _Pending(images, points, ticket, tensors)
         with self._cond:
             if self._closed:
                 raise Cancelled("server shutting down")
@@ -233,10 +260,15 @@ class BatchingSegmenter:
             if not live:
                 continue
             start = time.monotonic()
-            images = np.concatenate([p.images for p in live])
-            points = None if live[0].points is None else np.concatenate([p.points for p in live])
+            tensors = live[0].tensors
+            images = _concat([p.images for p in live], tensors)
+            points = None if live[0].points is None else _concat([p.points for p in live], tensors)
             try:
-                probs, scores = self.inner.predict(images, points)
+                if tensors:
+                    assert isinstance(self.inner, TensorSegmenter)  # tensor_device was not None
+                    probs, scores = self.inner.predict_tensors(images, points)
+                else:
+                    probs, scores = self.inner.predict(images, points)
             except Exception as exc:  # the model failed: every request in the batch gets the error
                 for p in live:
                     p.future.set_exception(exc)

@@ -17,8 +17,9 @@ class Engine:
     """Wraps ``pipeline``'s segmenters in :class:`BatchingSegmenter` s and builds per-request pipelines.
 
     Every per-request pipeline uses ``request_batch`` as its batch size (small, so that concurrent
-    requests fill the batcher's ``max_batch`` together). One segmenter serving both scales gets one
-    batcher, keeping the pipeline's mixed-scale batches.
+    requests fill the batcher's ``max_batch`` together) and the stage set ``pipeline`` chose (the
+    device-resident stages when its models run on CUDA tensors: the batchers pass tensors through). One
+    segmenter serving both scales gets one batcher, keeping the pipeline's mixed-scale batches.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class Engine:
         self.options = replace(pipeline.config.options, batch_size=request_batch)
         self.config = pipeline.config.with_options(self.options)
         self.info = pipeline.info
+        self.device = pipeline.device or "host"
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
 
@@ -55,7 +57,7 @@ class Engine:
         :data:`~samsem.runtime.config.REQUEST_OPTIONS` says which a request may set)."""
         config = self.config.with_options(parse_request_options(self.options, options))
         try:
-            return Pipeline(self.model1, self.model2, config, self.info)
+            return Pipeline(self.model1, self.model2, config, self.info, device=self.device)
         except SamsemError as exc:
             raise InputError(None, f"options not supported by this server's model: {exc}") from None
 

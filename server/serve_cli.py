@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from samsem.runtime.cli import add_model_options
+
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -17,19 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the multi-scale pipeline over gRPC (service samsem.v1.Segmentation, plus "
         "grpc.health.v1 and server reflection). See docs/server.md.",
     )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model bundle, checkpoint or classical[:otsu] (default: the bundled model)",
-    )
-    p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto (default)")
-    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="default fp32; as for samsem segment, only the torch backends run bf16/fp16",
-    )
+    add_model_options(p, batch_size=False)
     p.add_argument("--single-scale", type=int, choices=[1, 2], default=None, help="run only model 1 or 2")
     p.add_argument(
         "--fallback",

@@ -215,8 +215,9 @@ def test_sam2_and_lite_segmenters_on_tensors(tiny_sam2_checkpoint) -> None:
 
 
 def test_stage_set_choice() -> None:
-    class On:
+    class On(TensorThresholding):
         def __init__(self, device: str | None) -> None:
+            super().__init__(64)
             self.tensor_device = device
 
     assert tensor_device([On("cuda:0"), On("cuda:0")]) == "cuda:0"
@@ -228,3 +229,37 @@ def test_stage_set_choice() -> None:
     assert pipe.device is None and type(pipe.stages).__name__ == "HostStages"
     with pytest.raises(Exception, match="cannot run on device tensors"):
         Pipeline(Thresholding(64), Thresholding(64), PipelineConfig(), device="cpu")
+
+
+def test_served_pipeline_takes_the_tensor_path() -> None:
+    """The server's batchers declare their model's tensor path, so a served model with one runs the
+    device-resident stages (here on CPU tensors), with the host's mask; one without it stays on the host."""
+    from samsem.server.batching import BatchingSegmenter, Ticket
+    from samsem.server.engine import Engine
+
+    img = sem_image(150, 150, seed=7)
+    cfg = PipelineConfig(
+        tiling=TilingConfig(patch_size=64), batch_size=5, decision=DecisionConfig(rule="paper")
+    )
+    host = Pipeline(TensorThresholding(128), TensorThresholding(128), cfg).segment(img)
+    model = TensorThresholding(128)
+    engine = Engine(Pipeline(model, model, cfg, device="cpu"), max_batch=8, max_delay_s=0.0, request_batch=3)
+    try:
+        served = engine.pipeline({})
+        assert type(served.stages).__name__ == "DeviceStages"
+        with engine.session(Ticket()):
+            result = served.segment(img)
+    finally:
+        engine.close()
+    np.testing.assert_array_equal(result.mask, host.mask)
+    assert model.calls == []  # every model call took tensors (numpy predict records its inputs)
+
+    class OnCuda(TensorThresholding):
+        tensor_device = "cuda:0"
+
+    for inner, device in ((OnCuda(64), "cuda:0"), (Thresholding(64), None)):
+        batcher = BatchingSegmenter(inner)
+        try:
+            assert batcher.tensor_device == device and tensor_device([batcher, batcher]) == device
+        finally:
+            batcher.close()

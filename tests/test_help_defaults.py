@@ -186,3 +186,14 @@ def test_job_db_default_is_tied_to_job_roots() -> None:
     """The job database is opened only with --job-root (ServerConfig ignores job_db without roots)."""
     (case,) = [c for c in OPTIONS if _id(c) == "serve --job-db"]
     assert "only with --job-root" in _help(case[1], case[2])
+
+
+def test_model_options_are_declared_once() -> None:
+    """segment, evaluate and serve take --model/--backend/--device/--precision from one declaration."""
+    by_command: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for path, parser, action in OPTIONS:
+        flag = action.option_strings[-1]
+        if flag in ("--model", "--backend", "--device", "--precision"):
+            by_command.setdefault(path, {})[flag] = (action.default, action.choices, _help(parser, action))
+    assert {"segment", "evaluate", "serve"} <= set(by_command)
+    assert by_command["serve"] == by_command["segment"] == by_command["evaluate"]

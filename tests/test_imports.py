@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,9 @@ FORBIDDEN = {
     "samsem": ("samsem.train", "samsem.export", "samsem.server"),
 }
 SOURCES = ("runtime", "export", "train", "server", "samsem", "benchmarks", "tools", "tests")
+# the one module that may name every front-end by string: the command table it imports them from lazily
+COMPOSITION_ROOT = ROOT / "samsem" / "cli.py"
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.\w+)+(:\w+)?")  # "samsem.train.task" or "...task:SAM2Task"
 
 
 def _imports(path: Path) -> list[ast.ImportFrom | ast.Import]:
@@ -56,6 +60,38 @@ def test_stages_import_one_way(folder: str) -> None:
                 if name.startswith(FORBIDDEN[folder]):
                     bad.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not bad, bad
+
+
+def _string_references(source: str, forbidden: tuple[str, ...]) -> list[str]:
+    """String constants naming a forbidden module ("samsem.train.task:SAM2Task"): an import by name."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _MODULE_PATH.fullmatch(node.value)
+        ):
+            module = node.value.partition(":")[0]
+            if any(module == f or module.startswith(f"{f}.") for f in forbidden):
+                out.append(f"{node.lineno}: {node.value!r}")
+    return out
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_no_string_names_a_forbidden_module(folder: str) -> None:
+    """No "module:attr" string (resolved with importlib later) hides an import the boundaries forbid."""
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        if path != COMPOSITION_ROOT:
+            refs = _string_references(path.read_text(encoding="utf-8"), FORBIDDEN[folder])
+            bad += [f"{path.relative_to(ROOT)}:{r}" for r in refs]
+    assert not bad, bad
+
+
+def test_string_reference_check_catches_a_dotted_path() -> None:
+    source = 'FAMILY = ModelFamily(name="sam2", task="samsem.train.task:SAM2Task")\nx = "samsem.trainer"\n'
+    assert _string_references(source, FORBIDDEN["runtime"]) == ["1: 'samsem.train.task:SAM2Task'"]
+    assert _string_references('"""See :mod:`samsem.train.task`."""', FORBIDDEN["runtime"]) == []
 
 
 def test_no_module_imports_private_names_of_another() -> None:

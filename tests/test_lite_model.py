@@ -26,7 +26,7 @@ from samsem.runtime.models.lite import (
     confidence,
     parameter_count,
 )
-from samsem.runtime.models.registry import build_model, load_model, save_model
+from samsem.runtime.models.registry import build_model, get_family, load_model, save_model
 from samsem.runtime.models.segmenter import Backend, Segmenter, sigmoid
 from samsem.runtime.pipeline import Pipeline
 from samsem.runtime.stages.postprocess import PostprocessConfig
@@ -70,7 +70,9 @@ def test_default_spec_is_small_and_shapes_follow_input_size() -> None:
         logits = _forward(model, _images(2, size))
         assert logits.shape == (2, 1, size, size) and logits.dtype == np.float32
         assert np.isfinite(logits).all() and logits.std() > 0
-        assert model.engines() == iospec.lite_engines(size)
+        (io,) = get_family("lite").io(model.spec).values()  # the family's io-spec, found by name
+        assert model.engines() == {"model": io}
+        assert io.inputs[0].dims == ("batch", 1, size, size) and io.outputs[0].dims == io.inputs[0].dims
 
 
 def test_spec_validation_and_dict_round_trip() -> None:

@@ -311,7 +311,10 @@ def test_iospec_profiles_and_json_round_trip() -> None:
     assert engines["model"].output_names == ("masks", "iou_scores")
     with pytest.raises(ValueError, match="batch_min"):
         engines["model"].profile(2, 1, 4, 3)
-    lite = iospec.lite_engines(256)["model"]
+    from samsem.runtime.models.lite import LiteSpec
+    from samsem.runtime.models.registry import get_family
+
+    lite = get_family("lite").io(LiteSpec(input_size=256))["model"]
     assert lite.inputs[0].dims == ("batch", 1, 256, 256) and lite.output_names == ("logits",)
     out = {"logits": np.zeros((2, 1, 256, 256), np.float32)}
     lite.check_outputs(out, {"batch": 2})

@@ -256,3 +256,41 @@ def test_tokens(tmp_path, monkeypatch) -> None:
         load_tokens(tmp_path / "empty")
     with pytest.raises(ConfigError, match="unset or empty"):
         load_tokens(None, "SAMSEM_TEST_UNSET_VARIABLE")
+
+
+def test_batcher_coalesces_device_tensors_apart_from_arrays() -> None:
+    """Tensor batches (the device-resident stages) share model calls with each other, never with numpy
+    ones; every caller gets its own slice back, as a tensor."""
+    import torch
+
+    class TensorDoubler(Doubler):
+        tensor_device = "cpu"
+
+        def predict_tensors(self, images, points=None):
+            self.calls.append(-len(images))  # negative: a tensor call
+            return images * 2, images[:, 0, 0].clone()
+
+    inner = TensorDoubler()
+    seg = BatchingSegmenter(inner, max_batch=16, max_delay_s=60.0)  # waits for the registered sessions
+    sessions = [seg.session() for _ in range(4)]  # all registered before any request queues
+    for s in sessions:
+        s.__enter__()
+    got: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        x = np.full((2, 8, 8), i, np.float32)
+        got[i] = seg.predict_tensors(torch.from_numpy(x), None) if i < 3 else seg.predict(x, None)
+        sessions[i].__exit__(None, None, None)
+
+    try:
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        seg.close()
+    assert sorted(inner.calls) == [-6, 2]  # three tensor requests in one call, the numpy one alone
+    for i, (probs, scores) in got.items():
+        assert isinstance(probs, torch.Tensor) == (i < 3)
+        assert np.all(np.asarray(probs) == 2 * i) and np.all(np.asarray(scores) == i)

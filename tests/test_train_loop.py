@@ -142,3 +142,25 @@ def test_lr_schedule():
 def test_cuda_bf16_epoch(dataset, tmp_path):
     res = train(_cfg(dataset, tmp_path, device="cuda", amp=True, epochs=1))
     assert np.isfinite(res.history[0]["train_loss"])
+
+
+def test_training_registers_a_task_and_defaults_per_runtime_family() -> None:
+    """Training keys its tasks and defaults by the runtime registry's family names (the runtime names no
+    training code); a task for an unknown family, or a second one for a family, is refused."""
+    from samsem.runtime.models.registry import family_names
+    from samsem.train.config import FAMILY_DEFAULTS
+    from samsem.train.task import SAM2Task, register_task, task_class
+
+    assert set(FAMILY_DEFAULTS) == set(family_names())
+    for name in family_names():
+        assert task_class(name).family == name
+    with pytest.raises(ConfigError, match="no training task for model family 'unet'"):
+        task_class("unet")
+
+    class Unknown(SAM2Task):
+        family = "unet"
+
+    with pytest.raises(ConfigError, match="no runtime model family 'unet'"):
+        register_task(Unknown)
+    with pytest.raises(ConfigError, match="'sam2' already has the training task SAM2Task"):
+        register_task(type("Again", (SAM2Task,), {}))

@@ -3,29 +3,41 @@
 A task builds its model from the :class:`~samsem.train.config.TrainConfig`, freezes what should not be
 trained, turns a batch of the family-agnostic :class:`~samsem.train.data.TrainDataset` into a loss,
 wraps the live model as a runtime :class:`~samsem.runtime.models.segmenter.Segmenter` for validation,
-and saves and restores weights in the checkpoint format the runtime loads. Adding a family is one class here.
+and saves and restores weights in the checkpoint format the runtime loads. Each task class registers
+itself for the runtime family it trains (:func:`register_task`, keyed by the family's registry name);
+the runtime knows nothing of training. Adding a family's training is one class here (and its defaults
+in :data:`samsem.train.config.FAMILY_DEFAULTS`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
 from samsem.errors import ConfigError
+from samsem.runtime.models.registry import family_names
 from samsem.runtime.models.segmenter import Segmenter
 from samsem.train.config import TrainConfig
 from samsem.train.losses import LossConfig, LossOutput, segmentation_loss
 
 
 class Task(Protocol):
-    """What the loop calls; ``model`` is the module being trained (on ``device``)."""
+    """What the loop calls; ``model`` is the module being trained (on ``device``); ``family`` is the runtime
+    family it trains."""
 
     family: str
     model: nn.Module
     device: torch.device
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None: ...
+
+    @staticmethod
+    def memory(cfg: TrainConfig) -> MemoryCost:
+        """Estimated training memory of ``cfg``, without building the model."""
+        ...
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer updates (frozen parts excluded)."""
@@ -99,6 +111,24 @@ def resolve_device(name: str) -> torch.device:
     return torch_device(name)
 
 
+_TASKS: dict[str, type[Task]] = {}
+_TaskClass = TypeVar("_TaskClass", bound="type[Task]")
+
+
+def register_task(task: _TaskClass) -> _TaskClass:
+    """Class decorator: ``task`` trains the runtime family named by its ``family``; ConfigError for a name
+    the runtime registry lacks or one that already has a task."""
+    if task.family not in family_names():
+        raise ConfigError(f"{task.__name__}: no runtime model family {task.family!r}")
+    if task.family in _TASKS:
+        raise ConfigError(
+            f"model family {task.family!r} already has the training task {_TASKS[task.family].__name__}"
+        )
+    _TASKS[task.family] = task
+    return task
+
+
+@register_task
 class SAM2Task:
     """SAM2 fine-tuning: one positive point per input, multimask output, best-of-3 loss + IoU head."""
 
@@ -161,6 +191,7 @@ class SAM2Task:
         save_model(path, self.model, self.spec, extra)
 
 
+@register_task
 class LiteTask:
     """The lite CNN: the whole input in, one logit map out; trained from scratch or from a checkpoint."""
 
@@ -227,14 +258,13 @@ def _segmenter(model: nn.Module, spec: Any, device: torch.device, amp: bool) -> 
     return family.segmenter(backend, family.input_size(spec))
 
 
-def task_class(family: str) -> Any:
-    """The training task class of ``family``, as its registry entry names it ("module:Class")."""
-    import importlib
-
-    from samsem.runtime.models.registry import get_family
-
-    module, _, name = get_family(family).task.partition(":")
-    return getattr(importlib.import_module(module), name)
+def task_class(family: str) -> type[Task]:
+    """The training task class registered for ``family``; ConfigError naming the trainable ones otherwise."""
+    if family not in _TASKS:
+        raise ConfigError(
+            f"no training task for model family {family!r}; expected one of {', '.join(_TASKS)}"
+        )
+    return _TASKS[family]
 
 
 def make_task(cfg: TrainConfig, device: torch.device) -> Task:

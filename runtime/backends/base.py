@@ -1,4 +1,9 @@
-"""The backend protocol, the backend registry and the graph chain every multi-graph engine runs.
+"""The backend registry and the graph chain every multi-graph engine runs.
+
+Backends implement :class:`~samsem.runtime.models.segmenter.Backend` (named numpy arrays in and out), and
+those that also run torch tensors kept on their device (PyTorch, AOTInductor)
+:class:`~samsem.runtime.models.segmenter.TensorBackend`; the protocols live beside the segmenters that
+call them, since model code may not import backends.
 
 A backend module (:mod:`.pytorch`, :mod:`.ort`, :mod:`.trt`, :mod:`.aoti`) declares ``BACKEND`` =
 :class:`BackendEntry`: its name, the bundle file format it runs, whether its precision is fixed when the
@@ -13,7 +18,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,18 +27,7 @@ from samsem.errors import ConfigError
 if TYPE_CHECKING:
     from samsem.runtime.models.iospec import EngineSpec
     from samsem.runtime.models.registry import ModelFamily
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """An inference engine for one model: named numpy arrays in, named numpy arrays out, with the tensor
-    names and shapes of the model's io-spec "model" graph (:mod:`samsem.runtime.models.iospec`)."""
-
-    name: str
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch; inputs and outputs are keyed by the io-spec tensor names."""
-        ...
+    from samsem.runtime.models.segmenter import Backend
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,10 @@ A :class:`TensorSpec` has fixed sizes and two symbolic ones, ``"batch"`` and ``"
 shapes (:meth:`EngineSpec.profile`), checks a batch of named arrays (:meth:`EngineSpec.check_inputs`) and
 round-trips through JSON for bundle manifests.
 
-SAM2 (S = input size, C = d_model, s = backbone stride, M = masks per prompt):
-
-* ``model``: image (B, 3, S, S), point_coords (B, P, 2), point_labels (B, P) -> masks (B, M, 4S/s, 4S/s),
-  iou_scores (B, M)
-* ``encoder``: image -> feat_s0 (B, C/8, 4S/s, 4S/s), feat_s1 (B, C/4, 2S/s, 2S/s),
-  image_embed (B, C, S/s, S/s)
-* ``decoder``: feat_s0, feat_s1, image_embed, point_coords, point_labels -> masks, iou_scores
-
-Lite (small CNN): ``model``: image (B, 1, S, S) -> logits (B, 1, S, S).
-All tensors are float32 (point labels too: 1 positive, 0 negative, -1 padding).
+Each family module builds its own io-specs from its spec, found through the registry (``ModelFamily.io``;
+e.g. :meth:`samsem.runtime.models.sam2.SAM2Geometry.engines`,
+:meth:`samsem.runtime.models.lite.LiteSpec.engines`): a "model" graph (the whole model) and, for split
+models, the graphs they export separately.
 """
 
 from __future__ import annotations
@@ -196,42 +190,3 @@ def engines_to_json(engines: Mapping[str, EngineSpec]) -> str:
 def engines_from_json(text: str) -> dict[str, EngineSpec]:
     """Inverse of :func:`engines_to_json`."""
     return {k: EngineSpec.from_dict(v) for k, v in json.loads(text).items()}
-
-
-def sam2_engines(
-    image_size: int, d_model: int, backbone_stride: int, num_masks: int
-) -> dict[str, EngineSpec]:
-    """Io of SAM2 at input size S: keys "model" (whole), "encoder" and "decoder" (split)."""
-    if image_size % backbone_stride or d_model % 8:
-        raise ValueError(f"image_size {image_size} must divide by {backbone_stride}, d_model {d_model} by 8")
-    s, e = image_size, image_size // backbone_stride
-    f32 = "float32"
-    image = TensorSpec("image", f32, (BATCH, 3, s, s))
-    coords = TensorSpec("point_coords", f32, (BATCH, POINTS, 2))
-    labels = TensorSpec("point_labels", f32, (BATCH, POINTS))
-    feats = (
-        TensorSpec("feat_s0", f32, (BATCH, d_model // 8, 4 * e, 4 * e)),
-        TensorSpec("feat_s1", f32, (BATCH, d_model // 4, 2 * e, 2 * e)),
-        TensorSpec("image_embed", f32, (BATCH, d_model, e, e)),
-    )
-    outputs = (
-        TensorSpec("masks", f32, (BATCH, num_masks, 4 * e, 4 * e)),
-        TensorSpec("iou_scores", f32, (BATCH, num_masks)),
-    )
-    return {
-        "model": EngineSpec("model", (image, coords, labels), outputs),
-        "encoder": EngineSpec("encoder", (image,), feats),
-        "decoder": EngineSpec("decoder", (*feats, coords, labels), outputs),
-    }
-
-
-def lite_engines(image_size: int) -> dict[str, EngineSpec]:
-    """Io of the lite CNN family: "model": image (B, 1, S, S) -> logits (B, 1, S, S)."""
-    s = image_size
-    return {
-        "model": EngineSpec(
-            "model",
-            (TensorSpec("image", "float32", (BATCH, 1, s, s)),),
-            (TensorSpec("logits", "float32", (BATCH, 1, s, s)),),
-        )
-    }

@@ -1,7 +1,7 @@
 """The lite family: a compact CNN + attention segmenter (in the spirit of EAL-ICNet) for CPU inference.
 
 :class:`LiteNet` maps image (B, 1, S, S) float32 in [0, 1] to metal logits (B, 1, S, S) float32 (io-spec
-:func:`samsem.runtime.models.iospec.lite_engines`):
+:meth:`LiteSpec.engines`):
 
 * no convolution runs at full resolution: the image is packed losslessly into 4 channels at half
   resolution (pixel unshuffle) and the logits are unpacked the same way (pixel shuffle), so thin-line
@@ -36,7 +36,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
 from samsem.runtime.models.checkpoint import SpecDict
 from samsem.runtime.models.registry import ModelFamily
-from samsem.runtime.models.segmenter import Backend, sigmoid, tensor_device_of
+from samsem.runtime.models.segmenter import BackendSegmenter, sigmoid
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,11 @@ class LiteSpec(SpecDict):
         return 2 ** len(self.widths)
 
     def engines(self) -> dict[str, iospec.EngineSpec]:
-        """Io-spec of the model: {"model": image (B, 1, S, S) -> logits (B, 1, S, S)}."""
-        return iospec.lite_engines(self.input_size)
+        """Io-spec of the model: {"model": image (B, 1, S, S) -> logits (B, 1, S, S)}, float32."""
+        s = self.input_size
+        image = iospec.TensorSpec("image", "float32", (iospec.BATCH, 1, s, s))
+        logits = iospec.TensorSpec("logits", "float32", (iospec.BATCH, 1, s, s))
+        return {"model": iospec.EngineSpec("model", (image,), (logits,))}
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -322,17 +325,13 @@ def confidence(probs: np.ndarray) -> np.ndarray:
     return np.maximum(probs, 1.0 - probs).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
 
 
-class LiteSegmenter:
+class LiteSegmenter(BackendSegmenter):
     """Segmenter over a lite backend (io-spec "model": image (B, 1, S, S) -> logits (B, 1, S, S)).
 
     The image goes to the model as it is (the model normalises it internally); ``points`` are ignored.
     """
 
     uses_prompts = False
-
-    def __init__(self, backend: Backend, input_size: int) -> None:
-        self.backend = backend
-        self.input_size = input_size
 
     def predict(self, images: np.ndarray, points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """images (B, S, S) float32 in [0, 1] -> probs (B, S, S) float32 (sigmoid of the logits),
@@ -344,17 +343,12 @@ class LiteSegmenter:
         probs = sigmoid(self.backend.run({"image": image})["logits"][:, 0])
         return probs, confidence(probs)
 
-    @property
-    def tensor_device(self) -> str | None:
-        """The backend's torch device when it runs on tensors, else None."""
-        return tensor_device_of(self.backend)
-
     def predict_tensors(
         self, images: torch.Tensor, points: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`predict` on tensors of the backend's device: (B, S, S) float32 -> probs (B, S, S)
         float32, scores (B,) float32 (same device)."""
-        logits = self.backend.run_tensors({"image": images[:, None].contiguous()})["logits"][:, 0]  # type: ignore[attr-defined]
+        logits = self.tensor_backend().run_tensors({"image": images[:, None].contiguous()})["logits"][:, 0]
         probs = 1.0 / (1.0 + torch.exp(-logits.clamp(-80.0, 80.0)))
         scores = torch.maximum(probs, 1.0 - probs).mean(dim=(1, 2), dtype=torch.float64).to(torch.float32)
         return probs, scores
@@ -398,5 +392,4 @@ FAMILY = ModelFamily(
     preprocessing={"channels": "gray (1 channel)", "mean": None, "std": None},
     segmenter=LiteSegmenter,
     export_modules=_export_modules,
-    task="samsem.train.task:LiteTask",
 )

@@ -3,8 +3,10 @@
 A family module (:mod:`~samsem.runtime.models.sam2`, :mod:`~samsem.runtime.models.lite`) declares
 everything the stages need to know about its models in one ``FAMILY`` object: its spec type, how to
 build random weights, how the raw network becomes the io-spec "model" module, its io-specs and exported
-graphs, its preprocessing record, its runtime segmenter, its export modules and its training task. The
-runtime, the exporter and the trainer look families up here by name and never branch on the name.
+graphs, its preprocessing record, its runtime segmenter and its export modules. The runtime, the exporter
+and the trainer look families up here by name and never branch on the name; training registers its own
+task and defaults per family name (:mod:`samsem.train.task`, :mod:`samsem.train.config`), so the runtime
+knows nothing of training.
 
 Families are registered by module path and imported on first use, so listing names needs no torch.
 The three family-generic operations on weights live here too: :func:`build_model` (random weights),
@@ -42,8 +44,7 @@ class ModelFamily:
     (None when the family has none); graphs: the graphs exported separately, in run
     order (each graph's inputs are model inputs or earlier graphs' outputs); preprocessing: what the
     segmenter does to a [0, 1] gray input (recorded in bundles); segmenter(backend, S): the runtime
-    segmenter; export_modules(module): graph name -> ``nn.Module`` to export; task: dotted path
-    ``"module:Class"`` of the training task (resolved by :mod:`samsem.train.task`); named_spec: for
+    segmenter; export_modules(module): graph name -> ``nn.Module`` to export; named_spec: for
     families whose official weights come as plain ``{"model": state_dict}`` files without a samsem
     header, the spec of a config name (``--model CONFIG:PATH``, ``samsem export --config``) at an input
     size (None: the family's default), ConfigError for unknown names; None for families that only
@@ -63,7 +64,6 @@ class ModelFamily:
     preprocessing: Mapping[str, Any]
     segmenter: Callable[[Backend, int], Segmenter]
     export_modules: Callable[[nn.Module], dict[str, nn.Module]]
-    task: str
     named_spec: Callable[[str, int | None], Any] | None = None
 
     def spec_from_dict(self, data: Any, path: str | Path | None = None) -> Any:

@@ -33,7 +33,7 @@ from samsem.errors import ConfigError, InputError
 from samsem.runtime.models import iospec
 from samsem.runtime.models.checkpoint import SpecDict
 from samsem.runtime.models.registry import ModelFamily
-from samsem.runtime.models.segmenter import Backend, sigmoid, tensor_device_of
+from samsem.runtime.models.segmenter import BackendSegmenter, sigmoid
 from samsem.runtime.stages.multimask import select_best
 
 NUM_MASKS = 3  # SAM2's multimask output
@@ -216,8 +216,41 @@ class SAM2Geometry:
         return 4 * self.embed_size
 
     def engines(self) -> dict[str, iospec.EngineSpec]:
-        """Io-specs of the whole model ("model") and the split "encoder"/"decoder" engines."""
-        return iospec.sam2_engines(self.image_size, self.d_model, self.backbone_stride, NUM_MASKS)
+        """Io-specs of the whole model ("model") and the split "encoder"/"decoder" engines.
+
+        With S = image_size, C = d_model, s = backbone_stride, M = NUM_MASKS, all float32 (point labels
+        too: 1 positive, 0 negative, -1 padding):
+
+        * ``model``: image (B, 3, S, S), point_coords (B, P, 2), point_labels (B, P) -> masks
+          (B, M, 4S/s, 4S/s), iou_scores (B, M)
+        * ``encoder``: image -> feat_s0 (B, C/8, 4S/s, 4S/s), feat_s1 (B, C/4, 2S/s, 2S/s),
+          image_embed (B, C, S/s, S/s)
+        * ``decoder``: feat_s0, feat_s1, image_embed, point_coords, point_labels -> masks, iou_scores
+        """
+        if self.image_size % self.backbone_stride or self.d_model % 8:
+            raise ValueError(
+                f"image_size {self.image_size} must divide by {self.backbone_stride}, "
+                f"d_model {self.d_model} by 8"
+            )
+        s, e, c = self.image_size, self.embed_size, self.d_model
+        f32, B, P = "float32", iospec.BATCH, iospec.POINTS
+        image = iospec.TensorSpec("image", f32, (B, 3, s, s))
+        coords = iospec.TensorSpec("point_coords", f32, (B, P, 2))
+        labels = iospec.TensorSpec("point_labels", f32, (B, P))
+        feats = (
+            iospec.TensorSpec("feat_s0", f32, (B, c // 8, 4 * e, 4 * e)),
+            iospec.TensorSpec("feat_s1", f32, (B, c // 4, 2 * e, 2 * e)),
+            iospec.TensorSpec("image_embed", f32, (B, c, e, e)),
+        )
+        outputs = (
+            iospec.TensorSpec("masks", f32, (B, NUM_MASKS, 4 * e, 4 * e)),
+            iospec.TensorSpec("iou_scores", f32, (B, NUM_MASKS)),
+        )
+        return {
+            "model": iospec.EngineSpec("model", (image, coords, labels), outputs),
+            "encoder": iospec.EngineSpec("encoder", (image,), feats),
+            "decoder": iospec.EngineSpec("decoder", (*feats, coords, labels), outputs),
+        }
 
 
 def geometry(spec: SAM2Spec) -> SAM2Geometry:
@@ -363,14 +396,10 @@ def normalize(images: np.ndarray) -> np.ndarray:
     return ((images[:, None, :, :] - _MEAN) / _STD).astype(np.float32, copy=False)
 
 
-class SAM2Segmenter:
+class SAM2Segmenter(BackendSegmenter):
     """Segmenter over a SAM2 backend (io-spec "model" engine); every point prompt is positive."""
 
     uses_prompts = True
-
-    def __init__(self, backend: Backend, input_size: int) -> None:
-        self.backend = backend
-        self.input_size = input_size
 
     def predict(self, images: np.ndarray, points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """images (B, S, S) float32 in [0, 1], points (B, P, 2) float32 (x, y) input pixels ->
@@ -393,11 +422,6 @@ class SAM2Segmenter:
         best, scores = select_best(out["masks"], out["iou_scores"])
         return sigmoid(best), scores.astype(np.float32, copy=False)
 
-    @property
-    def tensor_device(self) -> str | None:
-        """The backend's torch device when it runs on tensors, else None."""
-        return tensor_device_of(self.backend)
-
     def predict_tensors(
         self, images: torch.Tensor, points: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,7 +432,7 @@ class SAM2Segmenter:
         mean = images.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(PIXEL_STD).view(1, 3, 1, 1)
         coords = points.to(torch.float32).contiguous()
-        out = self.backend.run_tensors(  # type: ignore[attr-defined]
+        out = self.tensor_backend().run_tensors(
             {
                 "image": ((images[:, None] - mean) / std).contiguous(),
                 "point_coords": coords,
@@ -538,6 +562,5 @@ FAMILY = ModelFamily(
     preprocessing={"channels": "gray replicated to 3", "mean": list(PIXEL_MEAN), "std": list(PIXEL_STD)},
     segmenter=SAM2Segmenter,
     export_modules=_export_modules,
-    task="samsem.train.task:SAM2Task",
     named_spec=_named_spec,
 )
