@@ -307,6 +307,8 @@ class _Run:
         self.ahead: deque[tuple[list[Item], list[Future]]] = deque()  # batches waiting for the model
         self.finishing: deque[Future] = deque()  # decisions in flight, in submission order
         self.final: dict[int, Future] = {}  # id(job) -> its finished result
+        # more open images than the batches in flight can hold: the results lag behind the reading
+        self.max_open = (_LOOKAHEAD + 2) * pipe.config.batch_size + pipe.prefetch
         self.reader = threading.Thread(target=self._read, args=(iter(sources),), daemon=True)
         self.reader.start()
 
@@ -354,7 +356,8 @@ class _Run:
                         self._submit(batch)
                         batch = []
                         yield from self._ready(block=False)
-            yield from self._ready(block=False)
+            # images read but not yielded stay bounded: wait for results when reading runs ahead
+            yield from self._ready(block=len(self.open) > self.max_open)
         if batch:
             self._submit(batch)
         while self.ahead:
@@ -454,24 +457,30 @@ class _Run:
             self._apply(self.finishing.popleft().result())
 
     def _ready(self, block: bool) -> Iterator[SegmentResult | FailedImage]:
-        """Yield finished images at the head of the input order (all of them when ``block``)."""
+        """Yield finished images at the head of the input order (all of them when ``block``).
+
+        Every complete image at the head gets its result computed at once (on the workers), not only
+        the first, so results keep pace with reading however small the images are."""
         self._collect(block)
+        for job in self.open:
+            if isinstance(job, FailedImage):
+                continue
+            if job.done < job.n_inputs:
+                break
+            if id(job) not in self.final:
+                self.final[id(job)] = (
+                    self.pool.submit(self.pipe._result, job)
+                    if self.stages.threaded
+                    else _Done(self.pipe._result(job))
+                )
         while self.open:
             head = self.open[0]
             if isinstance(head, FailedImage):
                 self.open.popleft()
                 yield head
                 continue
-            if head.done < head.n_inputs:
-                return
             fut = self.final.get(id(head))
-            if fut is None:
-                fut = self.final[id(head)] = (
-                    self.pool.submit(self.pipe._result, head)
-                    if self.stages.threaded
-                    else _Done(self.pipe._result(head))
-                )
-            if not (block or fut.done()):
+            if fut is None or not (block or fut.done()):
                 return
             self.open.popleft()
             del self.final[id(head)]
