@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -162,13 +162,14 @@ class Pipeline:
         self,
         sources: Iterable[tuple[str, ImageLoader]],
         progress: Callable[[int], None] | None = None,
-    ) -> Iterator[SegmentResult | FailedImage]:
+    ) -> Generator[SegmentResult | FailedImage, None, None]:
         """Segment a stream of images, batching model inputs across them.
 
         sources: (name, loader) pairs; a loader returns (H, W) uint8/uint16 and may raise
         :class:`SamsemError`, which yields a :class:`FailedImage` instead of stopping the run. Loaders
         are called on a reading thread, ``prefetch`` images ahead. ``progress(n)`` is called with the
-        number of model inputs finished after every batch. Results come in input order.
+        number of model inputs finished after every batch. Results come in input order; closing the
+        generator stops the reading thread and the workers.
         """
         run = _Run(self, sources, progress)
         try:
