@@ -285,7 +285,10 @@ def _vector_options(args: argparse.Namespace) -> VectorOptions | None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    """Segment every input; per-file failures are reported and make the exit code 1."""
+    """Segment every input; per-file failures (bad inputs, missing paths among good ones, outputs that
+    cannot be written) are reported and make the exit code 1. An error of the output location (disk
+    full, read-only, no permission: :data:`~samsem.runtime.outputs.RUN_STOPPING_ERRORS`) stops the run
+    with a summary that lists the inputs not tried. No usable input at all is a usage error (exit 2)."""
     from samsem.errors import ConfigError
 
     if getattr(args, "ray", None) is not None:
@@ -298,8 +301,8 @@ def run_segment(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from samsem.errors import SamsemError
-    from samsem.io import list_images, read_image
+    from samsem.errors import InputError, SamsemError
+    from samsem.io import read_image, scan_images
     from samsem.runtime.outputs import (
         ImageOutputs,
         RunSummary,
@@ -314,16 +317,22 @@ def run_segment(args: argparse.Namespace) -> int:
     from samsem.runtime.pipeline import FailedImage
 
     vector_options = _vector_options(args)
-    files = list_images(args.inputs)
+    files, bad_inputs = scan_images(args.inputs)
+    if not files:  # nothing to segment: a usage error
+        if len(bad_inputs) == 1:
+            raise bad_inputs[0]
+        raise InputError(None, "no usable input: " + "; ".join(str(e) for e in bad_inputs))
     check_distinct_names(files)
     check_dir(args.out)  # before the model loads
     pipeline = _pipeline(args, "segment")
     prepare_dir(args.out)
     remove_stale_temps(args.out, (f.stem for f in files))  # left by a run that was killed
     summary = RunSummary()
+    for bad in bad_inputs:  # reported, the other inputs segmented
+        summary.failures[str(bad.path)] = str(bad)
     todo: dict[str, ImageOutputs] = {}
     total = 0
-    for f in files:
+    for i, f in enumerate(files):
         try:
             outputs, height, width = plan_image(f, args.out, preview=args.preview, vector=args.vector)
             if not args.overwrite and outputs.finished():
@@ -333,27 +342,37 @@ def run_segment(args: argparse.Namespace) -> int:
                 complete_outputs(outputs, vector_options=vector_options)
                 summary.completed += 1
                 continue
-        except SamsemError as exc:
-            summary.failures[f.name] = str(exc)
+        except (SamsemError, OSError) as exc:
+            if summary.fail(f.name, exc):
+                summary.not_tried = [o.input.name for o in todo.values()] + [g.name for g in files[i + 1 :]]
+                return summary.report("samsem segment", args.out)
             continue
         todo[str(f)] = outputs
         total += pipeline.count_inputs(height, width)
 
     with tqdm(total=total, unit="tile", desc="segment", disable=None) as bar:
         sources = [(name, (lambda f=o.input: read_image(f))) for name, o in todo.items()]
-        for result in pipeline.segment_many(sources, progress=bar.update):
-            outputs = todo[result.name]
+        results = pipeline.segment_many(sources, progress=bar.update)
+        for result in results:
+            outputs = todo.pop(result.name)
             if isinstance(result, FailedImage):
                 summary.failures[outputs.input.name] = str(result.error)
                 continue
-            write_outputs(
-                outputs,
-                result.mask,
-                result.report.to_json(),
-                image=result.image,
-                protect=files,
-                vector_options=vector_options,
-            )
+            try:
+                write_outputs(
+                    outputs,
+                    result.mask,
+                    result.report.to_json(),
+                    image=result.image,
+                    protect=files,
+                    vector_options=vector_options,
+                )
+            except (SamsemError, OSError) as exc:
+                if summary.fail(outputs.input.name, exc):
+                    results.close()  # stops reading and segmenting
+                    summary.not_tried = [o.input.name for o in todo.values()]
+                    break
+                continue
             summary.done += 1
     return summary.report("samsem segment", args.out)
 

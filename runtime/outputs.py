@@ -23,6 +23,7 @@ that is moved into place at the end (:func:`staged_dir`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sys
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from samsem.errors import InputError
+from samsem.errors import InputError, SamsemError
 
 if TYPE_CHECKING:
     from samsem.vector import Polygons, VectorOptions
@@ -130,11 +131,11 @@ def remove_stale_temps(out_dir: Path, stems: Iterable[str]) -> int:
     removed = 0
     try:
         entries = list(os.scandir(out_dir))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a folder, unreadable: nothing to remove
         return 0
     for entry in entries:
         if temp_target(entry.name) in targets and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or a read-only folder (said on writing)
                 os.unlink(entry.path)
                 removed += 1
     return removed
@@ -187,13 +188,16 @@ def check_dir(out_dir: Path) -> None:
 
 
 def prepare_dir(out_dir: Path) -> None:
-    """Create the output folder; InputError when the path (or a parent) is a file."""
+    """Create the output folder; InputError when the path (or a parent) is a file or the folder cannot
+    be created (read-only file system, no permission)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise InputError(
             out_dir, "is not a directory (a file is in the way)", "an output directory"
         ) from None
+    except OSError as exc:
+        raise InputError(out_dir, f"cannot create the output directory ({exc.strerror or exc})") from None
 
 
 def write_outputs(
@@ -264,8 +268,11 @@ def _write_preview(path: Path, image: np.ndarray, mask: np.ndarray, report: dict
     from samsem.io import atomic_path
     from samsem.runtime.preview import preview_image
 
-    with atomic_path(path) as tmp:
-        cv2.imwrite(str(tmp), preview_image(image, mask, report))
+    ok, buf = cv2.imencode(".png", preview_image(image, mask, report))
+    if not ok:
+        raise InputError(path, "OpenCV could not encode the preview")
+    with atomic_path(path) as tmp:  # written by Python, so that a full disk raises (cv2.imwrite says False)
+        tmp.write_bytes(buf.data)
     report["preview"] = path.name
 
 
@@ -318,28 +325,60 @@ def vector_settings(fmt: str, options: VectorOptions) -> dict[str, Any]:
     return out
 
 
+# errno of a failed write -> why no later output can be written either: the run stops there
+RUN_STOPPING_ERRORS: dict[int, str] = {
+    errno.ENOSPC: "no space left on the output file system",
+    errno.EDQUOT: "disk quota exceeded on the output file system",
+    errno.EFBIG: "file size limit exceeded (ulimit -f, or the file system's largest file)",
+    errno.EROFS: "the output file system is read-only",
+    errno.EACCES: "no permission to write in the output directory",
+    errno.EPERM: "no permission to write in the output directory",
+}
+
+
 @dataclass
 class RunSummary:
     """Counts of a folder run: segmented, completed (missing outputs written from the existing mask),
-    skipped (every output exists) and failed (name -> reason)."""
+    skipped (every output exists) and failed (name -> reason); ``stopped``: why the run ended early
+    (:meth:`fail`), ``not_tried``: the inputs it left untouched then."""
 
     done: int = 0
     skipped: int = 0
     completed: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    stopped: str | None = None
+    not_tried: list[str] = field(default_factory=list)
+
+    def fail(self, name: str, exc: OSError | SamsemError) -> bool:
+        """Record that input ``name`` failed (bad input, or its outputs could not be written); True when the
+        run must stop (an error of the output location, :data:`RUN_STOPPING_ERRORS`), False when only this
+        input failed."""
+        if isinstance(exc, SamsemError):
+            self.failures[name] = str(exc)
+            return False
+        stop = RUN_STOPPING_ERRORS.get(exc.errno or 0)
+        self.failures[name] = f"cannot write its outputs: {stop or exc.strerror or exc}"
+        if stop is not None:
+            self.stopped = stop
+        return stop is not None
 
     def report(self, command: str, out_dir: Path, stream: TextIO | None = None) -> int:
-        """Print the summary line and every failure (to stderr by default); returns the exit code (1 when
-        any image failed)."""
+        """Print the summary line, every failure and (after a stop) the inputs not tried (to stderr by
+        default); returns the exit code (1 when any image failed)."""
         stream = stream or sys.stderr
         elapsed = time.perf_counter() - self.started
         completed = f"{self.completed} completed from existing masks, " if self.completed else ""
+        not_tried = f", {len(self.not_tried)} not tried" if self.stopped is not None else ""
         print(
             f"{command}: {self.done} segmented, {completed}{self.skipped} skipped (all outputs exist), "
-            f"{len(self.failures)} failed in {elapsed:.1f} s -> {out_dir}",
+            f"{len(self.failures)} failed{not_tried} in {elapsed:.1f} s -> {out_dir}",
             file=stream,
         )
         for name, msg in self.failures.items():
             print(f"  FAILED {name}: {msg}", file=stream)
+        if self.stopped is not None:
+            print(f"  STOPPED: {self.stopped}; rerun when fixed (finished images are skipped)", file=stream)
+            for name in self.not_tried:
+                print(f"  NOT TRIED {name}", file=stream)
         return 1 if self.failures else 0

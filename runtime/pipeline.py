@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -170,7 +170,7 @@ class Pipeline:
         sources: Iterable[tuple[str, ImageLoader]],
         progress: Callable[[int], None] | None = None,
         check: Callable[[], None] | None = None,
-    ) -> Iterator[SegmentResult | FailedImage]:
+    ) -> Generator[SegmentResult | FailedImage, None, None]:
         """Segment a stream of images, batching model inputs across them.
 
         sources: (name, loader) pairs; a loader returns (H, W) uint8/uint16 and may raise
@@ -179,7 +179,8 @@ class Pipeline:
         number of model inputs finished after every batch. ``check()`` is called at every stage
         boundary (between an image's reading, flattening and preparation, before every model batch and
         before an image is finished); an exception it raises (a cancellation, a passed deadline) ends
-        the run with that exception. Results come in input order.
+        the run with that exception. Results come in input order; closing the generator stops the
+        reading thread and the workers.
         """
         run = _Run(self, sources, progress, check or _go_on)
         try:
@@ -330,6 +331,8 @@ class _Run:
         self.ahead: deque[tuple[list[Item], list[Future]]] = deque()  # batches waiting for the model
         self.finishing: deque[Future] = deque()  # decisions in flight, in submission order
         self.final: dict[int, Future] = {}  # id(job) -> its finished result
+        # more open images than the batches in flight can hold: the results lag behind the reading
+        self.max_open = (_LOOKAHEAD + 2) * pipe.config.batch_size + pipe.prefetch
         self.reader = threading.Thread(target=self._read, args=(iter(sources),), daemon=True)
         self.reader.start()
 
@@ -377,7 +380,8 @@ class _Run:
                         self._submit(batch)
                         batch = []
                         yield from self._ready(block=False)
-            yield from self._ready(block=False)
+            # images read but not yielded stay bounded: wait for results when reading runs ahead
+            yield from self._ready(block=len(self.open) > self.max_open)
         if batch:
             self._submit(batch)
         while self.ahead:
@@ -478,25 +482,31 @@ class _Run:
             self._apply(self.finishing.popleft().result())
 
     def _ready(self, block: bool) -> Iterator[SegmentResult | FailedImage]:
-        """Yield finished images at the head of the input order (all of them when ``block``)."""
+        """Yield finished images at the head of the input order (all of them when ``block``).
+
+        Every complete image at the head gets its result computed at once (on the workers), not only
+        the first, so results keep pace with reading however small the images are."""
         self._collect(block)
+        for job in self.open:
+            if isinstance(job, FailedImage):
+                continue
+            if job.done < job.n_inputs:
+                break
+            if id(job) not in self.final:
+                self.check()
+                self.final[id(job)] = (
+                    self.pool.submit(self.pipe._result, job)
+                    if self.stages.threaded
+                    else _Done(self.pipe._result(job))
+                )
         while self.open:
             head = self.open[0]
             if isinstance(head, FailedImage):
                 self.open.popleft()
                 yield head
                 continue
-            if head.done < head.n_inputs:
-                return
             fut = self.final.get(id(head))
-            if fut is None:
-                self.check()
-                fut = self.final[id(head)] = (
-                    self.pool.submit(self.pipe._result, head)
-                    if self.stages.threaded
-                    else _Done(self.pipe._result(head))
-                )
-            if not (block or fut.done()):
+            if fut is None or not (block or fut.done()):
                 return
             self.open.popleft()
             del self.final[id(head)]

@@ -1,7 +1,11 @@
 """Preview pictures: the image with the mask outline, the patches that did not come from model 2 tinted,
-and a legend band below saying what each colour means."""
+and a legend band below saying what each colour means. A long strip (more than :data:`WRAP_ASPECT` times
+longer than wide) is cut along its length into pieces shown one under the other (beside each other for
+a tall strip), so that it stays readable instead of a few pixels thick."""
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -14,6 +18,9 @@ FLAGGED = (0, 0, 255)  # red: both models speckled, manual inspection
 FALLBACK = (255, 0, 255)  # magenta: filled by the classical fallback
 MODEL1 = (255, 128, 0)  # blue: patch taken from model 1
 TINT = 0.3  # opacity of a patch's colour over the image
+WRAP_ASPECT = 8  # pictures longer than this many times their width are wrapped
+WRAP_GAP = 8  # pixels between the pieces of a wrapped picture
+WRAP_FILL = (64, 64, 64)  # colour between and after the pieces
 
 
 def _patch_colour(rec: dict, two_scale: bool) -> tuple[int, int, int] | None:
@@ -43,7 +50,8 @@ def owned_boxes(boxes: list[list[int]], height: int, width: int) -> list[tuple[i
 
 
 def preview_image(image: np.ndarray, mask: np.ndarray, report: dict, max_side: int = 2048) -> np.ndarray:
-    """Render a BGR preview (h + legend, w, 3) uint8 whose picture part's longer side is at most ``max_side``.
+    """Render a BGR preview (h + legend, w, 3) uint8 whose picture part's longer side is at most ``max_side``
+    (a long strip wrapped: :func:`wrap_pieces`).
 
     image: (H, W) uint8/uint16; mask: (H, W) uint8 {0, 1}; report: the pipeline report. The pixels each
     patch supplied (:func:`owned_boxes`) are tinted and framed: blue = taken from model 1, magenta =
@@ -52,7 +60,10 @@ def preview_image(image: np.ndarray, mask: np.ndarray, report: dict, max_side: i
     below the picture.
     """
     h, w = image.shape
-    scale = min(1.0, max_side / max(h, w))
+    pieces = wrap_pieces(h, w, max_side)
+    long, short = max(h, w), min(h, w)
+    gaps = (pieces - 1) * WRAP_GAP
+    scale = min(1.0, max_side / math.ceil(long / pieces), (max_side - gaps) / (pieces * short))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     # shown as it looks: dark-metal images keep their polarity
     lo, hi = sorted(report.get("intensity_levels", [float(image.min()), float(image.max()) + 1.0]))
@@ -74,7 +85,8 @@ def preview_image(image: np.ndarray, mask: np.ndarray, report: dict, max_side: i
     small_mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
     edge = cv2.morphologyEx(small_mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     out[edge] = OUTLINE
-    frame = max(2, round(max(size) / 512))
+    shown = max(math.ceil(max(size) / pieces), pieces * min(size))  # longer side once wrapped
+    frame = max(2, round(shown / 512))
     for rec, colour, (x0, y0, x1, y1) in marked:
         width = 2 * frame if rec["flagged"] else frame
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, width)
@@ -94,6 +106,38 @@ def preview_image(image: np.ndarray, mask: np.ndarray, report: dict, max_side: i
         LegendEntry(FALLBACK, f"classical fallback ({counts['fallback']})", "tint"),
         LegendEntry(FLAGGED, f"flagged for manual inspection ({counts['flagged']})", "tint"),
     ]
+    if pieces > 1:
+        out = _wrap(out, pieces)
     name = str(report.get("name", "")).replace("\\", "/").rsplit("/", 1)[-1]
-    title = f"{name} ({report.get('mode', '')})" if name else None
+    wrapped = (
+        f"; cut into {pieces} pieces, {'top to bottom' if w >= h else 'left to right'}" if pieces > 1 else ""
+    )
+    title = f"{name} ({report.get('mode', '')}{wrapped})" if name else None
     return add_legend(out, entries, title=title)
+
+
+def wrap_pieces(height: int, width: int, max_side: int = 2048) -> int:
+    """Into how many pieces a picture of ``height`` x ``width`` is cut: 1 up to :data:`WRAP_ASPECT`, else
+    about sqrt(long / short), which makes the wrapped picture roughly square (at most so many that the
+    gaps between them take half of ``max_side``)."""
+    long, short = max(height, width), min(height, width)
+    if long <= WRAP_ASPECT * short:
+        return 1
+    return min(round(math.sqrt(long / short)), max_side // (2 * WRAP_GAP))
+
+
+def _wrap(picture: np.ndarray, pieces: int) -> np.ndarray:
+    """A wide (H, W, 3) picture cut along W into ``pieces`` stacked top to bottom, :data:`WRAP_GAP` apart;
+    a tall one cut along H and placed left to right."""
+    tall = picture.shape[0] > picture.shape[1]
+    if tall:
+        picture = picture.transpose(1, 0, 2)
+    h, w = picture.shape[:2]
+    step = math.ceil(w / pieces)
+    canvas = np.empty((pieces * h + (pieces - 1) * WRAP_GAP, step, 3), np.uint8)
+    canvas[:] = WRAP_FILL
+    for i in range(pieces):
+        part = picture[:, i * step : (i + 1) * step]
+        y = i * (h + WRAP_GAP)
+        canvas[y : y + h, : part.shape[1]] = part
+    return np.ascontiguousarray(canvas.transpose(1, 0, 2)) if tall else canvas

@@ -533,7 +533,7 @@ def _write(path: str | Path, array: np.ndarray, protect: Iterable[Path], *, comp
         if not ok:
             raise InputError(path, "OpenCV could not encode the PNG")
         with atomic_path(path) as tmp:
-            buf.tofile(tmp)
+            tmp.write_bytes(buf.data)  # not ndarray.tofile, whose OSError on a full disk has no errno
         return path
     tiled = array.size > TILED_MIN_PIXELS
     with atomic_path(path) as tmp:
@@ -588,28 +588,25 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     Only files with a supported suffix are taken from directories and globs, and never samsem's own
     outputs or temporary files (:func:`is_samsem_output`), so that a folder segmented in place can be
     segmented again; a file named explicitly is taken as it is. Duplicates keep their first position.
-    An input that matches nothing raises InputError.
+    An input that matches nothing (or cannot be listed) raises InputError.
     """
+    files, failures = scan_images(inputs)
+    if failures:
+        raise failures[0]
+    return files
+
+
+def scan_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[InputError]]:
+    """:func:`list_images` that goes on past bad inputs: (the images found, an InputError per input
+    that is missing, matches no image or cannot be listed), for a batch that reports those and segments
+    the rest."""
     found: list[Path] = []
+    failures: list[InputError] = []
     for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and _is_input(f))
-            if not files:
-                raise InputError(p, "directory contains no images", ", ".join(IMAGE_SUFFIXES))
-        elif p.is_file():
-            files = [_check_input(p, IMAGE_SUFFIXES)]
-        elif any(c in str(item) for c in "*?["):
-            files = sorted(
-                Path(f)
-                for f in glob.glob(str(item), recursive=True)
-                if os.path.isfile(f) and _is_input(Path(f))
-            )
-            if not files:
-                raise InputError(p, "pattern matches no images", ", ".join(IMAGE_SUFFIXES))
-        else:
-            raise InputError(p, "file not found")
-        found.extend(files)
+        try:
+            found.extend(_expand(item))
+        except InputError as exc:
+            failures.append(exc)
     seen: set[Path] = set()
     unique = []
     for f in found:
@@ -617,7 +614,30 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
         if key not in seen:
             seen.add(key)
             unique.append(f)
-    return unique
+    return unique, failures
+
+
+def _expand(item: str | Path) -> list[Path]:
+    """The images one input names (see :func:`list_images`); InputError when there are none."""
+    p = Path(item)
+    if p.is_dir():
+        try:
+            files = sorted(f for f in p.iterdir() if f.is_file() and _is_input(f))
+        except OSError as exc:
+            raise InputError(p, f"cannot list the directory ({exc.strerror or exc})") from None
+        if not files:
+            raise InputError(p, "directory contains no images", ", ".join(IMAGE_SUFFIXES))
+        return files
+    if p.is_file():
+        return [_check_input(p, IMAGE_SUFFIXES)]
+    if any(c in str(item) for c in "*?["):
+        files = sorted(
+            Path(f) for f in glob.glob(str(item), recursive=True) if os.path.isfile(f) and _is_input(Path(f))
+        )
+        if not files:
+            raise InputError(p, "pattern matches no images", ", ".join(IMAGE_SUFFIXES))
+        return files
+    raise InputError(p, "file not found")
 
 
 def _is_input(path: Path) -> bool:

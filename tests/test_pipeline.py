@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import cv2
 import numpy as np
@@ -228,3 +229,23 @@ def test_a_check_made_while_reading_stops_before_any_model_call() -> None:
     with pytest.raises(_Stop):
         list(pipe.segment_many([("a", lambda: _lines(256, 256))], check=check))
     assert calls >= 1 and seg.batches == []
+
+
+def test_images_in_flight_do_not_grow_with_the_number_of_images() -> None:
+    """Tiny images read faster than results are made must not pile up (memory grew with the number of
+    files, issue 26.7): images read but not yet yielded stay under a bound set by the batch size (before
+    the fix about half of all images read were still held: 237 of 400)."""
+    pipe = classical_pipeline(config=PipelineConfig(batch_size=8))
+    rng = np.random.default_rng(0)
+    loaded = 0
+
+    def load(image: np.ndarray) -> np.ndarray:
+        nonlocal loaded
+        loaded += 1
+        return image
+
+    sources = [(str(i), partial(load, rng.integers(0, 255, (16, 16), np.uint8))) for i in range(400)]
+    in_flight = [loaded - k for k, _ in enumerate(pipe.segment_many(sources))]
+    bound = 4 * pipe.config.batch_size + pipe.prefetch + 2  # the batches in flight, the reading queue
+    assert len(in_flight) == 400
+    assert max(in_flight) <= bound, (max(in_flight), bound)

@@ -68,3 +68,31 @@ def test_legend_wraps_and_pads_narrow_pictures() -> None:
     assert (out[:50, :80] == (1, 2, 3)).all()  # the picture is untouched
     with pytest.raises(ValueError, match="style"):
         LegendEntry((0, 0, 0), "x", "dotted")
+
+
+@pytest.mark.parametrize("shape", [(64, 20000), (20000, 64)])
+def test_long_strip_preview_is_wrapped_into_readable_pieces(shape: tuple[int, int]) -> None:
+    """Issue 25.7: a 20000 x 64 strip is cut into 18 pieces shown at full resolution, one under the other
+    (beside each other when tall), instead of a 2048 x 7 sliver; every piece shows the strip's lines."""
+    h, w = shape
+    image = np.full(shape, 60, np.uint8)
+    mask = np.zeros(shape, np.uint8)
+    if w > h:
+        mask[8:56, 50::200] = 1  # a short vertical line every 200 px along the strip
+    else:
+        mask[50::200, 8:56] = 1
+    report = _report(h, w, ["fallback"], flagged=None)
+    out = preview_image(image, mask, report)
+    pieces, gap = 18, 8
+    across = pieces * 64 + (pieces - 1) * gap  # the pieces side by side, 64 px each at full resolution
+    along = -(-20000 // pieces)  # the strip's length shared by the pieces
+    picture = out[: across if w > h else along, : along if w > h else across]
+    assert out.shape[1] == (along if w > h else across) and out.shape[0] > picture.shape[0]  # + legend
+    for k in range(pieces):
+        band = (
+            picture[k * (64 + gap) : k * (64 + gap) + 64]
+            if w > h
+            else picture[:, k * (64 + gap) : k * (64 + gap) + 64]
+        )
+        assert (band == OUTLINE).all(axis=2).sum() > 50, k  # the outlines of this piece's lines
+        assert (band == FALLBACK).all(axis=2).any(), k  # the frames of its fallback patches

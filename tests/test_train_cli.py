@@ -68,6 +68,41 @@ def test_train_interrupted_before_the_first_epoch_says_nothing_to_resume(
     assert not (tmp_path / "r").exists()
 
 
+def test_train_stopped_in_its_first_epoch_removes_the_folders_it_made(dataset, tmp_path, capsys, monkeypatch):
+    """SIGTERM during the first epoch (config.json and splits.json written, no last.pt): exit 143, no
+    "rerun to resume", and the run folder and the parents this run created are gone."""
+    import samsem.train.loop as loop
+    from samsem.cli import Terminated
+
+    def terminated(*args, **kwargs):
+        raise Terminated
+
+    monkeypatch.setattr(loop, "validate", terminated)
+    run = tmp_path / "new" / "deep" / "r"
+    assert main(["train", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 143
+    err = capsys.readouterr().err
+    assert "terminated (SIGTERM) before the first epoch finished; nothing to resume" in err
+    assert "rerun to resume" not in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_start_keeps_folders_it_did_not_make(dataset, tmp_path, capsys, monkeypatch):
+    import samsem.train.loop as loop
+    from samsem.errors import ConfigError
+
+    def broken(*args, **kwargs):
+        raise ConfigError("no such model")
+
+    monkeypatch.setattr(loop, "make_task", broken)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for run in (mine, tmp_path / "parent" / "r"):
+        (tmp_path / "parent").mkdir(exist_ok=True)
+        assert main(["train", "--data", str(dataset), "--out", str(run), *TINY]) == 2
+        assert "no such model" in capsys.readouterr().err
+    assert mine.is_dir() and (tmp_path / "parent").is_dir() and not (tmp_path / "parent" / "r").exists()
+
+
 def test_tune_two_trials_completes_and_resumes(dataset, tmp_path, capsys):
     import optuna
 

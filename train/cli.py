@@ -209,19 +209,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; prints where the best checkpoint is. Returns the exit code."""
+    from samsem.cli import Terminated
     from samsem.train.loop import train
 
     run_dir = Path(args.out)
-    created = not run_dir.exists()
+    created = _first_missing(run_dir)
     resuming = bool(args.train_config) or args.resume is not None or (run_dir / "config.json").is_file()
     try:
         cfg = fit_batch(config_from_args(args, run_dir), args, resuming)
         result = train(cfg, resume=args.resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if not (run_dir / "last.pt").is_file():
             _remove_if_unused(run_dir, created)
-            print("samsem train: stopped before the first epoch finished; nothing to resume", file=sys.stderr)
-            return 130
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            print(f"samsem train: {what} before the first epoch finished; nothing to resume", file=sys.stderr)
+            return 143 if isinstance(exc, Terminated) else 130
         raise
     except Exception:
         _remove_if_unused(run_dir, created)
@@ -232,9 +234,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove_if_unused(run_dir: Path, created: bool) -> None:
-    """Remove a run folder this command created when no epoch finished in it (only its settings)."""
-    if created and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.json", "splits.json"}:
+def _first_missing(run_dir: Path) -> Path | None:
+    """The outermost folder of ``run_dir`` (itself or a parent) that does not exist yet: what this run
+    creates; None when ``run_dir`` exists."""
+    missing = None
+    for p in (run_dir, *run_dir.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_if_unused(run_dir: Path, created: Path | None) -> None:
+    """Remove the folders this command created (``created``: the outermost, see :func:`_first_missing`)
+    when no epoch finished in the run folder (it holds only its settings) and they hold nothing else."""
+    if created is None or not run_dir.is_dir():
+        return
+    if {p.name for p in run_dir.iterdir()} <= {"config.json", "splits.json"}:
         for p in run_dir.iterdir():
             p.unlink()
-        run_dir.rmdir()
+        for folder in (run_dir, *run_dir.parents):
+            try:
+                folder.rmdir()  # only an empty folder
+            except OSError:
+                return
+            if folder == created:
+                return
