@@ -218,7 +218,7 @@ def test_restarted_server_lists_past_jobs_and_owns_its_database(tree, tmp_path: 
 
 
 def test_folder_jobs_rerun_in_place_take_only_images(tree) -> None:
-    tree["link"].unlink()  # (a link out of the root would refuse the folder)
+    tree["link"].unlink()  # (a link out of the roots fails alone: test_a_link_out_of_the_roots_...)
     (tree["root"] / ".a.mask.0123456789ab.tmp.png").write_bytes(b"left by a killed run")
     with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (_, client):
         first = _final(client, client.submit_job([str(tree["root"])]).job_id)
