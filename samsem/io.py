@@ -554,6 +554,10 @@ def _write(path: str | Path, array: np.ndarray, protect: Iterable[Path], *, comp
 
 
 def _refuse_protected(path: Path, protect: Iterable[Path]) -> None:
+    """InputError when ``path`` is one of ``protect`` (existing inputs). A path that does not exist is
+    none of them, so a fresh output costs one stat, not one per input (a run over N files stays linear)."""
+    if not path.exists():
+        return
     target = path.resolve()
     for other in protect:
         other = Path(other)

@@ -493,9 +493,11 @@ class JobManager:
             finished = all((out / p.name).exists() for p in outputs.requested())
         return outputs, info.height, info.width, finished
 
-    def _write(self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict) -> list[str]:
-        """Write a file's vector files, mask and report (last) into its confined output folder; returns
-        the vector files' paths."""
+    def _write(
+        self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict, protect: list[Path]
+    ) -> list[str]:
+        """Write a file's vector files, mask and report (last) into its confined output folder, never
+        over ``protect`` (the job's inputs); returns the vector files' paths."""
         _, _, base, out_rel = self._places(f)
         with self.pins.folder(base, out_rel) as out:
             pinned = dataclasses.replace(
@@ -504,7 +506,6 @@ class JobManager:
                 report=out / outputs.report.name,
                 vectors=tuple((fmt, out / p.name) for fmt, p in outputs.vectors),
             )
-            protect = [Path(x.input) for x in job.row.files]
             write_outputs(pinned, mask, report, protect=protect, vector_options=job.vector)
         return [str(p) for _, p in outputs.vectors]
 
@@ -545,6 +546,7 @@ class JobManager:
                 todo[f.input] = (f, outputs)
                 job.row.tiles_total += pipeline.count_inputs(height, width)
             self._changed(job)
+            protect = [Path(x.input) for x in job.row.files]
             with self.engine.session(job.ticket):
                 sources = [(name, loader(f)) for name, (f, _) in todo.items()]
                 for result in pipeline.segment_many(sources, progress=progress):
@@ -554,7 +556,7 @@ class JobManager:
                         continue
                     try:
                         report = {**result.report.to_json(), "job": job.row.id}
-                        vectors = self._write(job, f, outputs, result.mask, report)
+                        vectors = self._write(job, f, outputs, result.mask, report, protect)
                     except (SamsemError, OSError) as exc:
                         self._fail_file(job, f, exc)
                         continue

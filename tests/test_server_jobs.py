@@ -543,3 +543,28 @@ def test_a_full_job_database_answers_resource_exhausted(tree, tmp_path, monkeypa
         done = _final(client, running.job_id, timeout=30)
     assert done.state == pb.JOB_SUCCEEDED
     assert _stored_states(db, done.job_id) == (pb.JOB_SUCCEEDED, [pb.FILE_DONE] * 2)
+
+
+def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch) -> None:
+    """Issue 26.7: path lookups per file are the same for 8 and 32 files (each output was checked
+    against every input of the job: quadratic in the files)."""
+    root = tmp_path / "root"
+    for n in (8, 32):
+        for i in range(n):
+            write_image(root / f"r{n}" / f"t{i:03d}.png", lines_image(16, 16, seed=i))
+    realpath, calls = os.path.realpath, [0]
+
+    def counted(*args, **kw):
+        calls[0] += 1
+        return realpath(*args, **kw)
+
+    per_file = {}
+    with serving(ServerConfig(port=0, job_roots=(root,)), load_pipeline("classical")) as (_, client):
+        for n in (8, 32):
+            monkeypatch.setattr(os.path, "realpath", counted)
+            calls[0] = 0
+            done = _final(client, client.submit_job([str(root / f"r{n}")]).job_id)
+            monkeypatch.setattr(os.path, "realpath", realpath)
+            assert done.state == pb.JOB_SUCCEEDED
+            per_file[n] = calls[0] / n
+    assert per_file[32] <= per_file[8] * 1.1, per_file
