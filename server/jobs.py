@@ -118,6 +118,7 @@ class _Job:
     vector: VectorOptions | None
     ticket: Ticket = field(default_factory=Ticket)
     changed: asyncio.Event | None = None
+    files_view: pb.Job | None = None  # the files' statuses as published (None: rebuilt when asked)
 
 
 def _state_damage(row: JobRow) -> str:
@@ -616,6 +617,11 @@ class JobManager:
                 f.mask_path, f.report_path = str(outputs.mask), str(outputs.report)
             if vectors is not None:
                 f.vector_paths = vectors
+            view = job.files_view
+            if view is not None and 0 <= f.idx < len(view.files) and job.row.files[f.idx] is f:
+                view.files[f.idx].CopyFrom(_file_status(f))  # one file, not the job's N
+            else:
+                job.files_view = None
             self._save(job, [f])
         self._changed(job)
         self._flush()
@@ -625,6 +631,7 @@ class JobManager:
         resumes at the next start; a final state ends it without marking untried files failed."""
         row = job.row
         row.state, row.error = state, error
+        job.files_view = None
         if state in FINAL_JOB:
             row.finished = time.time()
         for f in row.files:
@@ -636,6 +643,7 @@ class JobManager:
         """Final state (lock held); files not yet final get ``open_files``."""
         row = job.row
         row.state, row.error, row.finished = state, error, time.time()
+        job.files_view = None
         for f in row.files:
             if f.state not in FINAL_FILE:
                 f.state, f.error = open_files, error or f.error
@@ -671,22 +679,12 @@ class JobManager:
 
     @staticmethod
     def _snapshot(job: _Job, with_files: bool = True) -> pb.Job:
+        """The job as a message (lock held); the file list is copied from ``files_view``, which file
+        changes update one file at a time, so a snapshot per change stays cheap for large jobs."""
         row = job.row
-        return pb.Job(
+        snap = pb.Job(
             job_id=row.id,
             state=pb.JobState.Name(row.state),
-            files=[
-                pb.FileStatus(
-                    input=f.input,
-                    state=pb.FileState.Name(f.state),
-                    mask_path=f.mask_path if f.state in _HAS_OUTPUTS else "",
-                    report_path=f.report_path if f.state in _HAS_OUTPUTS else "",
-                    error=f.error,
-                    code=f.code,
-                    vector_paths=f.vector_paths if f.state in _HAS_OUTPUTS else [],
-                )
-                for f in (row.files if with_files else ())
-            ],
             tiles_done=row.tiles_done,
             tiles_total=row.tiles_total,
             created_unix=row.created,
@@ -695,3 +693,21 @@ class JobManager:
             error=row.error,
             file_count=len(row.files),
         )
+        if with_files:
+            if job.files_view is None:
+                job.files_view = pb.Job(files=[_file_status(f) for f in row.files])
+            snap.files.MergeFrom(job.files_view.files)
+        return snap
+
+
+def _file_status(f: FileRow) -> pb.FileStatus:
+    done = f.state in _HAS_OUTPUTS
+    return pb.FileStatus(
+        input=f.input,
+        state=pb.FileState.Name(f.state),
+        mask_path=f.mask_path if done else "",
+        report_path=f.report_path if done else "",
+        error=f.error,
+        code=f.code,
+        vector_paths=f.vector_paths if done else [],
+    )

@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import grpc
@@ -546,25 +547,36 @@ def test_a_full_job_database_answers_resource_exhausted(tree, tmp_path, monkeypa
 
 
 def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch) -> None:
-    """Issue 26.7: path lookups per file are the same for 8 and 32 files (each output was checked
-    against every input of the job: quadratic in the files)."""
+    """Issue 26.7: path lookups and file statuses built per file are the same for 8 and 32 files,
+    with a client watching every change (each output was checked against every input of the job, and
+    every change rebuilt the status of every file: both quadratic in the files)."""
+    from samsem.server import jobs
+
     root = tmp_path / "root"
     for n in (8, 32):
         for i in range(n):
             write_image(root / f"r{n}" / f"t{i:03d}.png", lines_image(16, 16, seed=i))
-    realpath, calls = os.path.realpath, [0]
+    calls = {"realpath": 0, "status": 0}
 
-    def counted(*args, **kw):
-        calls[0] += 1
-        return realpath(*args, **kw)
+    def counted(name, fn):
+        def call(*args, **kw):
+            calls[name] += 1
+            return fn(*args, **kw)
+
+        return call
 
     per_file = {}
     with serving(ServerConfig(port=0, job_roots=(root,)), load_pipeline("classical")) as (_, client):
         for n in (8, 32):
-            monkeypatch.setattr(os.path, "realpath", counted)
-            calls[0] = 0
-            done = _final(client, client.submit_job([str(root / f"r{n}")]).job_id)
-            monkeypatch.setattr(os.path, "realpath", realpath)
-            assert done.state == pb.JOB_SUCCEEDED
-            per_file[n] = calls[0] / n
-    assert per_file[32] <= per_file[8] * 1.1, per_file
+            with monkeypatch.context() as patch:
+                patch.setattr(os.path, "realpath", counted("realpath", os.path.realpath))
+                counting_pb = types.SimpleNamespace(
+                    **{**vars(pb), "FileStatus": counted("status", pb.FileStatus)}
+                )
+                patch.setattr(jobs, "pb", counting_pb)
+                calls.update(realpath=0, status=0)
+                snaps = list(client.watch_job(client.submit_job([str(root / f"r{n}")]).job_id, timeout=60))
+            assert snaps[-1].state == pb.JOB_SUCCEEDED
+            per_file[n] = {k: v / n for k, v in calls.items()}
+    for k in calls:
+        assert per_file[32][k] <= per_file[8][k] * 1.1, per_file
