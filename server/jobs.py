@@ -488,11 +488,24 @@ class JobManager:
             info.height, info.width, pipeline.count_inputs(info.height, info.width), self.limits.max_inputs
         )
         outputs = self._outputs(job, f, info.height, info.width)
-        stem = Path(f.input).stem
         with self.pins.folder(base, out_rel) as out:
-            remove_stale_temps(out, [stem])
             finished = all((out / p.name).exists() for p in outputs.requested())
         return outputs, info.height, info.width, finished
+
+    def _remove_stale_temps(self, files: Sequence[FileRow]) -> None:
+        """Remove the temporary files a killed run left for these files' outputs, listing each output
+        folder once (not once per file); a folder that cannot be opened is left to each file's plan."""
+        stems: dict[tuple[Path, Path], list[str]] = {}
+        for f in files:
+            with contextlib.suppress(PathRefused):
+                _, _, base, out_rel = self._places(f)
+                stems.setdefault((base, out_rel), []).append(Path(f.input).stem)
+        for (base, out_rel), names in stems.items():
+            with (
+                contextlib.suppress(SamsemError, OSError),
+                self.pins.folder(base, out_rel, create=False) as out,
+            ):
+                remove_stale_temps(out, names)
 
     def _write(
         self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict, protect: list[Path]
@@ -533,6 +546,7 @@ class JobManager:
             job.ticket.check()
 
         try:
+            self._remove_stale_temps([f for f in job.row.files if f.state not in FINAL_FILE])
             for f in job.row.files:
                 if f.state in FINAL_FILE:  # finished before a restart, or refused when listed
                     continue

@@ -547,16 +547,18 @@ def test_a_full_job_database_answers_resource_exhausted(tree, tmp_path, monkeypa
 
 
 def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch) -> None:
-    """Issue 26.7: path lookups and file statuses built per file are the same for 8 and 32 files,
-    with a client watching every change (each output was checked against every input of the job, and
-    every change rebuilt the status of every file: both quadratic in the files)."""
+    """Issue 26.7: path lookups, file statuses built and folder entries scanned per file are the same
+    for 8 and 32 files, with a client watching every change (each output was checked against every
+    input of the job, every change rebuilt the status of every file, and every file listed its output
+    folder for stale temporary files: all quadratic in the files)."""
+    from samsem import io
     from samsem.server import jobs
 
     root = tmp_path / "root"
     for n in (8, 32):
         for i in range(n):
             write_image(root / f"r{n}" / f"t{i:03d}.png", lines_image(16, 16, seed=i))
-    calls = {"realpath": 0, "status": 0}
+    calls = {"realpath": 0, "status": 0, "scanned": 0}
 
     def counted(name, fn):
         def call(*args, **kw):
@@ -574,7 +576,8 @@ def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch
                     **{**vars(pb), "FileStatus": counted("status", pb.FileStatus)}
                 )
                 patch.setattr(jobs, "pb", counting_pb)
-                calls.update(realpath=0, status=0)
+                patch.setattr(io, "temp_target", counted("scanned", io.temp_target))
+                calls.update(realpath=0, status=0, scanned=0)
                 snaps = list(client.watch_job(client.submit_job([str(root / f"r{n}")]).job_id, timeout=60))
             assert snaps[-1].state == pb.JOB_SUCCEEDED
             per_file[n] = {k: v / n for k, v in calls.items()}
