@@ -68,6 +68,7 @@ SHUTDOWN = "server shut down"
 _JOB_STATES = frozenset(pb.JobState.values()) - {pb.JOB_STATE_UNSPECIFIED}
 _FILE_STATES = frozenset(pb.FileState.values()) - {pb.FILE_STATE_UNSPECIFIED}
 _RETRY_S = (0.05, 5.0)  # first and longest wait between retries of a refused database write
+WATCH_EVERY_S = 0.2  # WatchJob sends a running job's state at most this often (its final state at once)
 _STOP_S = 10.0  # how long shutdown waits for a stopped worker (one blocked in a read is left behind)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, quota or file-size limit
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -118,6 +119,7 @@ class _Job:
     vector: VectorOptions | None
     ticket: Ticket = field(default_factory=Ticket)
     changed: asyncio.Event | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set (on the loop) once final
     files_view: pb.Job | None = None  # the files' statuses as published (None: rebuilt when asked)
 
 
@@ -277,7 +279,9 @@ class JobManager:
         return snap
 
     async def watch(self, job_id: str) -> AsyncIterator[pb.Job]:
-        """The job's snapshot now and after every change, ending with its final state."""
+        """The job's snapshot now and after every change, ending with its final state; changes within
+        :data:`WATCH_EVERY_S` of the last snapshot sent come together in the next one (a snapshot holds
+        every file: one per change would cost a large job's watchers quadratic time and bytes)."""
         self._check_enabled()
         with self._lock:
             job = self._jobs[job_id]
@@ -290,6 +294,8 @@ class JobManager:
             yield snap
             if snap.state in FINAL_JOB:
                 return
+            with contextlib.suppress(TimeoutError):  # paced; the final state ends the wait at once
+                await asyncio.wait_for(job.ended.wait(), WATCH_EVERY_S)
             await event.wait()
 
     def shutdown(self, reason: str = SHUTDOWN) -> None:
@@ -690,6 +696,8 @@ class JobManager:
         event, job.changed = job.changed, asyncio.Event()
         if event is not None:
             event.set()
+        if job.row.state in FINAL_JOB:
+            job.ended.set()
 
     @staticmethod
     def _snapshot(job: _Job, with_files: bool = True) -> pb.Job:

@@ -583,3 +583,17 @@ def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch
             per_file[n] = {k: v / n for k, v in calls.items()}
     for k in calls:
         assert per_file[32][k] <= per_file[8][k] * 1.1, per_file
+
+
+def test_watch_paces_snapshots_and_sends_the_final_state_at_once(tree, monkeypatch) -> None:
+    """Changes within WATCH_EVERY_S of the last snapshot come together (a snapshot holds every file);
+    the final state is not held back by the pace."""
+    from samsem.server import jobs
+
+    monkeypatch.setattr(jobs, "WATCH_EVERY_S", 3600.0)
+    pipe, _ = slow_pipeline(delay=0.01)
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), pipe) as (_, client):
+        job = client.submit_job([str(tree["a"]), str(tree["b"]), str(tree["c"])])
+        snaps = list(client.watch_job(job.job_id, timeout=120))
+    assert snaps[-1].state == pb.JOB_SUCCEEDED and len(snaps) <= 2  # the first and the final state
+    assert [f.state for f in snaps[-1].files] == [pb.FILE_DONE] * 3
