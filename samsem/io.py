@@ -553,21 +553,39 @@ def _write(path: str | Path, array: np.ndarray, protect: Iterable[Path], *, comp
     return path
 
 
+class Inputs:
+    """Files never to overwrite (a run's inputs), indexed once by real path and by file identity (a
+    hard link is the same file), so checking an output against them costs the same for any number
+    of inputs; pass one as ``protect`` to the writers when writing many outputs."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = tuple(Path(p) for p in paths)
+        self._real = {p.resolve() for p in self.paths}
+        self._ids = set()
+        for p in self.paths:
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                self._ids.add((st.st_dev, st.st_ino))
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self.paths)
+
+    def holds(self, path: Path) -> bool:
+        """Whether writing ``path`` would overwrite one of the files (a path that does not exist is none
+        of them)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return path.resolve() in self._real or (st.st_dev, st.st_ino) in self._ids
+
+
 def _refuse_protected(path: Path, protect: Iterable[Path]) -> None:
-    """InputError when ``path`` is one of ``protect`` (existing inputs). A path that does not exist is
-    none of them, so a fresh output costs one stat, not one per input (a run over N files stays linear)."""
-    if not path.exists():
+    if not path.exists():  # a fresh output: one stat, whatever ``protect`` holds
         return
-    target = path.resolve()
-    for other in protect:
-        other = Path(other)
-        same = other.resolve() == target
-        if not same and path.exists() and other.exists():
-            same = os.path.samefile(path, other)
-        if same:
-            raise InputError(
-                path, "refusing to overwrite input file", "an output path different from the inputs"
-            )
+    inputs = protect if isinstance(protect, Inputs) else Inputs(protect)
+    if inputs.holds(path):
+        raise InputError(path, "refusing to overwrite input file", "an output path different from the inputs")
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -59,6 +59,7 @@ from samsem.server.jobstore import FileRow, JobRow, JobStore
 from samsem.server.observability import log
 
 if TYPE_CHECKING:
+    from samsem.io import Inputs
     from samsem.vector import VectorOptions
 
 FINAL_FILE = (pb.FILE_DONE, pb.FILE_SKIPPED, pb.FILE_FAILED, pb.FILE_CANCELLED)
@@ -514,7 +515,7 @@ class JobManager:
                 remove_stale_temps(out, names)
 
     def _write(
-        self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict, protect: list[Path]
+        self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict, protect: Inputs
     ) -> list[str]:
         """Write a file's vector files, mask and report (last) into its confined output folder, never
         over ``protect`` (the job's inputs); returns the vector files' paths."""
@@ -530,7 +531,7 @@ class JobManager:
         return [str(p) for _, p in outputs.vectors]
 
     def _run(self, job: _Job) -> None:
-        from samsem.io import read_image
+        from samsem.io import Inputs, read_image
 
         pipeline = job.pipeline
         assert pipeline is not None
@@ -567,7 +568,7 @@ class JobManager:
                 todo[f.input] = (f, outputs)
                 job.row.tiles_total += pipeline.count_inputs(height, width)
             self._changed(job)
-            protect = [Path(x.input) for x in job.row.files]
+            protect = Inputs(Path(x.input) for x in job.row.files)  # indexed once, not per output
             with self.engine.session(job.ticket):
                 sources = [(name, loader(f)) for name, (f, _) in todo.items()]
                 for result in pipeline.segment_many(sources, progress=progress):

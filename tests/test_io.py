@@ -462,14 +462,17 @@ def test_protect_refuses_inputs(tmp_path: Path, monkeypatch) -> None:
     src = write_image(tmp_path / "in.png", np.full((3, 3), 5, np.uint8))
     (tmp_path / "sub").mkdir()
     (tmp_path / "link.png").symlink_to(src)
+    os.link(src, tmp_path / "hard.png")
     monkeypatch.chdir(tmp_path / "sub")
-    for target in (src, Path("..") / "in.png", tmp_path / "link.png"):
-        with pytest.raises(InputError, match="refusing to overwrite input file"):
-            write_mask(target, np.ones((3, 3), bool), protect=[src])
+    for target in (src, Path("..") / "in.png", tmp_path / "link.png", tmp_path / "hard.png"):
+        for protect in ([src], io.Inputs([src])):  # a list, or indexed once for many writes
+            with pytest.raises(InputError, match="refusing to overwrite input file"):
+                write_mask(target, np.ones((3, 3), bool), protect=protect)
     with pytest.raises(InputError, match="refusing to overwrite input file"):
         write_image(src, np.zeros((3, 3), np.uint8), protect=[Path("../sub/../in.png")])
     np.testing.assert_array_equal(read_image(src), np.full((3, 3), 5, np.uint8))
     write_image(tmp_path / "out.png", np.zeros((3, 3), np.uint8), protect=[src])  # other paths are fine
+    write_image(tmp_path / "out.png", np.zeros((3, 3), np.uint8), protect=io.Inputs([src]))
 
 
 def test_write_unknown_suffix_refused(tmp_path: Path) -> None:

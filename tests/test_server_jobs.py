@@ -548,9 +548,9 @@ def test_a_full_job_database_answers_resource_exhausted(tree, tmp_path, monkeypa
 
 def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch) -> None:
     """Issue 26.7: path lookups, file statuses built and folder entries scanned per file are the same
-    for 8 and 32 files, with a client watching every change (each output was checked against every
-    input of the job, every change rebuilt the status of every file, and every file listed its output
-    folder for stale temporary files: all quadratic in the files)."""
+    for 8 and 32 files, overwriting outputs, with a client watching (each output was checked against
+    every input of the job, every change rebuilt the status of every file, and every file listed its
+    output folder for stale temporary files: all quadratic in the files)."""
     from samsem import io
     from samsem.server import jobs
 
@@ -570,6 +570,7 @@ def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch
     per_file = {}
     with serving(ServerConfig(port=0, job_roots=(root,)), load_pipeline("classical")) as (_, client):
         for n in (8, 32):
+            _final(client, client.submit_job([str(root / f"r{n}")]).job_id)  # outputs exist below
             with monkeypatch.context() as patch:
                 patch.setattr(os.path, "realpath", counted("realpath", os.path.realpath))
                 counting_pb = types.SimpleNamespace(
@@ -578,7 +579,8 @@ def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch
                 patch.setattr(jobs, "pb", counting_pb)
                 patch.setattr(io, "temp_target", counted("scanned", io.temp_target))
                 calls.update(realpath=0, status=0, scanned=0)
-                snaps = list(client.watch_job(client.submit_job([str(root / f"r{n}")]).job_id, timeout=60))
+                rerun = client.submit_job([str(root / f"r{n}")], overwrite=True)  # each output exists
+                snaps = list(client.watch_job(rerun.job_id, timeout=60))
             assert snaps[-1].state == pb.JOB_SUCCEEDED
             per_file[n] = {k: v / n for k, v in calls.items()}
     for k in calls:
