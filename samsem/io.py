@@ -146,23 +146,31 @@ def _check_input(path: str | Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES)
     return path
 
 
-def open_regular(path: Path) -> BinaryIO:
-    """Open ``path`` for reading, refusing anything but a regular file (FIFO, device, socket) with
-    InputError; opened with O_NONBLOCK and checked on the descriptor, so a FIFO swapped in for an input
-    never blocks the reader."""
-
-    def opener(name: str, flags: int) -> int:
-        fd = os.open(name, flags | os.O_NONBLOCK)
+def regular_fd(
+    name: str | Path, path: str | Path, flags: int = os.O_RDONLY, dir_fd: int | None = None
+) -> int:
+    """Descriptor of ``name`` (relative to ``dir_fd`` when given), refusing anything but a regular file
+    (FIFO, device, socket) with InputError naming ``path``: opened with O_NONBLOCK and checked on the
+    descriptor, so a FIFO swapped in for an input never blocks the caller. Errors of the open itself
+    pass through as OSError."""
+    fd = os.open(name, flags | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            os.close(fd)
             kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
             raise InputError(path, f"is {kind}, not a regular file", "an image file")
         os.set_blocking(fd, True)
-        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading through :func:`regular_fd` (a regular file only, never blocking on a
+    FIFO)."""
     try:
-        return open(str(path), "rb", opener=opener)
+        return open(str(path), "rb", opener=lambda name, flags: regular_fd(name, path, flags))
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
 
@@ -398,12 +406,8 @@ def _tiff_region(page: tifffile.TiffPage, y: int, x: int, h: int, w: int) -> np.
         offset = page.dataoffsets[0]
         if offset + page.nbytes > page.parent.filehandle.size:
             raise InputError(page.parent.filehandle.path, "truncated TIFF file (image data incomplete)")
-        mm = np.memmap(
-            page.parent.filehandle.path,
-            dtype=np.dtype(page.dtype).newbyteorder(page.parent.byteorder),
-            mode="r",
-            offset=offset,
-            shape=(sep, height, width, contig),
+        mm = page.parent.filehandle.memmap_array(  # the descriptor checked when opened, not the path
+            np.dtype(page.dtype).newbyteorder(page.parent.byteorder), (sep, height, width, contig), offset
         )
         part = mm[:, y : y + h, x : x + w, :]
         out = np.moveaxis(part, 0, 2).reshape(h, w, sep * contig).astype(page.dtype)
@@ -549,17 +553,39 @@ def _write(path: str | Path, array: np.ndarray, protect: Iterable[Path], *, comp
     return path
 
 
+class Inputs:
+    """Files never to overwrite (a run's inputs), indexed once by real path and by file identity (a
+    hard link is the same file), so checking an output against them costs the same for any number
+    of inputs; pass one as ``protect`` to the writers when writing many outputs."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = tuple(Path(p) for p in paths)
+        self._real = {p.resolve() for p in self.paths}
+        self._ids = set()
+        for p in self.paths:
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                self._ids.add((st.st_dev, st.st_ino))
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self.paths)
+
+    def holds(self, path: Path) -> bool:
+        """Whether writing ``path`` would overwrite one of the files (a path that does not exist is none
+        of them)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return path.resolve() in self._real or (st.st_dev, st.st_ino) in self._ids
+
+
 def _refuse_protected(path: Path, protect: Iterable[Path]) -> None:
-    target = path.resolve()
-    for other in protect:
-        other = Path(other)
-        same = other.resolve() == target
-        if not same and path.exists() and other.exists():
-            same = os.path.samefile(path, other)
-        if same:
-            raise InputError(
-                path, "refusing to overwrite input file", "an output path different from the inputs"
-            )
+    if not path.exists():  # a fresh output: one stat, whatever ``protect`` holds
+        return
+    inputs = protect if isinstance(protect, Inputs) else Inputs(protect)
+    if inputs.holds(path):
+        raise InputError(path, "refusing to overwrite input file", "an output path different from the inputs")
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -587,8 +613,9 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
 
     Only files with a supported suffix are taken from directories and globs, and never samsem's own
     outputs or temporary files (:func:`is_samsem_output`), so that a folder segmented in place can be
-    segmented again; a file named explicitly is taken as it is. Duplicates keep their first position.
-    An input that matches nothing (or cannot be listed) raises InputError.
+    segmented again; a file named explicitly is taken as it is. Anything but a folder is listed (a FIFO
+    or device named like an image too: reading it fails that file, see :func:`regular_fd`). Duplicates
+    keep their first position. An input that matches nothing (or cannot be listed) raises InputError.
     """
     files, failures = scan_images(inputs)
     if failures:
@@ -622,17 +649,19 @@ def _expand(item: str | Path) -> list[Path]:
     p = Path(item)
     if p.is_dir():
         try:
-            files = sorted(f for f in p.iterdir() if f.is_file() and _is_input(f))
+            files = sorted(f for f in p.iterdir() if not f.is_dir() and _is_input(f))
         except OSError as exc:
             raise InputError(p, f"cannot list the directory ({exc.strerror or exc})") from None
         if not files:
             raise InputError(p, "directory contains no images", ", ".join(IMAGE_SUFFIXES))
         return files
-    if p.is_file():
+    if p.exists():
         return [_check_input(p, IMAGE_SUFFIXES)]
     if any(c in str(item) for c in "*?["):
         files = sorted(
-            Path(f) for f in glob.glob(str(item), recursive=True) if os.path.isfile(f) and _is_input(Path(f))
+            Path(f)
+            for f in glob.glob(str(item), recursive=True)
+            if not os.path.isdir(f) and _is_input(Path(f))
         )
         if not files:
             raise InputError(p, "pattern matches no images", ", ".join(IMAGE_SUFFIXES))

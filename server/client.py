@@ -13,6 +13,7 @@ Failures raise ``grpc.RpcError`` (``.code()``, ``.details()``; RESOURCE_EXHAUSTE
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,10 +167,10 @@ class SamsemClient:
             fmt = ENCODED_FORMATS.get(path.suffix.lower())
             if fmt is None:
                 raise InputError(path, f"unsupported file type {path.suffix!r}", ", ".join(ENCODED_FORMATS))
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+            from samsem.io import open_regular
+
+            with open_regular(path) as fh:  # a regular file (a FIFO would block the upload)
+                size = os.fstat(fh.fileno()).st_size
             header = pb.ImageHeader(
                 name=name or path.stem, encoded=pb.EncodedLayout(format=fmt, size=size), options=opts
             )
@@ -238,7 +239,9 @@ def _array_chunks(image: np.ndarray, chunk_bytes: int) -> Iterator[bytes]:
 
 
 def _file_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
+    from samsem.io import open_regular
+
+    with open_regular(path) as fh:
         while chunk := fh.read(chunk_bytes):
             yield chunk
 

@@ -18,7 +18,6 @@ import contextlib
 import errno
 import os
 import shutil
-import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -115,10 +114,15 @@ def open_dir(root: Path, rel: Path, *, create: bool = False) -> int:
 
 
 def open_file(root: Path, rel: Path) -> int:
-    """Read-only descriptor of the regular file ``root/rel``, reached without following any link."""
+    """Read-only descriptor of the regular file ``root/rel``, reached without following any link; a
+    FIFO, device or socket is refused without blocking (:func:`samsem.io.regular_fd`)."""
+    from samsem.io import regular_fd
+
     dfd = open_dir(root, rel.parent)
     try:
-        fd = os.open(rel.name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+        return regular_fd(
+            rel.name, root / rel, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dfd
+        )
     except FileNotFoundError:
         raise InputError(root / rel, "file not found") from None
     except OSError as exc:
@@ -127,10 +131,6 @@ def open_file(root: Path, rel: Path) -> int:
         raise InputError(root / rel, f"cannot open file ({exc.strerror or exc})") from None
     finally:
         os.close(dfd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InputError(root / rel, "not a regular file")
-    return fd
 
 
 class Pins:

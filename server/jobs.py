@@ -2,24 +2,29 @@
 
 A job is a list of image files (inputs may name files or directories, non-recursive; samsem's own
 outputs and temporary files in a directory are never taken) whose real paths (symlinks resolved) lie
-under one of the server's job roots; anything else is refused with :class:`PathRefused`. The check is
+under one of the server's job roots; a path named outside them is refused with :class:`PathRefused`, a
+file of a listed folder that leads out of them (a link) fails alone with PERMISSION_DENIED. A FIFO or
+device is listed and fails when opened, without blocking (:func:`samsem.io.regular_fd`). The check is
 repeated whenever a file is opened or an output is created (:mod:`samsem.server.confine`): a path that
 has left the roots since (a folder replaced by a symlink) fails that file with PERMISSION_DENIED,
-recorded in its status and logged. Outputs (NAME.mask.png, .tif for large images, NAME.report.json
-and, when asked, vector files NAME.svg/.geojson/.gds) go beside each input, or, with an output root,
-to the same relative folder under it, created without following links. Files whose outputs exist
-are skipped unless ``overwrite``.
+recorded in its status and logged. Outputs (NAME.mask.png, .tif for large images, NAME.report.json and,
+when asked, vector files NAME.svg/.geojson/.gds) go beside each input, or, with an output root, to the
+same relative folder under it, created without following links. Files whose outputs exist are skipped
+unless ``overwrite``.
 
 Jobs run one at a time in a worker thread through the shared batchers, independent of any client
 connection. Every state change is written to the job database (:mod:`samsem.server.jobstore`): a
 restarted server lists past jobs and resumes unfinished ones (queued, running, or interrupted by a
-shutdown), skipping their files that had finished. With an in-memory store (no database) jobs
-cancelled by a shutdown end CANCELLED instead. The most recent ``max_kept`` finished jobs are kept.
+shutdown), skipping their files that had finished. With an in-memory store (no database) jobs cancelled
+by a shutdown end CANCELLED instead. The most recent ``max_kept`` finished jobs are kept.
+
+A file is FAILED only once it was tried: out of space for its outputs fails it (RESOURCE_EXHAUSTED) and
+stops the job, whose untried files stay PENDING (as when a job fails otherwise).
 
 A write the database refuses (read-only, disk full) never stops the worker: the job's state stays in
 memory, the worker waits and retries the write with backoff before it goes on, and SubmitJob and
-CancelJob answer :class:`StoreUnavailable` until the database takes writes again, so that nothing a
-call acknowledged is missing from it.
+CancelJob answer :class:`StoreUnavailable` (:class:`StoreFull` when its disk is full) until the database
+takes writes again, so that nothing a call acknowledged is missing from it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import queue
@@ -53,6 +59,7 @@ from samsem.server.jobstore import FileRow, JobRow, JobStore
 from samsem.server.observability import log
 
 if TYPE_CHECKING:
+    from samsem.io import Inputs
     from samsem.vector import VectorOptions
 
 FINAL_FILE = (pb.FILE_DONE, pb.FILE_SKIPPED, pb.FILE_FAILED, pb.FILE_CANCELLED)
@@ -62,6 +69,10 @@ SHUTDOWN = "server shut down"
 _JOB_STATES = frozenset(pb.JobState.values()) - {pb.JOB_STATE_UNSPECIFIED}
 _FILE_STATES = frozenset(pb.FileState.values()) - {pb.FILE_STATE_UNSPECIFIED}
 _RETRY_S = (0.05, 5.0)  # first and longest wait between retries of a refused database write
+WATCH_EVERY_S = 0.2  # WatchJob sends a running job's state at most this often (its final state at once)
+_STOP_S = 10.0  # how long shutdown waits for a stopped worker (one blocked in a read is left behind)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, quota or file-size limit
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class JobsDisabled(SamsemError):
@@ -74,6 +85,24 @@ class StoreUnavailable(Exception):
     def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StoreFull(Busy):
+    """The job database's disk is full (reported as RESOURCE_EXHAUSTED, like every full server)."""
+
+
+class _OutOfSpace(Exception):
+    """An output could not be written for want of space: the job stops, its untried files stay pending."""
+
+
+def _store_refusal(exc: sqlite3.Error | None, tail: str) -> Exception:
+    """What a job call answers while the database refuses writes (``exc``: the last refusal)."""
+    full = exc is not None and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    )
+    if full:
+        return StoreFull(f"the job database's disk is full ({exc}); {tail}", 30.0)
+    return StoreUnavailable(f"the job database cannot be written now ({exc}); {tail}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +120,8 @@ class _Job:
     vector: VectorOptions | None
     ticket: Ticket = field(default_factory=Ticket)
     changed: asyncio.Event | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set (on the loop) once final
+    files_view: pb.Job | None = None  # the files' statuses as published (None: rebuilt when asked)
 
 
 def _state_damage(row: JobRow) -> str:
@@ -105,8 +136,10 @@ def _state_damage(row: JobRow) -> str:
 
 
 def _code(exc: BaseException) -> str:
-    if isinstance(exc, PathRefused):
+    if isinstance(exc, PathRefused) or (isinstance(exc, OSError) and exc.errno in _DENIED):
         return "PERMISSION_DENIED"
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return "RESOURCE_EXHAUSTED"
     if isinstance(exc, EngineError):  # the model failed, not the file
         return "INTERNAL"
     return "INVALID_ARGUMENT" if isinstance(exc, SamsemError) else "INTERNAL"
@@ -153,6 +186,7 @@ class JobManager:
         self._closed = False
         self._stop = threading.Event()  # set by shutdown: ends the waits between write retries
         self._unsaved: set[str] = set()  # jobs whose latest state the database refused
+        self._refusal: sqlite3.Error | None = None  # the database's last refusal
         self._seq = self.store.next_seq()
         resumed = self._load()
         self._worker = threading.Thread(target=self._work, name="samsem-jobs", daemon=True)
@@ -201,11 +235,14 @@ class JobManager:
             try:
                 self.store.insert(row)
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"the job database cannot be written now ({exc}); try again") from None
+                raise _store_refusal(exc, "try again") from None
             job = _Job(row, pipeline, vector, changed=asyncio.Event())
             self._jobs[row.id] = job
             self._evict()
             snap = self._snapshot(job)
+        for f in files:
+            if f.state == pb.FILE_FAILED:  # refused when listed (a link out of the roots)
+                self._note_refused(job, f)
         self._queue.put(job)
         self._changed(job)
         return snap
@@ -233,9 +270,8 @@ class JobManager:
                 self._finish(job, pb.JOB_CANCELLED, "cancelled before it started", pb.FILE_CANCELLED)
                 if job.row.id in self._unsaved:
                     self._queue.put(job)  # wakes the worker to retry the write (it skips the job)
-                    raise StoreUnavailable(
-                        "the job database cannot be written now; the cancel is kept in "
-                        "memory and written when it can be"
+                    raise _store_refusal(
+                        self._refusal, "the cancel is kept in memory and written when it can be"
                     )
             elif job.row.state == pb.JOB_RUNNING:
                 job.ticket.cancel("cancelled by CancelJob")
@@ -244,7 +280,9 @@ class JobManager:
         return snap
 
     async def watch(self, job_id: str) -> AsyncIterator[pb.Job]:
-        """The job's snapshot now and after every change, ending with its final state."""
+        """The job's snapshot now and after every change, ending with its final state; changes within
+        :data:`WATCH_EVERY_S` of the last snapshot sent come together in the next one (a snapshot holds
+        every file: one per change would cost a large job's watchers quadratic time and bytes)."""
         self._check_enabled()
         with self._lock:
             job = self._jobs[job_id]
@@ -257,6 +295,8 @@ class JobManager:
             yield snap
             if snap.state in FINAL_JOB:
                 return
+            with contextlib.suppress(TimeoutError):  # paced; the final state ends the wait at once
+                await asyncio.wait_for(job.ended.wait(), WATCH_EVERY_S)
             await event.wait()
 
     def shutdown(self, reason: str = SHUTDOWN) -> None:
@@ -272,7 +312,9 @@ class JobManager:
                 elif job.row.state == pb.JOB_RUNNING:
                     job.ticket.cancel(reason)
         self._queue.put(None)
-        self._worker.join()
+        self._worker.join(_STOP_S)
+        if self._worker.is_alive():  # blocked in a read (a hung file system): a daemon, left behind
+            log(logging.ERROR, "job worker did not stop; shutting down without it", waited_s=_STOP_S)
         if self._unsaved:
             log(logging.ERROR, "job states not written to the job database", jobs=sorted(self._unsaved))
         self.pins.close()
@@ -290,7 +332,7 @@ class JobManager:
     def _check_writable(self) -> None:
         """Refuse a change while the database refuses writes (lock held)."""
         if self._unsaved:
-            raise StoreUnavailable("the job database cannot be written now; try again")
+            raise _store_refusal(self._refusal, "try again")
 
     def _save(self, job: _Job, files: list[FileRow] | None = None) -> None:
         """Write the job's state and the given files' (all: None) to the database (lock held). A refused
@@ -303,6 +345,7 @@ class JobManager:
             if not self._unsaved:
                 log(logging.ERROR, "job database refused a write; retrying", error=str(exc))
             self._unsaved.add(job.row.id)
+            self._refusal = exc
         else:
             self._unsaved.discard(job.row.id)
 
@@ -364,29 +407,38 @@ class JobManager:
         return resumed
 
     def _expand(self, inputs: Sequence[str]) -> list[FileRow]:
-        """Confine and list the inputs; output names must not collide."""
+        """Confine and list the inputs; output names must not collide. A path named outside the roots
+        refuses the job (PathRefused); a file of a listed folder that leads out of them (a link) is
+        listed as failed with PERMISSION_DENIED and the rest of the folder is taken."""
         from samsem.io import SUPPORTED_SUFFIXES, is_samsem_output
 
         files: list[FileRow] = []
         seen: dict[tuple[Path, str], Path] = {}
         for raw in inputs:
-            real, root = confine(raw, self.roots)
+            real, top = confine(raw, self.roots)
             if real.is_dir():
                 found = sorted(
                     f
                     for f in real.iterdir()
-                    if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES and not is_samsem_output(f)
+                    if not f.is_dir() and f.suffix.lower() in SUPPORTED_SUFFIXES and not is_samsem_output(f)
                 )
                 if not found:
                     raise InputError(
                         None, f"{clip(raw)}: directory contains no images", ", ".join(SUPPORTED_SUFFIXES)
                     )
-            elif real.is_file():
+            elif real.exists():  # a FIFO or device too: it fails when opened
                 found = [real]
             else:
                 raise InputError(None, f"{clip(raw)}: file not found")
-            for f in found:
-                f, root = confine(str(f), self.roots)  # a symlink inside a root may point outside
+            for entry in found:
+                try:
+                    f, root = confine(str(entry), self.roots)  # a symlink inside a root may point outside
+                except PathRefused as exc:  # refused alone (the folder itself was confined above)
+                    below = str(entry.parent.relative_to(top))
+                    files.append(
+                        FileRow(len(files), str(entry), str(top), below, pb.FILE_FAILED, str(exc), _code(exc))
+                    )
+                    continue
                 rel = f.parent.relative_to(root)
                 key = ((self.output_root or root) / rel, f.stem)
                 if key in seen:
@@ -443,15 +495,30 @@ class JobManager:
             info.height, info.width, pipeline.count_inputs(info.height, info.width), self.limits.max_inputs
         )
         outputs = self._outputs(job, f, info.height, info.width)
-        stem = Path(f.input).stem
         with self.pins.folder(base, out_rel) as out:
-            remove_stale_temps(out, [stem])
             finished = all((out / p.name).exists() for p in outputs.requested())
         return outputs, info.height, info.width, finished
 
-    def _write(self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict) -> list[str]:
-        """Write a file's vector files, mask and report (last) into its confined output folder; returns
-        the vector files' paths."""
+    def _remove_stale_temps(self, files: Sequence[FileRow]) -> None:
+        """Remove the temporary files a killed run left for these files' outputs, listing each output
+        folder once (not once per file); a folder that cannot be opened is left to each file's plan."""
+        stems: dict[tuple[Path, Path], list[str]] = {}
+        for f in files:
+            with contextlib.suppress(PathRefused):
+                _, _, base, out_rel = self._places(f)
+                stems.setdefault((base, out_rel), []).append(Path(f.input).stem)
+        for (base, out_rel), names in stems.items():
+            with (
+                contextlib.suppress(SamsemError, OSError),
+                self.pins.folder(base, out_rel, create=False) as out,
+            ):
+                remove_stale_temps(out, names)
+
+    def _write(
+        self, job: _Job, f: FileRow, outputs: ImageOutputs, mask, report: dict, protect: Inputs
+    ) -> list[str]:
+        """Write a file's vector files, mask and report (last) into its confined output folder, never
+        over ``protect`` (the job's inputs); returns the vector files' paths."""
         _, _, base, out_rel = self._places(f)
         with self.pins.folder(base, out_rel) as out:
             pinned = dataclasses.replace(
@@ -460,12 +527,11 @@ class JobManager:
                 report=out / outputs.report.name,
                 vectors=tuple((fmt, out / p.name) for fmt, p in outputs.vectors),
             )
-            protect = [Path(x.input) for x in job.row.files]
             write_outputs(pinned, mask, report, protect=protect, vector_options=job.vector)
         return [str(p) for _, p in outputs.vectors]
 
     def _run(self, job: _Job) -> None:
-        from samsem.io import read_image
+        from samsem.io import Inputs, read_image
 
         pipeline = job.pipeline
         assert pipeline is not None
@@ -487,12 +553,13 @@ class JobManager:
             job.ticket.check()
 
         try:
+            self._remove_stale_temps([f for f in job.row.files if f.state not in FINAL_FILE])
             for f in job.row.files:
-                if f.state in FINAL_FILE:  # finished before a restart
+                if f.state in FINAL_FILE:  # finished before a restart, or refused when listed
                     continue
                 try:
                     outputs, height, width, finished = self._plan(job, f)
-                except SamsemError as exc:
+                except (SamsemError, OSError) as exc:
                     self._fail_file(job, f, exc)
                     continue
                 if not job.row.overwrite and finished:
@@ -501,6 +568,7 @@ class JobManager:
                 todo[f.input] = (f, outputs)
                 job.row.tiles_total += pipeline.count_inputs(height, width)
             self._changed(job)
+            protect = Inputs(Path(x.input) for x in job.row.files)  # indexed once, not per output
             with self.engine.session(job.ticket):
                 sources = [(name, loader(f)) for name, (f, _) in todo.items()]
                 for result in pipeline.segment_many(sources, progress=progress):
@@ -510,22 +578,23 @@ class JobManager:
                         continue
                     try:
                         report = {**result.report.to_json(), "job": job.row.id}
-                        vectors = self._write(job, f, outputs, result.mask, report)
-                    except SamsemError as exc:
+                        vectors = self._write(job, f, outputs, result.mask, report, protect)
+                    except (SamsemError, OSError) as exc:
                         self._fail_file(job, f, exc)
                         continue
                     self._set_file(job, f, pb.FILE_DONE, outputs=outputs, vectors=vectors)
         except Cancelled as exc:
             with self._lock:
                 if exc.reason == SHUTDOWN and self.store.persistent:
-                    self._interrupt(job)
+                    self._halt(job, pb.JOB_QUEUED, "interrupted by a server shutdown; resumes at restart")
                 else:
                     self._finish(job, pb.JOB_CANCELLED, exc.reason, pb.FILE_CANCELLED)
             self._changed(job)
             return
-        except Exception as exc:  # model, I/O or other failure: the job fails, the worker goes on
+        except Exception as exc:  # out of space, model or other failure: the job fails, the worker goes on
+            reason = str(exc) if isinstance(exc, _OutOfSpace) else f"{type(exc).__name__}: {exc}"
             with self._lock:
-                self._finish(job, pb.JOB_FAILED, f"{type(exc).__name__}: {exc}", pb.FILE_FAILED)
+                self._halt(job, pb.JOB_FAILED, reason)
             self._changed(job)
             return
         with self._lock:
@@ -534,12 +603,24 @@ class JobManager:
         self._changed(job)
 
     def _fail_file(self, job: _Job, f: FileRow, exc: BaseException) -> None:
+        """Fail one file; out of space (a full disk, quota or file-size limit) also stops the job
+        (:class:`_OutOfSpace`): the next files would fail the same way, so they stay pending."""
         code = _code(exc)
-        if code == "PERMISSION_DENIED":
-            log(logging.WARNING, "job path refused", job_id=job.row.id, input=f.input, reason=str(exc))
-            if self.on_refused is not None:
-                self.on_refused()
-        self._set_file(job, f, pb.FILE_FAILED, str(exc), code)
+        reason = exc.strerror or str(exc) if isinstance(exc, OSError) else ""
+        self._set_file(job, f, pb.FILE_FAILED, f"{clip(f.input)}: {reason}" if reason else str(exc), code)
+        if isinstance(exc, PathRefused):
+            self._note_refused(job, f)
+        if code == "RESOURCE_EXHAUSTED":
+            raise _OutOfSpace(
+                f"stopped: out of space for the outputs of {clip(f.input)} ({reason}); the files not "
+                "tried stay pending: free space and submit the job again (finished files are skipped)"
+            )
+
+    def _note_refused(self, job: _Job, f: FileRow) -> None:
+        """Log and count a file refused by confinement."""
+        log(logging.WARNING, "job path refused", job_id=job.row.id, input=f.input, reason=f.error)
+        if self.on_refused is not None:
+            self.on_refused()
 
     def _set_file(
         self,
@@ -557,15 +638,24 @@ class JobManager:
                 f.mask_path, f.report_path = str(outputs.mask), str(outputs.report)
             if vectors is not None:
                 f.vector_paths = vectors
+            view = job.files_view
+            if view is not None and 0 <= f.idx < len(view.files) and job.row.files[f.idx] is f:
+                view.files[f.idx].CopyFrom(_file_status(f))  # one file, not the job's N
+            else:
+                job.files_view = None
             self._save(job, [f])
         self._changed(job)
         self._flush()
 
-    def _interrupt(self, job: _Job) -> None:
-        """Leave a job stopped by the shutdown unfinished in the store (lock held): it resumes at the
-        next start."""
-        job.row.state, job.row.error = pb.JOB_QUEUED, "interrupted by a server shutdown; resumes at restart"
-        for f in job.row.files:
+    def _halt(self, job: _Job, state: int, error: str) -> None:
+        """Stop a job, its files not finished left pending (lock held): QUEUED (stopped by a shutdown)
+        resumes at the next start; a final state ends it without marking untried files failed."""
+        row = job.row
+        row.state, row.error = state, error
+        job.files_view = None
+        if state in FINAL_JOB:
+            row.finished = time.time()
+        for f in row.files:
             if f.state == pb.FILE_RUNNING:
                 f.state = pb.FILE_PENDING
         self._save(job)
@@ -574,6 +664,7 @@ class JobManager:
         """Final state (lock held); files not yet final get ``open_files``."""
         row = job.row
         row.state, row.error, row.finished = state, error, time.time()
+        job.files_view = None
         for f in row.files:
             if f.state not in FINAL_FILE:
                 f.state, f.error = open_files, error or f.error
@@ -606,25 +697,17 @@ class JobManager:
         event, job.changed = job.changed, asyncio.Event()
         if event is not None:
             event.set()
+        if job.row.state in FINAL_JOB:
+            job.ended.set()
 
     @staticmethod
     def _snapshot(job: _Job, with_files: bool = True) -> pb.Job:
+        """The job as a message (lock held); the file list is copied from ``files_view``, which file
+        changes update one file at a time, so a snapshot per change stays cheap for large jobs."""
         row = job.row
-        return pb.Job(
+        snap = pb.Job(
             job_id=row.id,
             state=pb.JobState.Name(row.state),
-            files=[
-                pb.FileStatus(
-                    input=f.input,
-                    state=pb.FileState.Name(f.state),
-                    mask_path=f.mask_path if f.state in _HAS_OUTPUTS else "",
-                    report_path=f.report_path if f.state in _HAS_OUTPUTS else "",
-                    error=f.error,
-                    code=f.code,
-                    vector_paths=f.vector_paths if f.state in _HAS_OUTPUTS else [],
-                )
-                for f in (row.files if with_files else ())
-            ],
             tiles_done=row.tiles_done,
             tiles_total=row.tiles_total,
             created_unix=row.created,
@@ -633,3 +716,21 @@ class JobManager:
             error=row.error,
             file_count=len(row.files),
         )
+        if with_files:
+            if job.files_view is None:
+                job.files_view = pb.Job(files=[_file_status(f) for f in row.files])
+            snap.files.MergeFrom(job.files_view.files)
+        return snap
+
+
+def _file_status(f: FileRow) -> pb.FileStatus:
+    done = f.state in _HAS_OUTPUTS
+    return pb.FileStatus(
+        input=f.input,
+        state=pb.FileState.Name(f.state),
+        mask_path=f.mask_path if done else "",
+        report_path=f.report_path if done else "",
+        error=f.error,
+        code=f.code,
+        vector_paths=f.vector_paths if done else [],
+    )

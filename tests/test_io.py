@@ -462,14 +462,17 @@ def test_protect_refuses_inputs(tmp_path: Path, monkeypatch) -> None:
     src = write_image(tmp_path / "in.png", np.full((3, 3), 5, np.uint8))
     (tmp_path / "sub").mkdir()
     (tmp_path / "link.png").symlink_to(src)
+    os.link(src, tmp_path / "hard.png")
     monkeypatch.chdir(tmp_path / "sub")
-    for target in (src, Path("..") / "in.png", tmp_path / "link.png"):
-        with pytest.raises(InputError, match="refusing to overwrite input file"):
-            write_mask(target, np.ones((3, 3), bool), protect=[src])
+    for target in (src, Path("..") / "in.png", tmp_path / "link.png", tmp_path / "hard.png"):
+        for protect in ([src], io.Inputs([src])):  # a list, or indexed once for many writes
+            with pytest.raises(InputError, match="refusing to overwrite input file"):
+                write_mask(target, np.ones((3, 3), bool), protect=protect)
     with pytest.raises(InputError, match="refusing to overwrite input file"):
         write_image(src, np.zeros((3, 3), np.uint8), protect=[Path("../sub/../in.png")])
     np.testing.assert_array_equal(read_image(src), np.full((3, 3), 5, np.uint8))
     write_image(tmp_path / "out.png", np.zeros((3, 3), np.uint8), protect=[src])  # other paths are fine
+    write_image(tmp_path / "out.png", np.zeros((3, 3), np.uint8), protect=io.Inputs([src]))
 
 
 def test_write_unknown_suffix_refused(tmp_path: Path) -> None:
@@ -589,3 +592,43 @@ def test_fifo_input_is_refused_without_blocking(tmp_path, reader):
         pytest.fail(f"{reader} blocked on a FIFO")
     assert isinstance(outcome[0], InputError)
     assert "FIFO, not a regular file" in str(outcome[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_cli_reports_fifos_beside_good_images_and_finishes(tmp_path):
+    """A FIFO named like an image, in a folder or named on the command line, is one FAILED line and the
+    run goes on (exit 1); it is never opened for a blocking read."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    write_image(folder / "good.png", np.tile(np.uint8([20, 200]), (32, 16)))
+    os.mkfifo(folder / "pipe.png")
+    for args in ([str(folder)], [str(folder / "good.png"), str(folder / "pipe.png")]):
+        res = subprocess.run(
+            [sys.executable, "-m", "samsem.cli", "segment", *args, "-o", str(out), "--model", "classical"],
+            capture_output=True,
+            text=True,
+            timeout=300,  # an upper bound: a blocked read would hang here
+        )
+        assert res.returncode == 1, res.stderr
+        assert "pipe.png: is a FIFO, not a regular file" in res.stderr and "Traceback" not in res.stderr
+        assert (out / "good.mask.png").is_file()
+
+
+def test_a_short_png_write_is_an_os_error_with_its_errno(tmp_path):
+    """Under a file-size limit the PNG write fails with EFBIG (not numpy's errno-less short write) and
+    leaves no partial file, so callers can tell a full disk from a bad file."""
+    script = (
+        "import errno, resource, signal, sys, numpy as np\n"
+        "from samsem.io import write_mask\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "mask = np.random.default_rng(0).integers(0, 2, (256, 256))\n"
+        "try:\n"
+        "    write_mask(sys.argv[1], mask)\n"
+        "except OSError as exc:\n"
+        "    print(errno.errorcode.get(exc.errno, exc.errno))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "m.png")], capture_output=True, text=True, timeout=120
+    )
+    assert res.stdout.strip() == "EFBIG", res.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -4,10 +4,13 @@ per-file failures, cancellation and jobs that outlive their client."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import grpc
@@ -216,7 +219,7 @@ def test_restarted_server_lists_past_jobs_and_owns_its_database(tree, tmp_path: 
 
 
 def test_folder_jobs_rerun_in_place_take_only_images(tree) -> None:
-    tree["link"].unlink()  # (a link out of the root would refuse the folder)
+    tree["link"].unlink()  # (a link out of the roots fails alone: test_a_link_out_of_the_roots_...)
     (tree["root"] / ".a.mask.0123456789ab.tmp.png").write_bytes(b"left by a killed run")
     with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (_, client):
         first = _final(client, client.submit_job([str(tree["root"])]).job_id)
@@ -381,3 +384,218 @@ def test_an_unreadable_job_database_is_one_clear_error(tmp_path) -> None:
             store.load()
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------- faults (issues 25.4, 26.4, 26.5)
+
+
+def test_a_link_out_of_the_roots_fails_alone_and_the_folder_runs(tree) -> None:
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (
+        srv,
+        client,
+    ):
+        done = _final(client, client.submit_job([str(tree["root"])]).job_id)
+        refused = srv.server.metrics.registry.get_sample_value("samsem_job_files_refused_total")
+    states = {Path(f.input).name: (f.state, f.code) for f in done.files}
+    assert states == {
+        "a.png": (pb.FILE_DONE, ""),
+        "b.tif": (pb.FILE_DONE, ""),
+        "link.png": (pb.FILE_FAILED, "PERMISSION_DENIED"),
+    }
+    (link,) = [f for f in done.files if f.input == str(tree["link"])]
+    assert "outside the server's job roots; refused" in link.error and not link.mask_path
+    assert done.state == pb.JOB_FAILED and refused == 1
+    assert sorted(p.name for p in tree["outside"].iterdir()) == ["d.png"]  # nothing written there
+
+
+def _behind_a_slow_job(client: SamsemClient, root: Path, inputs: list[str], meanwhile) -> pb.Job:
+    """Submit ``inputs`` while a slow job holds the worker, call ``meanwhile()`` (the job is queued,
+    its files not yet opened), then cancel the slow job and return the job's final state."""
+    write_image(root / "slow.png", lines_image(400, 400))
+    slow = client.submit_job([str(root / "slow.png")])
+    job = client.submit_job(inputs)
+    meanwhile()
+    client.cancel_job(slow.job_id)
+    return _final(client, job.job_id)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifos_in_a_job_fail_alone_without_blocking_the_worker(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "batch").mkdir(parents=True)
+    for name in ("x.png", "y.png", "z.png"):
+        write_image(root / "batch" / name, lines_image(64, 64))
+    os.mkfifo(root / "batch" / "w.png")  # a FIFO when the job is listed
+
+    def swap() -> None:  # y.png replaced by a FIFO after the job was listed
+        (root / "batch" / "y.png").unlink()
+        os.mkfifo(root / "batch" / "y.png")
+
+    pipe, _ = slow_pipeline(delay=0.02)
+    with serving(ServerConfig(port=0, job_roots=(root,)), pipe) as (_, client):
+        done = _final(client, _behind_a_slow_job(client, root, [str(root / "batch")], swap).job_id)
+        later = _final(client, client.submit_job([str(root / "batch" / "x.png")], overwrite=True).job_id)
+    states = {Path(f.input).name: (f.state, f.code) for f in done.files}
+    assert states == {
+        "w.png": (pb.FILE_FAILED, "INVALID_ARGUMENT"),
+        "x.png": (pb.FILE_DONE, ""),
+        "y.png": (pb.FILE_FAILED, "INVALID_ARGUMENT"),
+        "z.png": (pb.FILE_DONE, ""),
+    }
+    for f in done.files:
+        if f.state == pb.FILE_FAILED:
+            assert f.error == f"{f.input}: is a FIFO, not a regular file (expected an image file)"
+    assert later.state == pb.JOB_SUCCEEDED  # the worker goes on
+
+
+def test_cancel_and_shutdown_are_not_held_by_a_blocked_read(tree, monkeypatch) -> None:
+    from samsem import io
+    from samsem.server import jobs
+
+    reading, release = threading.Event(), threading.Event()
+    read_image = io.read_image
+
+    def stuck(path):  # a read that does not return (a hung file system) until released
+        reading.set()
+        release.wait(60)
+        return read_image(path)
+
+    monkeypatch.setattr(io, "read_image", stuck)
+    monkeypatch.setattr(jobs, "_STOP_S", 0.5)
+    try:
+        with serving(ServerConfig(port=0, job_roots=(tree["root"],)), load_pipeline("classical")) as (
+            srv,
+            client,
+        ):
+            job = client.submit_job([str(tree["a"])])
+            assert reading.wait(30)
+            assert client.cancel_job(job.job_id).state == pb.JOB_RUNNING  # answered during the read
+        worker = srv.server.jobs._worker
+        assert not release.is_set() and worker.is_alive()  # shut down with the read still blocked
+    finally:
+        release.set()
+    worker.join(60)
+    assert not worker.is_alive()
+
+
+def test_a_full_output_disk_stops_the_job_and_leaves_untried_files_pending(tmp_path, monkeypatch) -> None:
+    root, out = tmp_path / "root", tmp_path / "out"
+    root.mkdir()
+    for i in range(5):
+        write_image(root / f"x{i}.png", lines_image(64, 64, seed=i))
+    fsync = os.fsync
+
+    def full_from_x1(fd: int) -> None:  # the disk fills while x1's outputs are written
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".x1."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    cfg = ServerConfig(port=0, job_roots=(root,), output_root=out)
+    with serving(cfg, load_pipeline("classical")) as (_, client):
+        monkeypatch.setattr(os, "fsync", full_from_x1)
+        done = _final(client, client.submit_job([str(root)]).job_id)
+        written = sorted(p.name for p in out.iterdir())
+        monkeypatch.setattr(os, "fsync", fsync)  # space freed: the same job submitted again
+        again = _final(client, client.submit_job([str(root)]).job_id)
+    states = [(f.state, f.code) for f in done.files]
+    assert (
+        states == [(pb.FILE_DONE, ""), (pb.FILE_FAILED, "RESOURCE_EXHAUSTED")] + [(pb.FILE_PENDING, "")] * 3
+    )
+    assert done.files[1].error == f"{root / 'x1.png'}: No space left on device"
+    assert done.state == pb.JOB_FAILED and "out of space" in done.error and "stay pending" in done.error
+    assert written == ["x0.mask.png", "x0.report.json"]  # nothing partial
+    assert [f.state for f in again.files] == [pb.FILE_SKIPPED] + [pb.FILE_DONE] * 4
+
+
+def test_a_full_job_database_answers_resource_exhausted(tree, tmp_path, monkeypatch) -> None:
+    db = tmp_path / "jobs.sqlite"
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],), job_db=db), load_pipeline("classical")) as (
+        srv,
+        client,
+    ):
+        store = srv.server.store
+        insert, update = store.insert, store.update
+        full, refused = threading.Event(), threading.Event()
+
+        def when_full(write):
+            def call(*args, **kw) -> None:
+                if full.is_set():
+                    refused.set()
+                    raise sqlite3.OperationalError("database or disk is full")
+                write(*args, **kw)
+
+            return call
+
+        monkeypatch.setattr(store, "insert", when_full(insert))
+        monkeypatch.setattr(store, "update", when_full(update))
+        full.set()
+        err = rpc_error(lambda: client.submit_job([str(tree["a"])]))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "job database's disk is full (database or disk is full)" in err.details()
+        assert client.list_jobs() == []
+        full.clear()
+        running = client.submit_job([str(tree["a"]), str(tree["b"])], overwrite=True)
+        refused.clear()
+        full.set()  # fills while the job runs: its next state is refused, new jobs too
+        assert refused.wait(30)
+        err = rpc_error(lambda: client.submit_job([str(tree["c"])]))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "disk is full" in err.details()
+        full.clear()
+        done = _final(client, running.job_id, timeout=30)
+    assert done.state == pb.JOB_SUCCEEDED
+    assert _stored_states(db, done.job_id) == (pb.JOB_SUCCEEDED, [pb.FILE_DONE] * 2)
+
+
+def test_a_jobs_cost_per_file_does_not_grow_with_its_files(tmp_path, monkeypatch) -> None:
+    """Issue 26.7: path lookups, file statuses built and folder entries scanned per file are the same
+    for 8 and 32 files, overwriting outputs, with a client watching (each output was checked against
+    every input of the job, every change rebuilt the status of every file, and every file listed its
+    output folder for stale temporary files: all quadratic in the files)."""
+    from samsem import io
+    from samsem.server import jobs
+
+    root = tmp_path / "root"
+    for n in (8, 32):
+        for i in range(n):
+            write_image(root / f"r{n}" / f"t{i:03d}.png", lines_image(16, 16, seed=i))
+    calls = {"realpath": 0, "status": 0, "scanned": 0}
+
+    def counted(name, fn):
+        def call(*args, **kw):
+            calls[name] += 1
+            return fn(*args, **kw)
+
+        return call
+
+    per_file = {}
+    with serving(ServerConfig(port=0, job_roots=(root,)), load_pipeline("classical")) as (_, client):
+        for n in (8, 32):
+            _final(client, client.submit_job([str(root / f"r{n}")]).job_id)  # outputs exist below
+            with monkeypatch.context() as patch:
+                patch.setattr(os.path, "realpath", counted("realpath", os.path.realpath))
+                counting_pb = types.SimpleNamespace(
+                    **{**vars(pb), "FileStatus": counted("status", pb.FileStatus)}
+                )
+                patch.setattr(jobs, "pb", counting_pb)
+                patch.setattr(io, "temp_target", counted("scanned", io.temp_target))
+                calls.update(realpath=0, status=0, scanned=0)
+                rerun = client.submit_job([str(root / f"r{n}")], overwrite=True)  # each output exists
+                snaps = list(client.watch_job(rerun.job_id, timeout=60))
+            assert snaps[-1].state == pb.JOB_SUCCEEDED
+            per_file[n] = {k: v / n for k, v in calls.items()}
+    for k in calls:
+        assert per_file[32][k] <= per_file[8][k] * 1.1, per_file
+
+
+def test_watch_paces_snapshots_and_sends_the_final_state_at_once(tree, monkeypatch) -> None:
+    """Changes within WATCH_EVERY_S of the last snapshot come together (a snapshot holds every file);
+    the final state is not held back by the pace."""
+    from samsem.server import jobs
+
+    monkeypatch.setattr(jobs, "WATCH_EVERY_S", 3600.0)
+    pipe, _ = slow_pipeline(delay=0.01)
+    with serving(ServerConfig(port=0, job_roots=(tree["root"],)), pipe) as (_, client):
+        job = client.submit_job([str(tree["a"]), str(tree["b"]), str(tree["c"])])
+        snaps = list(client.watch_job(job.job_id, timeout=120))
+    assert snaps[-1].state == pb.JOB_SUCCEEDED and len(snaps) <= 2  # the first and the final state
+    assert [f.state for f in snaps[-1].files] == [pb.FILE_DONE] * 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import zlib
@@ -294,3 +295,17 @@ def test_batcher_coalesces_device_tensors_apart_from_arrays() -> None:
     for i, (probs, scores) in got.items():
         assert isinstance(probs, torch.Tensor) == (i < 3)
         assert np.all(np.asarray(probs) == 2 * i) and np.all(np.asarray(scores) == i)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_client_upload_of_a_fifo_is_refused_before_any_call(tmp_path) -> None:
+    """A FIFO named like an image is refused on its descriptor (issue 26.4), not opened for a blocking
+    read in the upload's thread."""
+    from samsem.server.client import SamsemClient
+
+    os.mkfifo(tmp_path / "a.png")
+    with (
+        SamsemClient("127.0.0.1:9") as client,  # never reached
+        pytest.raises(InputError, match=r"a\.png: is a FIFO, not a regular file"),
+    ):
+        client.segment(tmp_path / "a.png", timeout=30)
