@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from samsem.errors import ConfigError
@@ -301,7 +300,7 @@ class HostStages:
             job = it.job
             y0, x0, y1, x1 = _box(job.tiling.boxes[it.index])
             sizes[k] = (y1 - y0, x1 - x0)
-            up = prob if prob.shape == (p, p) else cv2.resize(prob, (p, p), interpolation=cv2.INTER_LINEAR)
+            up = prob if prob.shape == (p, p) else resize_region(prob, (p, p), np.array([0, 0, p, p]))
             np.greater_equal(up, cfg.threshold, out=m2[k].view(bool))
             if two_scale:
                 region = resize_region(job.prob1, job.raw.shape, job.tiling.boxes[it.index])

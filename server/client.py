@@ -274,7 +274,10 @@ def _collect(responses, progress: Progress | None) -> SegmentOutput:
             if asm is None or not asm.complete:
                 raise InputError(None, "the server sent the report before the whole mask")
             text = b"".join(parts).decode() if msg.report.report_streamed else msg.report.report_json
-            return _output(asm, msg.report, text, vectors.result())
+            out = _output(asm, msg.report, text, vectors.result())
+            for _ in responses:  # read on to the server's status: a call left open ends there as
+                pass  # cancelled, before the server has recorded it (log line, metrics)
+            return out
     raise InputError(None, "the server's response ended without a report")
 
 

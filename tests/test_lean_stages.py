@@ -150,25 +150,22 @@ def _remap_reference(prob: np.ndarray, full: tuple[int, int], box: tuple[int, in
     return cv2.remap(prob, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-@pytest.mark.parametrize(
-    ("h", "full", "exact"), [(64, 1024, True), (32, 512, True), (64, 700, False), (50, 333, False)]
-)
-def test_resize_region_equals_remap(h: int, full: int, exact: bool) -> None:
+@pytest.mark.parametrize(("h", "full"), [(64, 1024), (32, 512), (64, 700), (50, 333)])
+def test_resize_region_equals_remap(h: int, full: int) -> None:
+    """OpenCV's bilinear remap to float32 rounding (resize_region computes separably, as the device
+    stages do: tests/test_device_stages.py checks that bit for bit)."""
     rng = np.random.default_rng(h + full)
     prob = rng.random((h, h)).astype(np.float32)
     for _ in range(5):
         y0, x0 = (int(v) for v in rng.integers(0, full - 64, 2))
         box = (y0, x0, y0 + 64, min(x0 + 100, full))
         got, ref = resize_region(prob, (full, full), np.array(box)), _remap_reference(prob, (full, full), box)
-        if exact:
-            np.testing.assert_array_equal(got, ref)
-        else:
-            np.testing.assert_allclose(got, ref, atol=1e-4)
+        np.testing.assert_allclose(got, ref, atol=2e-6)
     edge = (full - 10, full - 10, full, full)  # replicated border
     np.testing.assert_allclose(
         resize_region(prob, (full, full), np.array(edge)),
         _remap_reference(prob, (full, full), edge),
-        atol=1e-4,
+        atol=2e-6,
     )
 
 

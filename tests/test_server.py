@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -45,23 +45,31 @@ def lines_image(h: int, w: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
 
 
 class SlowSegmenter:
-    """Threshold-at-0.5 segmenter that sleeps ``delay`` s per call and counts its calls."""
+    """Threshold-at-0.5 segmenter that sleeps ``delay`` s per call and counts its calls; ``gate`` (called
+    with the call's number before it answers) lets a test hold a call until an event of its own."""
 
     uses_prompts = False
 
-    def __init__(self, input_size: int = 64, delay: float = 0.1) -> None:
+    def __init__(
+        self, input_size: int = 64, delay: float = 0.1, gate: Callable[[int], object] | None = None
+    ) -> None:
         self.input_size = input_size
         self.delay = delay
+        self.gate = gate
         self.calls = 0
 
     def predict(self, images, points=None):
         self.calls += 1
+        if self.gate is not None:
+            self.gate(self.calls)
         time.sleep(self.delay)
         return (images > 0.5).astype(np.float32), np.ones(len(images), np.float32)
 
 
-def slow_pipeline(delay: float = 0.1, patch: int = 64) -> tuple[Pipeline, SlowSegmenter]:
-    seg = SlowSegmenter(patch, delay)
+def slow_pipeline(
+    delay: float = 0.1, patch: int = 64, gate: Callable[[int], object] | None = None
+) -> tuple[Pipeline, SlowSegmenter]:
+    seg = SlowSegmenter(patch, delay, gate)
     cfg = PipelineConfig(tiling=TilingConfig(patch_size=patch), single_scale=2)
     return Pipeline(None, seg, cfg), seg
 

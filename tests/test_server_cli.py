@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -78,57 +79,102 @@ def test_client_job_waits_for_the_result(images, tmp_path, capsys) -> None:
 
 
 SLOW_SERVER = """
-import asyncio, sys
+import asyncio, sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_server import slow_pipeline
 from samsem.server.app import SamsemServer, ServerConfig
 from samsem.server.observability import configure_logging
+folder = Path(sys.argv[1]).parent
+
+def gate(n):  # the first tile says it is in the model, then waits for the test's release file
+    if n == 1:
+        (folder / "in-model").touch()
+        deadline = time.monotonic() + 120
+        while not (folder / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
 configure_logging()
-pipe, _ = slow_pipeline(delay=0.03)
-config = ServerConfig(port=0, request_batch=1, max_batch=1, grace_s=60)
+pipe, _ = slow_pipeline(delay=0, gate=gate)
+config = ServerConfig(port=0, request_batch=1, max_batch=1, grace_s=60, tmp_dir=folder / "spool")
 asyncio.run(SamsemServer(config, pipe).run_until_signal(Path(sys.argv[1])))
 """
 
 
+def _log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def _wait_for(cond, what: str, timeout: float = 120) -> None:
+    """Wait for an event the test can observe; ``timeout`` only bounds a run that went wrong."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"not seen within {timeout} s: {what}")
+        time.sleep(0.01)
+
+
 def test_server_process_drains_in_flight_calls_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM lands while the call's first tile is in the model (it waits there until the server has
+    logged that it drains), so the call is in flight when the drain begins on any machine."""
     script = SLOW_SERVER.format(tests=str(Path(__file__).parent))
     proc, address = start_server(tmp_path, command=[sys.executable, "-c", script])
+    log_path = tmp_path / "server.log"
     try:
-        image = lines_image(400, 400, seed=4)  # 64 tiles of 30 ms
-        started = threading.Event()
+        image = lines_image(400, 400, seed=4)  # 64 tiles
         out: dict = {}
 
         def request() -> None:
             with SamsemClient(address) as client:
                 try:
-                    out["result"] = client.segment(image, progress=lambda d, t: d > 0 and started.set())
+                    out["result"] = client.segment(image, timeout=300)
                 except grpc.RpcError as exc:
                     out["error"] = exc
 
         t = threading.Thread(target=request)
         t.start()
-        assert started.wait(60)
+        _wait_for((tmp_path / "in-model").exists, "the call's first tile in the model")
         proc.send_signal(signal.SIGTERM)
-        t.join(60)
-        assert "error" not in out, out.get("error")
+        _wait_for(lambda: any(e["msg"] == "draining" for e in _log(log_path)), "'draining' in the log")
+        (tmp_path / "release").touch()
+        t.join(300)
+        assert not t.is_alive() and "error" not in out, out.get("error")
         expected = slow_pipeline()[0].segment(image).mask
         np.testing.assert_array_equal(out["result"].mask, expected)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    logs = [
-        json.loads(line)
-        for line in (tmp_path / "server.log").read_text().splitlines()
-        if line.startswith("{")
-    ]
+    logs = _log(log_path)
     messages = [entry["msg"] for entry in logs]
-    assert messages[0] == "serving" and messages[-1] == "stopped", messages
-    assert "Segment OK" in messages, (tmp_path / "server.log").read_text()[-3000:]
-    assert messages.index("draining") < messages.index("Segment OK")
+    assert messages[-1] == "stopped", log_path.read_text()[-3000:]
+    assert "Segment OK" in messages, log_path.read_text()[-3000:]
+    assert messages.index("serving") < messages.index("draining") < messages.index("Segment OK")
     (ok,) = [e for e in logs if e["msg"] == "Segment OK"]
     assert ok["request_id"] == out["result"].request_id and ok["tiles"] == out["result"].report["n_patches"]
+
+
+def test_client_reads_a_segment_call_to_its_status() -> None:
+    """The client returns only after the server's status has come (a call left open after the report
+    ends as cancelled on the server, which then may not have logged it yet: the SIGTERM test's
+    missing "Segment OK", issue 25.5)."""
+    import zlib
+
+    from samsem.server.client import _collect
+
+    mask = np.ones((2, 3), np.uint8)
+    ended = []
+
+    def stream():
+        yield pb.SegmentResponse(progress=pb.Progress(tiles_done=1, tiles_total=1))
+        chunk = pb.MaskChunk(height=2, width=3, offset=0, length=6, zlib_data=zlib.compress(mask.tobytes()))
+        yield pb.SegmentResponse(mask=chunk)
+        yield pb.SegmentResponse(report=pb.SegmentReport(name="x", report_json="{}", request_id="r"))
+        ended.append(True)  # reached once the caller asks past the report: the stream's end
+
+    out = _collect(stream(), None)
+    np.testing.assert_array_equal(out.mask, mask)
+    assert out.request_id == "r" and ended == [True]
 
 
 def test_client_segment_writes_vector_files_beside_the_mask(images, tmp_path, capsys) -> None:

@@ -115,28 +115,53 @@ def resize_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -
 def resize_region(prob: np.ndarray, full_shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
     """Bilinearly upsample ``prob`` (h, w) to ``full_shape`` (H, W), but only inside ``box``.
 
-    box: [y0, x0, y1, x1] in full-resolution pixels. Uses the pixel-centre convention of
-    ``cv2.resize`` (src = (dst + 0.5) * scale - 0.5, edges replicated) through one ``cv2.warpAffine``
-    (no coordinate maps), so tiling a full resize into boxes never allocates (H, W) floats. Where h/H and
-    w/W are powers of two (e.g. a 256-px model output of an 8192-px image) the source coordinates are
-    exact and the values equal ``cv2.remap`` over explicit maps bit for bit; otherwise they differ from
-    it by float32 rounding of the coordinates (below 1e-4). Returns (y1 - y0, x1 - x0) float32.
+    box: [y0, x0, y1, x1] in full-resolution pixels; pixel-centre convention of ``cv2.resize``
+    (src = (dst + 0.5) * scale - 0.5, edges replicated), so tiling a full resize into boxes never
+    allocates (H, W) floats. The values are those of :func:`upsample_at`, bit for bit what the
+    device-resident stages compute (a probability on the threshold decides the same on both paths).
+    Returns (y1 - y0, x1 - x0) float32.
     """
-    h, w = prob.shape
-    H, W = full_shape
     y0, x0, y1, x1 = (int(v) for v in box)
-    sx, sy = np.float32(w / W), np.float32(h / H)
-    half = np.float32(0.5)
-    tx = (np.float32(x0) + half) * sx - half
-    ty = (np.float32(y0) + half) * sy - half
-    matrix = np.array([[sx, 0.0, tx], [0.0, sy, ty]], np.float64)
-    return cv2.warpAffine(
-        np.ascontiguousarray(prob, dtype=np.float32),
-        matrix,
-        (x1 - x0, y1 - y0),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+    return upsample_at(prob, full_shape, np.arange(y0, y1), np.arange(x0, x1))
+
+
+@nb.njit(cache=True, nogil=True)
+def _lerp_rows(across: np.ndarray, r0: np.ndarray, r1: np.ndarray, fy: np.ndarray, out: np.ndarray) -> None:
+    """out[y] = across[r0[y]] * (1 - fy[y]) + across[r1[y]] * fy[y], float32 (no fused multiply-add)."""
+    one = np.float32(1.0)
+    for y in range(out.shape[0]):
+        a, b, f = r0[y], r1[y], fy[y]
+        g = one - f
+        for x in range(out.shape[1]):
+            out[y, x] = across[a, x] * g + across[b, x] * f
+
+
+def _separable_taps(
+    src: np.ndarray, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``src`` (h, w) resampled along x at ``cols`` of ``full_shape`` for the rows of ``src`` that
+    ``rows`` need, (n, len(cols)) float32, and per row of ``rows`` its two rows of that array and the
+    weight of the second."""
+    h, w = src.shape
+    y0, y1, fy = bilinear_taps(rows, h, full_shape[0])
+    x0, x1, fx = bilinear_taps(cols, w, full_shape[1])
+    needed = np.unique(np.concatenate([y0, y1]))
+    part = np.asarray(src[needed], np.float32)
+    across = part[:, x0] * (1 - fx) + part[:, x1] * fx
+    return np.ascontiguousarray(across), np.searchsorted(needed, y0), np.searchsorted(needed, y1), fy
+
+
+def upsample_at(
+    src: np.ndarray, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """``src`` (h, w) bilinearly resampled to ``full_shape`` (H, W), at pixels ``rows`` x ``cols`` (int
+    arrays): (len(rows), len(cols)) float32, separably (along x, then y) with the very float32
+    operations of the device-resident stages (:mod:`samsem.runtime.stages.tensors`), so both paths agree
+    exactly."""
+    across, r0, r1, fy = _separable_taps(src, full_shape, rows, cols)
+    out = np.empty((len(rows), len(cols)), np.float32)
+    _lerp_rows(across, r0, r1, fy, out)
+    return out
 
 
 @nb.njit(cache=True, nogil=True)
@@ -181,25 +206,10 @@ class Background:
     map: np.ndarray
     level: float
 
-    def _taps(
-        self, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The map resampled along x at ``cols`` for the map rows that ``rows`` need, (n, len(cols))
-        float32, and per row of ``rows`` its two rows of that array and the weight of the second."""
-        h, w = self.map.shape
-        y0, y1, fy = bilinear_taps(rows, h, full_shape[0])
-        x0, x1, fx = bilinear_taps(cols, w, full_shape[1])
-        needed = np.unique(np.concatenate([y0, y1]))
-        part = self.map[needed]
-        across = part[:, x0] * (1 - fx) + part[:, x1] * fx
-        return np.ascontiguousarray(across), np.searchsorted(needed, y0), np.searchsorted(needed, y1), fy
-
     def sample(self, full_shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """The map bilinearly upsampled to ``full_shape`` (H, W), at pixels ``rows`` x ``cols`` (int
-        arrays): (len(rows), len(cols)) float32, separably with the very float32 operations of
-        :func:`samsem.runtime.stages.tensors.flatten_patches` (so both paths agree exactly)."""
-        across, r0, r1, fy = self._taps(full_shape, rows, cols)
-        return across[r0] * (1 - fy)[:, None] + across[r1] * fy[:, None]
+        """The map bilinearly upsampled to ``full_shape`` (H, W), at pixels ``rows`` x ``cols``:
+        :func:`upsample_at` of the map."""
+        return upsample_at(self.map, full_shape, rows, cols)
 
     def map_range(
         self,
@@ -211,7 +221,7 @@ class Background:
     ) -> np.ndarray:
         """``apply_range(self.flatten(pixels, rows, cols, full_shape), levels)`` in one pass, bit for bit
         (the same float32 operations): (len(rows), len(cols)) float32 in [0, 1]."""
-        across, r0, r1, fy = self._taps(full_shape, rows, cols)
+        across, r0, r1, fy = _separable_taps(self.map, full_shape, rows, cols)
         lo, hi = levels
         out = np.empty(pixels.shape, np.float32)
         level, lo32, scale = np.float32(self.level), np.float32(lo), np.float32(1.0 / (hi - lo))

@@ -14,11 +14,12 @@ What equals the numpy stages exactly, and what only to float rounding:
   from the histogram by the very function the numpy stage uses —, morphological opening, component
   sizes, the seeded draw of points), speck counts, speck removal, agreement and every other decision
   statistic, and the decision itself (:func:`~samsem.runtime.stages.decision.decide_from_stats` on
-  the host);
-* to float32 rounding (about 1e-7 relative): bilinear resizing of model inputs and of model
-  probabilities (``torch.nn.functional.interpolate`` and explicit bilinear sampling instead of
-  OpenCV's kernels). A pixel can change class only where an interpolated value lies within that
-  rounding of a threshold, so masks and decisions agree except at such rare pixels.
+  the host), and the bilinear resampling of model probabilities (model 1's over each patch, model 2's to the
+  patch size): both paths sample through
+  :func:`~samsem.runtime.stages.preprocess.bilinear_taps` with the same float32 operations (along x,
+  then y), so a probability that lands on the threshold decides the same way on both;
+* to float32 rounding (about 1e-7 relative): resizing of model inputs (``torch.nn.functional
+  .interpolate`` instead of OpenCV's kernels), so the models see inputs that differ by that rounding.
 
 Connected components (8-connected) come from label propagation: every foreground pixel starts with its
 own index; each round gives every pixel the largest label of its horizontal run, then of its vertical
@@ -160,11 +161,17 @@ def _taps(pix: np.ndarray, n: int, N: int, dev: torch.device) -> tuple[torch.Ten
 
 
 def resize_probs(probs: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, h, w) float32 -> (N, size, size) bilinear (pixel centres, no antialiasing), as
-    ``cv2.resize(..., INTER_LINEAR)``."""
-    if probs.shape[-2:] == (size, size):
+    """(N, h, w) float32 -> (N, size, size) bilinear (pixel centres, no antialiasing), as ``cv2.resize``
+    with ``INTER_LINEAR``, by the float32 operations of :func:`upsample_boxes` (bit for bit
+    :func:`~samsem.runtime.stages.preprocess.resize_region` of each over the whole (size, size))."""
+    h, w = probs.shape[-2:]
+    if (h, w) == (size, size):
         return probs
-    return F.interpolate(probs[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    pix = np.arange(size)
+    (y0, y1, fy), (x0, x1, fx) = _taps(pix, h, size, probs.device), _taps(pix, w, size, probs.device)
+    g0, g1 = probs[:, :, x0], probs[:, :, x1]
+    across = g0 * (1 - fx) + g1 * fx  # (N, h, size)
+    return across[:, y0] * (1 - fy)[:, None] + across[:, y1] * fy[:, None]
 
 
 def paste(out: torch.Tensor, masks: torch.Tensor, boxes: np.ndarray, owned: np.ndarray) -> None:

@@ -57,7 +57,8 @@ class VectorOptions:
     """How masks are written as vector files.
 
     formats: any of ``FORMATS`` (svg, geojson, gds). tolerance_px: simplification tolerance in pixels
-    (0 = exact pixel outlines). gds_layer, gds_datatype: GDSII layer/datatype of the polygons.
+    (0 = exact pixel outlines; two lines' polygons stay at least simplify.CLEARANCE_PX = 0.5 px apart).
+    gds_layer, gds_datatype: GDSII layer/datatype of the polygons.
     nm_per_px: physical pixel size for GDSII. gds_max_points: polygons with more vertices are split
     (samsem.vector.formats.split_ring; 0: never). esd_border, esd_min_area: the ESD rules whose line
     classes simplification preserves.

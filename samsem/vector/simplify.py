@@ -10,10 +10,13 @@ boundary).
 Connectivity guarantee. The simplified polygons are rasterized line by line and compared with the mask
 (the exact polygons' raster): each line must rasterize to one 8-connected component that overlaps that
 line and no other, touches no other line's pixels, and keeps its ESD class (at least ``min_area``
-pixels or not; wholly inside the ``border`` band or not). Lines that fail are simplified again with half
-the tolerance, down to a quarter pixel and then not at all (tolerance 0 is exact), until every line
-passes. Hence ``esd(raster, mask, ESDConfig(border, min_area)) == esd(mask, mask, same config)`` and, for
-the strict config (0, 0), zero errors.
+pixels or not; wholly inside the ``border`` band or not), and its polygons must stay at least
+:data:`CLEARANCE_PX` from every other line's polygons (exact distance between edges). Lines that fail
+are simplified again with half the tolerance, down to a quarter pixel and then not at all (tolerance 0
+is exact: two lines' exact polygons are at least 1 px apart), until every line passes. Hence
+``esd(raster, mask, ESDConfig(border, min_area)) == esd(mask, mask, same config)``, for the strict config
+(0, 0) zero errors, and no two lines' polygons closer than 0.5 px (a layout tool that merges the
+polygons finds exactly the mask's lines).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from samsem.vector.extract import Polygons
 from samsem.vector.raster import merge_runs, rasterize_runs
 
 MIN_LEVEL_PX = 0.25  # smallest non-zero tolerance tried before falling back to the exact polygon
+CLEARANCE_PX = 0.5  # least distance kept between two lines' polygons (exact ones are >= 1 px apart)
+_CELL_PX = 32  # grid cell of the clearance check
 
 
 @nb.njit(cache=True)
@@ -113,6 +118,84 @@ def _douglas_peucker(xy, rings, pinned, ring_tol):
                         wi = i
             keep[wi] = True
     return keep
+
+
+@nb.njit(cache=True)
+def _seg_seg_dist(ax, ay, bx, by, cx, cy, dx, dy) -> float:
+    """Distance between segments ab and cd (0 where they cross)."""
+    d1 = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    d2 = (bx - ax) * (dy - ay) - (by - ay) * (dx - ax)
+    d3 = (dx - cx) * (ay - cy) - (dy - cy) * (ax - cx)
+    d4 = (dx - cx) * (by - cy) - (dy - cy) * (bx - cx)
+    if ((d1 > 0 and d2 < 0) or (d1 < 0 and d2 > 0)) and ((d3 > 0 and d4 < 0) or (d3 < 0 and d4 > 0)):
+        return 0.0
+    return min(
+        _seg_dist(ax, ay, cx, cy, dx, dy),
+        _seg_dist(bx, by, cx, cy, dx, dy),
+        _seg_dist(cx, cy, ax, ay, bx, by),
+        _seg_dist(dx, dy, ax, ay, bx, by),
+    )
+
+
+@nb.njit(cache=True)
+def _close_lines(xy, rings, ring_line, n_lines, clearance, cell):
+    """(n_lines,) bool: lines with an edge closer than ``clearance`` to an edge of another line. Edges
+    are binned into ``cell``-px grid cells by their bounding boxes grown by the clearance; pairs that
+    share a cell are measured exactly."""
+    n_rings = rings.shape[0] - 1
+    n_e = rings[n_rings] - rings[0]
+    e0 = np.empty(n_e, np.int64)
+    e1 = np.empty(n_e, np.int64)
+    e_line = np.empty(n_e, np.int64)
+    k = 0
+    for r in range(n_rings):
+        lo, hi = rings[r], rings[r + 1]
+        for i in range(lo, hi):
+            e0[k] = i
+            e1[k] = i + 1 if i + 1 < hi else lo
+            e_line[k] = ring_line[r]
+            k += 1
+    box = np.empty((n_e, 4), np.int64)  # grid cells x0, x1, y0, y1 of each edge
+    total = 0
+    for j in range(n_e):
+        a, b = e0[j], e1[j]
+        box[j, 0] = math.floor((min(xy[a, 0], xy[b, 0]) - clearance) / cell)
+        box[j, 1] = math.floor((max(xy[a, 0], xy[b, 0]) + clearance) / cell)
+        box[j, 2] = math.floor((min(xy[a, 1], xy[b, 1]) - clearance) / cell)
+        box[j, 3] = math.floor((max(xy[a, 1], xy[b, 1]) + clearance) / cell)
+        total += (box[j, 1] - box[j, 0] + 1) * (box[j, 3] - box[j, 2] + 1)
+    keys = np.empty(total, np.int64)
+    edge = np.empty(total, np.int64)
+    t = 0
+    for j in range(n_e):
+        for gy in range(box[j, 2], box[j, 3] + 1):
+            for gx in range(box[j, 0], box[j, 1] + 1):
+                keys[t] = (gy + 1) * (1 << 31) + gx + 1
+                edge[t] = j
+                t += 1
+    order = np.argsort(keys)
+    close = np.zeros(n_lines, np.bool_)
+    g = 0
+    while g < total:
+        h = g
+        while h < total and keys[order[h]] == keys[order[g]]:
+            h += 1
+        for p in range(g, h):
+            i = edge[order[p]]
+            for q in range(p + 1, h):
+                j = edge[order[q]]
+                li, lj = e_line[i], e_line[j]
+                if li == lj or (close[li] and close[lj]):
+                    continue
+                a, b, c, d = e0[i], e1[i], e0[j], e1[j]
+                dist = _seg_seg_dist(
+                    xy[a, 0], xy[a, 1], xy[b, 0], xy[b, 1], xy[c, 0], xy[c, 1], xy[d, 0], xy[d, 1]
+                )
+                if dist < clearance:
+                    close[li] = True
+                    close[lj] = True
+        g = h
+    return close
 
 
 @nb.njit(cache=True)
@@ -232,6 +315,7 @@ def simplify_levels(
             & (ct_lo[c] == ids)
             & ((c_size[c] >= min_area) == m_big[1:])
             & (c_inner[c] == m_inner[1:])
+            & ~_close_lines(out.xy.astype(np.float64), out.rings, ring_line, n_lines, CLEARANCE_PX, _CELL_PX)
         )
         if line_ok.all():
             return out, levels[level]
