@@ -187,3 +187,21 @@ def test_robust_rule_distrusts_a_coarse_model1() -> None:
 
     assert line_width(np.array([4 * 64 * 2]), np.array([4 * 64])).tolist() == [4.0]
     assert line_width(np.array([0]), np.array([0])).tolist() == [np.inf]
+
+
+def test_robust_rule_sends_a_noise_response_of_model2_to_model1() -> None:
+    """Model 2 speckled, model 1 not, and their foreground fractions far apart: model 2 answered texture or
+    noise in a patch without context (a half-empty textured field: false positives in the patch that
+    saw no lines), so model 1 decides, however coarse (measured: textured-clean-procedural 2.17 -> 0.96)."""
+    lines = np.zeros((S, S), np.uint8)
+    for x in range(0, 32, 5):
+        lines[:, x : x + 3] = 1  # 3-px lines, 21/64 of the patch: 0.75 px at model 1's scale 4
+    empty = np.zeros((S, S), np.uint8)
+    cfg = DecisionConfig()
+    d = decide(np.stack([empty, empty]), np.stack([_speckled(lines), lines]), cfg, model1_scale=4.0)
+    assert d.speckles2.tolist() == [64, 0]
+    assert d.reason.tolist() == [Reason.M2_SPECKLED, Reason.MODEL1_COARSE]
+    assert d.source.tolist() == [Source.MODEL1, Source.MODEL2]
+    # within the foreground tolerance a speckled model 2 still wins where model 1 is coarse
+    loose = decide(empty[None], _speckled(lines)[None], replace(cfg, fg_fraction_tol=0.5), model1_scale=4.0)
+    assert loose.reason.tolist() == [Reason.MODEL1_COARSE]

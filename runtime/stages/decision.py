@@ -33,8 +33,12 @@ merge. So: specks are removed from both masks (``Decisions.mask1/mask2`` are the
 agreement and foreground fractions are measured after that; model 1 is not trusted where its downscaling
 makes the patch's lines thinner than ``min_line_px`` at its input (line width estimated as 2 · area /
 edge length of the cleaned mask of model 2, of model 1 where model 2 is empty) → ``MODEL1_COARSE`` →
-model 2; otherwise speckle counts alone decide nothing, and the branches are ``BOTH_SPECKLED`` (flag,
-fallback), ``AGREE``, ``INVERTED``, ``FG_MISMATCH``, ``DISAGREE`` as above.
+model 2 — except when model 2 alone is speckled *and* the foreground fractions differ by more than
+``fg_fraction_tol`` (``M2_SPECKLED`` → model 1): then model 2 answered texture or noise in a window
+without lines (measured on half-empty textured fields, ESD 2.17 → 0.96, and on 4096² noisy images
+1.33 → 1.09; no other held-out set changed); otherwise speckle counts alone decide nothing, and the
+branches are ``BOTH_SPECKLED`` (flag, fallback), ``AGREE``, ``INVERTED``, ``FG_MISMATCH``,
+``DISAGREE`` as above.
 """
 
 from __future__ import annotations
@@ -352,9 +356,11 @@ def decide_from_stats(
             pair[:, 2] > 0, line_width(pair[:, 2], pair[:, 5]), line_width(pair[:, 1], pair[:, 4])
         )
         coarse = width / np.broadcast_to(np.asarray(model1_scale, np.float64), width.shape) < cfg.min_line_px
-        conditions = [speckled1 & speckled2, coarse, agree, inverted, mismatch]
+        noise2 = speckled2 & ~speckled1 & mismatch  # model 2 answered texture/noise without context
+        conditions = [speckled1 & speckled2, noise2, coarse, agree, inverted, mismatch]
         reasons = [
             Reason.BOTH_SPECKLED,
+            Reason.M2_SPECKLED,
             Reason.MODEL1_COARSE,
             Reason.AGREE,
             Reason.INVERTED,
