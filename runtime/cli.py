@@ -199,7 +199,7 @@ def register_segment(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         metavar="PX",
         help="simplification tolerance in pixels (default 1.0; 0 = exact pixel outlines); lines never merge "
-        "or split",
+        "or split, and two lines' polygons stay at least 0.5 px apart",
     )
     vec.add_argument(
         "--nm-per-px", type=float, default=1.0, metavar="NM", help="GDSII pixel size (default 1)"

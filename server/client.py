@@ -131,7 +131,7 @@ class SamsemClient:
             header.vector.CopyFrom(vector_request(vector))
         requests = _requests(header, chunks)
         call = self.stub.Segment(requests, timeout=timeout or self.timeout, metadata=self._md(request_id))
-        return _collect(call, progress)
+        return collect_segment(call, progress)
 
     def segment_tile(
         self,
@@ -252,7 +252,7 @@ def _requests(header: pb.ImageHeader, chunks: Iterator[bytes]) -> Iterator[pb.Se
         yield pb.SegmentRequest(chunk=chunk)
 
 
-def _collect(responses, progress: Progress | None) -> SegmentOutput:
+def collect_segment(responses, progress: Progress | None) -> SegmentOutput:
     """Read a Segment response stream: progress, mask chunks, vector pieces, report pieces, report."""
     asm: MaskAssembler | None = None
     vectors = VectorAssembler()

@@ -38,7 +38,10 @@ def _vector_flags(p: argparse.ArgumentParser) -> None:
         help="also write NAME.mask.svg / .geojson / .gds beside each mask (comma-separated formats)",
     )
     g.add_argument(
-        "--tolerance", type=float, default=1.0, help="simplification tolerance in px (default 1; 0: exact)"
+        "--tolerance",
+        type=float,
+        default=1.0,
+        help="simplification tolerance in px (default 1; 0: exact); two lines' polygons stay >= 0.5 px apart",
     )
     g.add_argument(
         "--nm-per-px", type=float, default=1.0, help="pixel size for GDSII coordinates (default 1)"
@@ -120,7 +123,7 @@ def _client(args: argparse.Namespace):
     )
 
 
-def _rpc_message(exc, server: str | None = None) -> str:
+def rpc_message(exc, server: str | None = None) -> str:
     import grpc
 
     if exc.code() == grpc.StatusCode.UNAVAILABLE and server is not None:
@@ -195,11 +198,11 @@ def run_segment(args: argparse.Namespace) -> int:
                 out = client.segment(f, options=options, progress=progress, vector=vector)
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:  # no server: say so once, not per file
-                    print(f"samsem client: {_rpc_message(exc, args.server)}", file=sys.stderr)
+                    print(f"samsem client: {rpc_message(exc, args.server)}", file=sys.stderr)
                     if summary.done:  # the server went away during the run
                         summary.report("samsem client", args.out)
                     return 1
-                summary.failures[f.name] = _rpc_message(exc)
+                summary.failures[f.name] = rpc_message(exc)
                 continue
             except SamsemError as exc:
                 summary.failures[f.name] = str(exc)
@@ -227,7 +230,7 @@ def run_info(args: argparse.Namespace) -> int:
             info = client.model_info()
             status = client.health()
     except grpc.RpcError as exc:
-        print(f"samsem client info: {_rpc_message(exc, args.server)}", file=sys.stderr)
+        print(f"samsem client info: {rpc_message(exc, args.server)}", file=sys.stderr)
         return 1
     data = MessageToDict(info, preserving_proto_field_name=True)
     for key in ("manifest_json", "config_json"):
@@ -270,7 +273,7 @@ def run_job(args: argparse.Namespace) -> int:
                     )
                     job = snap
     except grpc.RpcError as exc:
-        print(f"samsem client job: {_rpc_message(exc, args.server)}", file=sys.stderr)
+        print(f"samsem client job: {rpc_message(exc, args.server)}", file=sys.stderr)
         return 1
     print(MessageToJson(job, preserving_proto_field_name=True))
     if args.wait:

@@ -160,7 +160,7 @@ def test_client_reads_a_segment_call_to_its_status() -> None:
     missing "Segment OK", issue 25.5)."""
     import zlib
 
-    from samsem.server.client import _collect
+    from samsem.server.client import collect_segment
 
     mask = np.ones((2, 3), np.uint8)
     ended = []
@@ -172,7 +172,7 @@ def test_client_reads_a_segment_call_to_its_status() -> None:
         yield pb.SegmentResponse(report=pb.SegmentReport(name="x", report_json="{}", request_id="r"))
         ended.append(True)  # reached once the caller asks past the report: the stream's end
 
-    out = _collect(stream(), None)
+    out = collect_segment(stream(), None)
     np.testing.assert_array_equal(out.mask, mask)
     assert out.request_id == "r" and ended == [True]
 

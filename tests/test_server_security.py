@@ -134,17 +134,17 @@ def test_the_client_reads_a_token_file_in_the_servers_format(certs: Path, tmp_pa
 
 
 def test_tls_verification_failures_say_so(certs: Path) -> None:
-    from samsem.server.client_cli import _rpc_message
+    from samsem.server.client_cli import rpc_message
 
     pipe, _ = slow_pipeline(delay=0)
     cfg = ServerConfig(port=0, tls_cert=certs / "server.pem", tls_key=certs / "server.key")
     with ServerThread(cfg, pipe) as srv:
         with SamsemClient(srv.address, ca=certs / "other_ca.pem", timeout=3) as wrong_ca:
-            text = _rpc_message(rpc_error(wrong_ca.model_info), srv.address)
+            text = rpc_message(rpc_error(wrong_ca.model_info), srv.address)
         assert "TLS verification of its certificate failed" in text and "--ca" in text, text
         assert "(OK)" not in text
         with SamsemClient(srv.address, timeout=3) as plain:
-            text = _rpc_message(rpc_error(plain.model_info), srv.address)
+            text = rpc_message(rpc_error(plain.model_info), srv.address)
         assert "TLS" in text and "(OK)" not in text, text
 
 
