@@ -43,7 +43,12 @@ def add_model_options(
         f"classical segmenter (classical = Sauvola, classical:otsu); {_default_model_text()}",
     )
     p.add_argument("--backend", default="auto", help="torch | onnxruntime | tensorrt | aoti | auto (default)")
-    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="cpu (default) | cuda | cuda:N | auto (cuda when this machine has a CUDA GPU, else cpu)",
+    )
     p.add_argument(
         "--precision",
         default="fp32",
@@ -59,6 +64,13 @@ def add_model_options(
         default=None,
         help="model inputs per batch (default: from free GPU memory on CUDA, else 8)",
     )
+
+
+def _device(text: str) -> str:
+    """--device: "auto" resolved here, so that reports and the server name the device really used."""
+    from samsem.runtime.load import resolve_device
+
+    return resolve_device(text)
 
 
 def _positive(text: str) -> int:

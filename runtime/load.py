@@ -126,17 +126,28 @@ def _checkpoint(
     return loaded.family.segmenter(backend, size), card
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a CUDA GPU here, else ``"cpu"``; any other name as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_models(
     model: str | Path, *, backend: str = "auto", device: str = "cpu", precision: str = "fp32"
 ) -> LoadedModels:
     """Load the segmenters a model argument names (checkpoints, two checkpoints or a bundle).
 
     backend: checkpoints run on "torch" ("auto" picks it); a bundle on any registered backend ("auto"
-    picks the fastest usable one); device: "cpu", "cuda", "cuda:N"; precision: "fp32", "bf16" or
+    picks the fastest usable one); device: "cpu", "cuda", "cuda:N" or "auto" (:func:`resolve_device`);
+    precision: "fp32", "bf16" or
     "fp16" for the torch backend (engines run at their export precision).
     """
     from samsem.runtime.backends.base import get_backend
 
+    device = resolve_device(device)
     if backend != "auto":
         get_backend(backend)  # ConfigError listing the valid names
     sources = resolve_model_arg(model)
@@ -227,6 +238,7 @@ def load_pipeline(
     (:mod:`samsem.runtime.backends.memory`), the model configuration's elsewhere.
     """
     options = options or RunOptions()
+    device = resolve_device(device)
     if model is None:
         model = default_bundle() or "classical"
     if str(model) in CLASSICAL_MODELS:
