@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import numpy as np
@@ -219,6 +220,28 @@ class _Call:
             trailing = (("retry-after-ms", str(int(status.retry_after_s * 1000))),)
         await self.context.abort(status.code, details, trailing_metadata=trailing)
         raise RuntimeError("context.abort returned")  # it raises; this tells the type checker
+
+
+def _unary(method: str, names_job: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The bookkeeping of a unary RPC around its body ``body(self, request, call)``: the call begins,
+    ends OK with the body's answer or fails with its error mapped (``names_job``: a KeyError is the
+    request's unknown job, NOT_FOUND)."""
+
+    def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(body)
+        async def rpc(self: SegmentationService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(method, context, self.metrics)
+            await call.begin()
+            try:
+                answer = await body(self, request, call)
+                call.finish(grpc.StatusCode.OK)
+                return answer
+            except Exception as exc:
+                await call.fail(_job_error(exc, request.job_id) if names_job else exc)
+
+        return rpc
+
+    return wrap
 
 
 class SegmentationService(pb_grpc.SegmentationServicer):
@@ -555,49 +578,24 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             return pb.SegmentTileResponse(mask=mask, report=report)
 
     # ------------------------------------------------------------------ jobs
-    async def SubmitJob(self, request, context) -> pb.Job:
-        call = _Call("SubmitJob", context, self.metrics)
-        await call.begin()
-        try:
-            vector = vector_options(request.vector) if self.jobs.enabled else None
-            job = await self.jobs.submit(
-                list(request.inputs), dict(request.options), request.overwrite, vector
-            )
-            call.fields.update(job_id=job.job_id, files=len(job.files))
-            call.finish(grpc.StatusCode.OK)
-            return job
-        except Exception as exc:
-            await call.fail(exc)
+    @_unary("SubmitJob")
+    async def SubmitJob(self, request, call: _Call) -> pb.Job:
+        vector = vector_options(request.vector) if self.jobs.enabled else None
+        job = await self.jobs.submit(list(request.inputs), dict(request.options), request.overwrite, vector)
+        call.fields.update(job_id=job.job_id, files=len(job.files))
+        return job
 
-    async def GetJob(self, request, context) -> pb.Job:
-        call = _Call("GetJob", context, self.metrics)
-        await call.begin()
-        try:
-            job = self.jobs.get(request.job_id)
-            call.finish(grpc.StatusCode.OK)
-            return job
-        except Exception as exc:
-            await call.fail(_job_error(exc, request.job_id))
+    @_unary("GetJob", names_job=True)
+    async def GetJob(self, request, call: _Call) -> pb.Job:
+        return self.jobs.get(request.job_id)
 
-    async def CancelJob(self, request, context) -> pb.Job:
-        call = _Call("CancelJob", context, self.metrics)
-        await call.begin()
-        try:
-            job = self.jobs.cancel(request.job_id)
-            call.finish(grpc.StatusCode.OK)
-            return job
-        except Exception as exc:
-            await call.fail(_job_error(exc, request.job_id))
+    @_unary("CancelJob", names_job=True)
+    async def CancelJob(self, request, call: _Call) -> pb.Job:
+        return self.jobs.cancel(request.job_id)
 
-    async def ListJobs(self, request, context) -> pb.ListJobsResponse:
-        call = _Call("ListJobs", context, self.metrics)
-        await call.begin()
-        try:
-            jobs = self.jobs.list_jobs(request.limit or LIST_JOBS_DEFAULT)
-            call.finish(grpc.StatusCode.OK)
-            return pb.ListJobsResponse(jobs=jobs)
-        except Exception as exc:
-            await call.fail(exc)
+    @_unary("ListJobs")
+    async def ListJobs(self, request, call: _Call) -> pb.ListJobsResponse:
+        return pb.ListJobsResponse(jobs=self.jobs.list_jobs(request.limit or LIST_JOBS_DEFAULT))
 
     async def WatchJob(self, request, context) -> AsyncIterator[pb.Job]:
         call = _Call("WatchJob", context, self.metrics)
