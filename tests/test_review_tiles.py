@@ -1,5 +1,6 @@
 """samsem.server.review.web tile pyramids: tiles equal a direct area downsampling, the cache on disk is
-reused until the source changes, concurrent first requests build once, and building holds one level."""
+reused until the source changes, concurrent first requests build once, coarse levels come first, and a
+build holds about one level."""
 
 import json
 import os
@@ -8,6 +9,8 @@ import tracemalloc
 
 import cv2
 import numpy as np
+import pytest
+from starlette.testclient import TestClient
 
 from samsem.io import write_image, write_mask
 from samsem.server.review import web
@@ -122,5 +125,63 @@ def test_building_holds_about_one_level_and_the_source(tmp_path):
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        # the decoded source and the full level (n*n bytes each) and, while halving, a quarter of it
-        assert peak < 2.5 * n * n, (layer, peak / (n * n))
+        # decoding (a mask: the decoded file and its metal map, n*n bytes each), then the full uint8
+        # level (the image's converted in place) and the coarser levels, a third of it
+        assert peak < 2.2 * n * n, (layer, peak / (n * n))
+
+
+def test_coarse_levels_are_served_before_the_deep_ones_are_written(tmp_path, monkeypatch):
+    _, _, config = _folder(tmp_path, 300, 500)
+    release, reached = threading.Event(), threading.Event()
+    write_level = web._write_level
+
+    def held(folder, level, array, kind):
+        if level == 9:  # the full-resolution level waits until the test has its coarse tile
+            reached.set()
+            assert release.wait(timeout=60)
+        write_level(folder, level, array, kind)
+
+    monkeypatch.setattr(web, "_write_level", held)
+    review = web.Review(config)
+    try:
+        assert review.tile("a", "image", 8, 0, 0) is not None
+        assert reached.wait(timeout=60)
+        assert not (config.out / ".review-cache" / "a" / "image" / "manifest.json").exists()
+    finally:
+        release.set()
+    assert _decode(review.tile("a", "image", 9, 1, 1)).shape == (300 - 256, 500 - 256)
+    assert (config.out / ".review-cache" / "a" / "image" / "manifest.json").exists()
+
+
+def test_a_corrected_mask_is_rebuilt(tmp_path):
+    _, mask, config = _folder(tmp_path, 300, 500)
+    review = web.Review(config)
+    before = _decode(review.tile("a", "mask", 9, 0, 0))
+    write_mask(config.out / "a.mask.png", ~mask)
+    review.changed("a")
+    after = _decode(review.tile("a", "mask", 9, 0, 0))
+    coverage = np.where(mask[:256, :256], 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(after, web._mask_tile(coverage))
+    assert not np.array_equal(before, after)
+
+
+def test_a_failed_build_is_one_line_and_retried(tmp_path, monkeypatch):
+    _, _, config = _folder(tmp_path, 300, 500)
+    write_level = web._write_level
+    failures = [OSError(28, "No space left on device"), RuntimeError("encoder broke")]
+
+    def failing(*args):
+        if failures:
+            raise failures.pop(0)
+        write_level(*args)
+
+    monkeypatch.setattr(web, "_write_level", failing)
+    response = TestClient(web.create_app(config), base_url="http://127.0.0.1:8765").get(
+        "/tiles/a/image/9/0_0.png"
+    )
+    assert response.status_code == 404
+    assert "cannot write the tile cache (No space left on device)" in response.json()["error"]
+    review = web.Review(config)
+    with pytest.raises(RuntimeError, match="encoder broke"):  # an own fault reaches the request
+        review.tile("a", "image", 9, 0, 0)
+    assert review.tile("a", "image", 9, 0, 0) is not None  # the next request builds again

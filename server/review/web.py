@@ -12,12 +12,13 @@ opening ``/?token=T`` sets). POSTs must be ``application/json``
 (no cross-site form can send one without the browser asking first) and the Host header must name the
 bound address, so other web pages cannot drive or read a loopback server.
 
-Tiles: the first request for an image (or its mask) builds its pyramid once, under a lock per pyramid:
-the file is read once (samsem.io), every level is made by successive 2x area downsampling holding one
-level at a time, and its tiles are written under ``OUT/.review-cache/NAME/`` (a temporary folder renamed
-when complete, with a manifest of the source's size and mtime, so a later run reuses it). A tile request
-then reads one tile file; hot tiles stay in an LRU. A correction bumps the image's version, which the
-page adds to tile URLs; the mask pyramid is then rebuilt as its file changed.
+Tiles: the first request for an image (or its mask) starts its pyramid's build, once (one build per
+pyramid at a time): the file is read once (samsem.io), the coarser levels are made by successive 2x area
+downsampling (a third of the full level together) and the tiles are written level by level, coarsest
+first, under ``OUT/.review-cache/NAME/{image,mask}/``, so the first view is served before the deep levels
+exist; a manifest of the source's size and mtime, written last, lets a later run reuse the folder. A tile
+request waits for its level, then reads one tile file; hot tiles stay in an LRU. A correction bumps the
+image's version, which the page adds to tile URLs, and the changed mask's pyramid is rebuilt.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -200,33 +199,58 @@ def _write_level(folder: Path, level: int, array: np.ndarray, kind: str) -> None
         list(pool.map(row, range(-(-array.shape[0] // TILE))))
 
 
-def build_pyramid(folder: Path, kind: str, load: Callable[[], np.ndarray], manifest: dict[str, Any]) -> None:
-    """Write the tiles of every layer of ``kind`` at every DZI level into ``folder``, with ``manifest``.
+def build_pyramid(
+    folder: Path,
+    kind: str,
+    load: Callable[[], np.ndarray],
+    manifest: dict[str, Any],
+    progress: Callable[[int], None],
+) -> None:
+    """Write the tiles of every layer of ``kind`` at every DZI level into ``folder``, coarsest first.
 
-    ``load`` gives the full-resolution uint8 level; coarser levels are made by successive 2x area
-    downsampling, holding one level (and, while halving, the next) at a time. The tiles are written into
-    a temporary folder that replaces ``folder`` once complete, so a folder with a manifest is whole.
+    ``load`` gives the full-resolution uint8 level; the coarser ones are made by successive 2x area
+    downsampling (together a third of it) and each is freed once written; ``progress(level)`` follows
+    each level. The manifest is written before the last level is reported, so a folder with a manifest
+    is whole and an interrupted build (no manifest) is redone.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        array = load()
-        for level in range(top_level(*array.shape[:2]), -1, -1):
-            _write_level(tmp, level, array, kind)
-            if level:
-                array = _half(array)  # the finer level is freed here
-        del array
-        write_json(tmp / MANIFEST, manifest)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:12]}.old")
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    shutil.rmtree(folder, ignore_errors=True)
+    chain = [load()]
+    while max(chain[-1].shape[:2]) > 1:
+        chain.append(_half(chain[-1]))
+    top = len(chain) - 1
+    for level in range(top + 1):
+        _write_level(folder, level, chain.pop(), kind)
+        if level == top:
+            write_json(folder / MANIFEST, manifest)
+        progress(level)
+
+
+class _Build:
+    """One pyramid's build: the levels written so far (coarse first), whether it ended, its error."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.written = -1
+        self.ended = False
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def progress(self, level: int) -> None:
+        with self._cond:
+            self.written = level
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.ended, self.error = True, error
+            self._cond.notify_all()
+
+    def wait(self, level: int) -> None:
+        """Until ``level`` is written or the build ended; its error, if it failed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.ended or self.written >= level)
+        if self.error is not None:
+            raise self.error
 
 
 def _load(path: Path, kind: str, levels: list[float] | None) -> np.ndarray:
@@ -255,9 +279,8 @@ class Review:
         self.versions: dict[str, int] = {}
         self._tiles = _LRU(tile_cache)
         self._write = threading.Lock()
-        self._ready: dict[tuple[str, str], int] = {}  # pyramid -> the mask version it was checked at
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_lock = threading.Lock()
+        self._builds: dict[tuple[str, str], _Build] = {}  # (stem, image|mask) -> its latest build
+        self._builds_lock = threading.Lock()
 
     def report(self, stem: str) -> dict[str, Any]:
         report = core.reports(self.config.out).get(stem)
@@ -296,26 +319,61 @@ class Review:
             "tile": TILE,
         }
 
-    def _pyramid(self, stem: str, kind: str) -> Path:
-        """The folder of the ``kind`` pyramid of ``stem``, built on first use (once for concurrent callers)
-        and reused while its source file's size and mtime match the manifest."""
+    def _pyramid(self, stem: str, kind: str, level: int) -> Path:
+        """The folder of the ``kind`` pyramid of ``stem`` once ``level`` is in it. The first request starts
+        its build (once, in the background, coarse levels first) unless the cached one's manifest matches
+        the source's size and mtime; a new mask version starts a new build after the running one."""
         key, version = (stem, kind), self.versions.get(stem, 0)
         folder = self.config.out / CACHE_DIR / stem / kind
-        if self._ready.get(key) == version:
-            return folder
-        with self._locks_lock:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if self._ready.get(key) != version:
+        with self._builds_lock:
+            previous = self._builds.get(key)
+            build = previous if previous is not None and previous.version == version else None
+            if build is None:
+                build = self._builds[key] = _Build(version)
+        if build is not previous:
+            try:
                 path, manifest = self._source(stem, kind)
-                if _manifest(folder) != manifest:
-                    levels = manifest["intensity_levels"]
-                    try:
-                        build_pyramid(folder, kind, lambda: _load(path, kind, levels), manifest)
-                    except OSError as e:
-                        raise InputError(folder, f"cannot write the tile cache ({e.strerror or e})") from None
-                self._ready[key] = version
+            except InputError as e:
+                self._ended(key, build, e)
+                raise
+            if previous is None and _manifest(folder) == manifest:
+                build.end()
+            else:
+                args = (key, build, previous, folder, path, manifest)
+                threading.Thread(target=self._build, args=args, daemon=True).start()
+        build.wait(level)
         return folder
+
+    def _build(
+        self,
+        key: tuple[str, str],
+        build: _Build,
+        previous: _Build | None,
+        folder: Path,
+        path: Path,
+        manifest: dict[str, Any],
+    ) -> None:
+        if previous is not None:
+            previous.wait(sys.maxsize)  # one build at a time writes the folder
+        if previous is not None and _manifest(folder) == manifest:
+            self._ended(key, build, None)
+            return
+        kind, levels = key[1], manifest["intensity_levels"]
+        error: BaseException | None = None
+        try:
+            build_pyramid(folder, kind, lambda: _load(path, kind, levels), manifest, build.progress)
+        except OSError as e:  # not an InputError from reading the source: writing the cache failed
+            error = InputError(folder, f"cannot write the tile cache ({e.strerror or e})")
+        except BaseException as e:  # handed to the waiting requests, which raise it
+            error = e
+        self._ended(key, build, error)
+
+    def _ended(self, key: tuple[str, str], build: _Build, error: BaseException | None) -> None:
+        if error is not None:  # the next request tries again
+            with self._builds_lock:
+                if self._builds.get(key) is build:
+                    del self._builds[key]
+        build.end(error)
 
     def tile(self, stem: str, layer: str, level: int, col: int, row: int) -> bytes | None:
         """The PNG of one tile (read from its pyramid), or None when there is no such tile."""
@@ -324,7 +382,7 @@ class Review:
         version = self.versions.get(stem, 0)
 
         def make() -> bytes | None:
-            path = self._pyramid(stem, LAYERS[layer][0]) / layer / str(level) / f"{col}_{row}.png"
+            path = self._pyramid(stem, LAYERS[layer][0], level) / layer / str(level) / f"{col}_{row}.png"
             try:
                 return path.read_bytes()
             except FileNotFoundError:
