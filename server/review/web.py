@@ -12,9 +12,13 @@ opening ``/?token=T`` sets). POSTs must be ``application/json``
 (no cross-site form can send one without the browser asking first) and the Host header must name the
 bound address, so other web pages cannot drive or read a loopback server.
 
-Tiles (first version): each image, mask and outline is read whole (samsem.io) and its downsampled DZI
-levels are kept for the last few images; encoded tiles are kept in an LRU. A correction bumps the
-image's version, which the page adds to tile URLs, and drops the image's mask levels.
+Tiles: the first request for an image (or its mask) starts its pyramid's build, once (one build per
+pyramid at a time): the file is read once (samsem.io), the coarser levels are made by successive 2x area
+downsampling (a third of the full level together) and the tiles are written level by level, coarsest
+first, under ``OUT/.review-cache/NAME/{image,mask}/``, so the first view is served before the deep levels
+exist; a manifest of the source's size and mtime, written last, lets a later run reuse the folder. A tile
+request waits for its level, then reads one tile file; hot tiles stay in an LRU. A correction bumps the
+image's version, which the page adds to tile URLs, and the changed mask's pyramid is rebuilt.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import ipaddress
 import json
 import math
 import os
+import shutil
 import socket
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -45,10 +52,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from samsem.errors import ConfigError, InputError
-from samsem.io import IMAGE_SUFFIXES, read_image, read_mask
+from samsem.io import IMAGE_SUFFIXES, image_info, read_image, read_mask, write_json
 from samsem.server.review import core
 
 TILE = 256
+CACHE_DIR = ".review-cache"  # OUT/.review-cache/NAME/{image,mask}/LAYER/LEVEL/COL_ROW.png + manifest.json
+MANIFEST = "manifest.json"
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # tiles are a cache: fast to write beats small
+STRIP_PIXELS = 1 << 18  # pixels converted to uint8 at a time
 OPENSEADRAGON = "openseadragon@5.0.1"  # the npm package install.sh installs
 WEB_DIR_ENV = "SAMSEM_WEB_DIR"
 STATIC = Path(__file__).with_name("static")
@@ -125,19 +136,25 @@ class _LRU:
                 del self._items[key]
 
 
-def levels_of(full: np.ndarray) -> list[np.ndarray]:
-    """DZI levels 0 (1x1) .. max (``full``): each level halves the next one, rounding up."""
-    top = math.ceil(math.log2(max(full.shape[:2]))) if max(full.shape[:2]) > 1 else 0
-    levels = [full]
-    for _ in range(top):
-        h, w = levels[-1].shape[:2]
-        levels.append(cv2.resize(levels[-1], ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA))
-    return levels[::-1]
+def top_level(height: int, width: int) -> int:
+    """The DZI level of full resolution: level 0 is 1x1, each level halves the next one, rounding up."""
+    return math.ceil(math.log2(max(height, width))) if max(height, width) > 1 else 0
+
+
+def _half(level: np.ndarray) -> np.ndarray:
+    h, w = level.shape[:2]
+    return cv2.resize(level, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
 
 
 def _to_uint8(image: np.ndarray, levels: list[float] | None) -> np.ndarray:
+    """``image`` scaled by ``levels`` (default: its range) to uint8; a uint8 ``image`` is overwritten."""
     lo, hi = sorted(levels or [float(image.min()), float(image.max()) + 1.0])
-    return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    out = image if image.dtype == np.uint8 else np.empty(image.shape, np.uint8)
+    rows = max(1, STRIP_PIXELS // image.shape[1])
+    for y in range(0, image.shape[0], rows):  # float copies of a strip, not of the image
+        part = image[y : y + rows].astype(np.float32)
+        out[y : y + rows] = np.clip((part - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    return out
 
 
 def _mask_tile(coverage: np.ndarray) -> np.ndarray:
@@ -155,7 +172,7 @@ def _outline_tile(coverage: np.ndarray) -> np.ndarray:
     return out
 
 
-# layer -> (what its levels are made of, how a tile of a level is drawn)
+# layer -> (the pyramid its tiles are drawn from, how a tile of a level is drawn)
 LAYERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "image": ("image", lambda gray: gray),
     "mask": ("mask", _mask_tile),
@@ -163,15 +180,107 @@ LAYERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
 }
 
 
-class Review:
-    """The state behind the page: the config, the versions of the masks, the level and tile caches."""
+def _write_level(folder: Path, level: int, array: np.ndarray, kind: str) -> None:
+    """Encode every tile of every layer of ``kind`` of one level (views of ``array``, no copy of it)."""
+    draws = {layer: draw for layer, (of, draw) in LAYERS.items() if of == kind}
+    for layer in draws:
+        (folder / layer / str(level)).mkdir(parents=True)
 
-    def __init__(self, config: ReviewConfig, levels_cache: int = 4, tile_cache: int = 2048) -> None:
+    def row(r: int) -> None:
+        for c in range(-(-array.shape[1] // TILE)):
+            part = array[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE]
+            for layer, draw in draws.items():
+                ok, data = cv2.imencode(".png", draw(part), PNG_PARAMS)
+                if not ok:
+                    raise OSError(f"PNG encoding of tile {level}/{c}_{r} failed")
+                (folder / layer / str(level) / f"{c}_{r}.png").write_bytes(data.tobytes())
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # cv2 encodes without the GIL
+        list(pool.map(row, range(-(-array.shape[0] // TILE))))
+
+
+def build_pyramid(
+    folder: Path,
+    kind: str,
+    load: Callable[[], np.ndarray],
+    manifest: dict[str, Any],
+    progress: Callable[[int], None],
+) -> None:
+    """Write the tiles of every layer of ``kind`` at every DZI level into ``folder``, coarsest first.
+
+    ``load`` gives the full-resolution uint8 level; the coarser ones are made by successive 2x area
+    downsampling (together a third of it) and each is freed once written; ``progress(level)`` follows
+    each level. The manifest is written before the last level is reported, so a folder with a manifest
+    is whole and an interrupted build (no manifest) is redone.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    chain = [load()]
+    while max(chain[-1].shape[:2]) > 1:
+        chain.append(_half(chain[-1]))
+    top = len(chain) - 1
+    for level in range(top + 1):
+        _write_level(folder, level, chain.pop(), kind)
+        if level == top:
+            write_json(folder / MANIFEST, manifest)
+        progress(level)
+
+
+class _Build:
+    """One pyramid's build: the levels written so far (coarse first), whether it ended, its error."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.written = -1
+        self.ended = False
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def progress(self, level: int) -> None:
+        with self._cond:
+            self.written = level
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.ended, self.error = True, error
+            self._cond.notify_all()
+
+    def wait(self, level: int) -> None:
+        """Until ``level`` is written or the build ended; its error, if it failed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.ended or self.written >= level)
+        if self.error is not None:
+            raise self.error
+
+
+def _load(path: Path, kind: str, levels: list[float] | None) -> np.ndarray:
+    """The full-resolution uint8 level of a pyramid: the image scaled by ``levels``, or the mask 0/255."""
+    if kind == "image":
+        return _to_uint8(read_image(path), levels)
+    mask = read_mask(path)
+    mask *= np.uint8(255)
+    return mask
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Review:
+    """The state behind the page: the config, the versions of the masks, the tile pyramids on disk
+    (``OUT/.review-cache/NAME/{image,mask}``, one build per source file, a lock per pyramid) and an
+    LRU of hot tiles."""
+
+    def __init__(self, config: ReviewConfig, tile_cache: int = 2048) -> None:
         self.config = config
         self.versions: dict[str, int] = {}
-        self._levels = _LRU(levels_cache)
         self._tiles = _LRU(tile_cache)
         self._write = threading.Lock()
+        self._builds: dict[tuple[str, str], _Build] = {}  # (stem, image|mask) -> its latest build
+        self._builds_lock = threading.Lock()
 
     def report(self, stem: str) -> dict[str, Any]:
         report = core.reports(self.config.out).get(stem)
@@ -192,43 +301,98 @@ class Review:
         return Path(source)
 
     def size(self, stem: str) -> tuple[int, int]:
-        """(height, width) of the image ``stem`` (from its mask, which has the image's size)."""
-        return self._level_stack(stem, "mask")[-1].shape[:2]
+        """(height, width) of the image ``stem`` (from its mask's header; the mask has the image's size)."""
+        info = image_info(core.mask_path(self.config.out, stem))
+        return info.height, info.width
 
-    def _level_stack(self, stem: str, kind: str) -> list[np.ndarray]:
-        version = self.versions.get(stem, 0)
+    def _source(self, stem: str, kind: str) -> tuple[Path, dict[str, Any]]:
+        """The file a pyramid is made of and its manifest (what a cached pyramid must match to be reused)."""
+        report = self.report(stem)  # also: ``stem`` names a report, so a safe folder name
+        path = self.image_path(stem) if kind == "image" else core.mask_path(self.config.out, stem)
+        st = path.stat()
+        levels = report.get("intensity_levels") if kind == "image" else None
+        return path, {
+            "source": str(path.resolve()),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "intensity_levels": levels,
+            "tile": TILE,
+        }
 
-        def make() -> list[np.ndarray]:
-            if kind == "image":
-                gray = _to_uint8(read_image(self.image_path(stem)), self.report(stem).get("intensity_levels"))
-                return levels_of(gray)
-            return levels_of(read_mask(core.mask_path(self.config.out, stem)) * np.uint8(255))
+    def _pyramid(self, stem: str, kind: str, level: int) -> Path:
+        """The folder of the ``kind`` pyramid of ``stem`` once ``level`` is in it. The first request starts
+        its build (once, in the background, coarse levels first) unless the cached one's manifest matches
+        the source's size and mtime; a new mask version starts a new build after the running one."""
+        key, version = (stem, kind), self.versions.get(stem, 0)
+        folder = self.config.out / CACHE_DIR / stem / kind
+        with self._builds_lock:
+            previous = self._builds.get(key)
+            build = previous if previous is not None and previous.version == version else None
+            if build is None:
+                build = self._builds[key] = _Build(version)
+        if build is not previous:
+            try:
+                path, manifest = self._source(stem, kind)
+            except InputError as e:
+                self._ended(key, build, e)
+                raise
+            if previous is None and _manifest(folder) == manifest:
+                build.end()
+            else:
+                args = (key, build, previous, folder, path, manifest)
+                threading.Thread(target=self._build, args=args, daemon=True).start()
+        build.wait(level)
+        return folder
 
-        return self._levels.get((stem, kind, version if kind == "mask" else 0), make)
+    def _build(
+        self,
+        key: tuple[str, str],
+        build: _Build,
+        previous: _Build | None,
+        folder: Path,
+        path: Path,
+        manifest: dict[str, Any],
+    ) -> None:
+        if previous is not None:
+            previous.wait(sys.maxsize)  # one build at a time writes the folder
+        if previous is not None and _manifest(folder) == manifest:
+            self._ended(key, build, None)
+            return
+        kind, levels = key[1], manifest["intensity_levels"]
+        error: BaseException | None = None
+        try:
+            build_pyramid(folder, kind, lambda: _load(path, kind, levels), manifest, build.progress)
+        except OSError as e:  # not an InputError from reading the source: writing the cache failed
+            error = InputError(folder, f"cannot write the tile cache ({e.strerror or e})")
+        except BaseException as e:  # handed to the waiting requests, which raise it
+            error = e
+        self._ended(key, build, error)
+
+    def _ended(self, key: tuple[str, str], build: _Build, error: BaseException | None) -> None:
+        if error is not None:  # the next request tries again
+            with self._builds_lock:
+                if self._builds.get(key) is build:
+                    del self._builds[key]
+        build.end(error)
 
     def tile(self, stem: str, layer: str, level: int, col: int, row: int) -> bytes | None:
-        """The PNG of one tile, or None when there is no such tile."""
+        """The PNG of one tile (read from its pyramid), or None when there is no such tile."""
         if layer not in LAYERS:
             return None
-        kind, draw = LAYERS[layer]
         version = self.versions.get(stem, 0)
 
         def make() -> bytes | None:
-            stack = self._level_stack(stem, kind)
-            if not 0 <= level < len(stack):
+            path = self._pyramid(stem, LAYERS[layer][0], level) / layer / str(level) / f"{col}_{row}.png"
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
                 return None
-            part = stack[level][row * TILE : (row + 1) * TILE, col * TILE : (col + 1) * TILE]
-            if part.size == 0:
-                return None
-            ok, data = cv2.imencode(".png", draw(part))
-            return data.tobytes() if ok else None
 
         return self._tiles.get((stem, layer, version, level, col, row), make)
 
     def changed(self, stem: str) -> None:
-        """A patch of ``stem`` was replaced: new version, its mask levels and tiles dropped."""
+        """A patch of ``stem`` was replaced: a new version (its mask pyramid checked again), tiles dropped."""
         self.versions[stem] = self.versions.get(stem, 0) + 1
-        self._levels.drop(lambda k: not (k[0] == stem and k[1] == "mask"))
         self._tiles.drop(lambda k: not (k[0] == stem and k[1] != "image"))
 
     def replace(self, stem: str, index: int, source: str, file: str | None) -> dict[str, Any]:
@@ -351,7 +515,7 @@ def create_app(config: ReviewConfig, osd: Path | None = None, host: str = "127.0
     async def dzi(request: Request) -> Response:
         stem = request.path_params["image"]
         try:
-            h, w = review.size(stem)
+            h, w = await run_in_threadpool(review.size, stem)
         except InputError as e:
             return _error(e, 404)
         xml = (
@@ -364,7 +528,8 @@ def create_app(config: ReviewConfig, osd: Path | None = None, host: str = "127.0
     async def tile(request: Request) -> Response:
         p = request.path_params
         try:
-            data = review.tile(p["image"], p["layer"], p["level"], p["col"], p["row"])
+            args = (p["image"], p["layer"], p["level"], p["col"], p["row"])
+            data = await run_in_threadpool(review.tile, *args)
         except InputError as e:
             return _error(e, 404)
         if data is None:
