@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,11 +26,13 @@ import pytest
 from samsem.cli import main
 from samsem.errors import ConfigError, InputError, SamsemError
 from samsem.io import partial_files, read_mask, write_image
+from samsem.runtime import cluster
 from samsem.runtime.cluster import (
     MANIFEST,
     ClusterOptions,
     Layout,
     SegmentJob,
+    SegmentWorker,
     list_inputs,
     list_uri,
     plan_layout,
@@ -42,6 +45,7 @@ from samsem.synth.generate import generate_sample
 pytest.importorskip("ray", reason="needs the [dist] extra (Ray)")
 
 N_IMAGES = 10
+WAIT_S = 300  # upper bound of every wait for an event below: a hung run fails, a slow one passes
 
 
 # ------------------------------------------------------------------------------------ helpers/fixtures
@@ -52,6 +56,43 @@ def run_records(out: Path) -> list[dict]:
     lines = [json.loads(line) for line in (out / MANIFEST).read_text().splitlines()]
     starts = [i for i, r in enumerate(lines) if r.get("event") == "start"]
     return lines[starts[-1] :] if starts else []
+
+
+def wait_for(what: str, event: Callable[[], object]) -> object:
+    """Poll ``event`` until it returns a true value and return that; fail after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not (value := event()):
+        assert time.monotonic() < deadline, f"{what}: not within {WAIT_S} s"
+        time.sleep(0.02)
+    return value
+
+
+def gated_worker(gate: Path) -> type[SegmentWorker]:
+    """A SegmentWorker to patch into samsem.runtime.cluster: each call writes ``gate/PID.CALL.started``
+    and waits for ``gate/PID.CALL.go`` (this call) or ``gate/release`` (all) before segmenting. Made in
+    a function so that Ray pickles the class by value; its workers are other processes and meet the
+    test only through files."""
+
+    class GatedWorker(SegmentWorker):
+        calls = 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            call = f"{os.getpid()}.{self.calls}"
+            (gate / f"{call}.started").touch()
+            deadline = time.monotonic() + WAIT_S
+            while not ((gate / f"{call}.go").exists() or (gate / "release").exists()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{gate}: call {call} not let through within {WAIT_S} s")
+                time.sleep(0.02)
+            return super().__call__(batch)
+
+    return GatedWorker
+
+
+def started_pids(gate: Path) -> set[int]:
+    """The worker processes that have begun a call of a gated_worker."""
+    return {int(p.name.split(".")[0]) for p in gate.glob("*.started")}
 
 
 def assert_same_outputs(out: Path, reference: Path, names: list[str], *, uri_of=None) -> None:
@@ -265,41 +306,53 @@ def test_ray_run_equals_local_command_and_resumes(
 
 
 def test_killed_worker_is_restarted_and_its_images_redone(
-    ray_address: str, images: Path, reference: Path, stems: list[str], tmp_path: Path
+    ray_address: str, images: Path, reference: Path, stems: list[str], tmp_path: Path, monkeypatch
 ) -> None:
+    """Both workers hold a task at the gate; one is killed: Ray restarts it (a new process) and retries
+    its task there; once released, every image is done once with the local command's outputs."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    monkeypatch.setattr(cluster, "SegmentWorker", gated_worker(gate))
     out = tmp_path / "out"
     job = SegmentJob.create(out, RunOptions())
-    result = {}
-    runner = threading.Thread(
-        target=lambda: result.update(run=segment_on_ray([str(images)], job, ClusterOptions(workers=2)))
-    )
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["run"] = segment_on_ray([str(images)], job, ClusterOptions(workers=2), progress=False)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            result["error"] = exc
+
+    def started() -> set[int]:
+        assert runner.is_alive() or "run" in result, result.get("error")
+        return started_pids(gate)
+
+    runner = threading.Thread(target=run, daemon=True)
     runner.start()
-    killed = None
-    deadline = time.monotonic() + 120
-    while killed is None and runner.is_alive() and time.monotonic() < deadline:
-        if (out / MANIFEST).exists():
-            first = next((r for r in run_records(out) if r.get("event") == "image"), None)
-            if first is not None:
-                killed = first["pid"]
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
-    runner.join(180)
-    assert killed is not None and not runner.is_alive()
+    try:
+        first = wait_for("both workers at the gate", lambda: len(started()) == 2 and started())
+        killed, survivor = sorted(first)
+        os.kill(killed, signal.SIGKILL)
+        restarted = wait_for("the killed worker's task retried", lambda: started() - first)
+    finally:
+        (gate / "release").touch()
+        runner.join(WAIT_S)
+    assert not runner.is_alive() and "error" not in result, result.get("error")
     run = result["run"]
     assert sorted(r.input for r in run.records) == sorted(str(images / f"{s}.png") for s in stems)
-    assert {r.status for r in run.records} <= {"done", "skipped"}  # skipped: finished before the kill
-    assert run.summary.done + run.summary.skipped == N_IMAGES and not run.summary.failures
-    pids = {r.pid for r in run.records}
-    # the killed worker's task is retried on its restarted process (a third pid) unless the kill fell
-    # between two of its tasks and the surviving worker took the rest (seen on a loaded machine)
-    assert killed in pids and len(pids) in (2, 3)
+    assert {r.status for r in run.records} == {"done"} and run.summary.done == N_IMAGES
+    assert not run.summary.failures
+    assert len(restarted) == 1 and {r.pid for r in run.records} == {survivor, *restarted}
     assert_same_outputs(out, reference, stems)
 
 
 def test_interrupted_driver_leaves_whole_files_and_the_rerun_completes(
     ray_address: str, images: Path, reference: Path, stems: list[str], tmp_path: Path, capsys
 ) -> None:
-    # four copies of each image, so that the run is still going when the interrupt lands
+    """Ctrl-C on a driver that has logged an image while its one worker holds a call at the gate: exit
+    130, the manifest says interrupted, the outputs are whole; the rerun does the rest."""
+    # the driver logs a task's images when the task ends, and a task may hold several calls: the test
+    # lets calls through one by one until an image is logged, then holds the next one
     copies = tmp_path / "copies"
     copies.mkdir()
     for k in range(4):
@@ -307,41 +360,64 @@ def test_interrupted_driver_leaves_whole_files_and_the_rerun_completes(
             shutil.copyfile(images / f"{stem}.png", copies / f"c{k}_{stem}.png")
     n = 4 * N_IMAGES
 
-    def assert_mask_of_original(out: Path, stem: str) -> None:
+    def assert_mask_of_original(stem: str) -> None:
         original = stem.split("_", 1)[1]
         assert (out / f"{stem}.mask.png").read_bytes() == (reference / f"{original}.mask.png").read_bytes()
 
-    for attempt in range(3):  # a run can still finish between the first result and the interrupt
-        out = tmp_path / f"out{attempt}"
-        cmd = [sys.executable, "-m", "samsem.cli", "segment", str(copies), "-o", str(out)]
-        driver = subprocess.Popen(
-            [*cmd, f"--ray={ray_address}", "--workers", "1"], stderr=subprocess.PIPE, text=True
-        )
-        deadline = time.monotonic() + 120
-        while driver.poll() is None and time.monotonic() < deadline:
-            if (out / MANIFEST).exists() and any(r.get("event") == "image" for r in run_records(out)):
-                driver.send_signal(signal.SIGINT)
-                break
-            time.sleep(0.02)
-        code = driver.wait(60)
-        stderr = driver.stderr.read() if driver.stderr else ""
-        if code != 0 or run_records(out)[-1].get("outcome") != "finished":
-            break
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    out = tmp_path / "out"
+    driver_code = (
+        "import runpy, sys\n"
+        "from pathlib import Path\n"
+        "from samsem.cli import main\n"
+        "from samsem.runtime import cluster\n"
+        f"gated_worker = runpy.run_path({__file__!r})['gated_worker']\n"
+        f"cluster.SegmentWorker = gated_worker(Path({str(gate)!r}))\n"
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    args = ["segment", str(copies), "-o", str(out), f"--ray={ray_address}", "--workers", "1"]
+    log = tmp_path / "driver.err"
+    with open(log, "w") as err:
+        driver = subprocess.Popen([sys.executable, "-c", driver_code, *args], stderr=err, text=True)
+
+    def logged_and_holding() -> bool:
+        assert driver.poll() is None, log.read_text()
+        waiting = [p for p in gate.glob("*.started") if not p.with_suffix(".go").exists()]
+        if (out / MANIFEST).exists() and any(r.get("event") == "image" for r in run_records(out)):
+            return bool(waiting)
+        for p in waiting:
+            p.with_suffix(".go").touch()
+        return False
+
+    try:
+        wait_for("an image logged and the next call held", logged_and_holding)
+        driver.send_signal(signal.SIGINT)
+        code = driver.wait(WAIT_S)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    stderr = log.read_text()
     assert code == 130, stderr
     assert "interrupted; finished outputs are kept" in stderr
     end = run_records(out)[-1]
     assert end["event"] == "end" and end["outcome"] == "interrupted" and 1 <= end["segmented"] < n
-    for report in out.glob("*.report.json"):  # whatever exists is whole
-        assert_mask_of_original(out, report.name.removesuffix(".report.json"))
+    finished = sorted(p.name.removesuffix(".report.json") for p in out.glob("*.report.json"))
+    assert len(finished) >= end["segmented"]
+    for stem in finished:  # whatever exists is whole
+        assert_mask_of_original(stem)
 
     assert main(["segment", str(copies), "-o", str(out), "--ray"]) == 0
-    assert "skipped (all outputs exist), 0 failed" in capsys.readouterr().err
+    err_text = capsys.readouterr().err
+    assert f"{n - len(finished)} segmented, {len(finished)} skipped (all outputs exist), 0 failed" in err_text
     for image in copies.iterdir():
-        assert_mask_of_original(out, image.stem)
+        assert_mask_of_original(image.stem)
     assert partial_files(out) == []
     records = run_records(out)
-    assert {r["status"] for r in records[1:-1]} <= {"done", "skipped"} and len(records) == n + 2
-    assert sum(r["status"] == "skipped" for r in records[1:-1]) >= end["segmented"]
+    assert len(records) == n + 2
+    skipped = sorted(Path(r["input"]).stem for r in records if r.get("status") == "skipped")
+    assert skipped == finished
 
 
 def test_a_model_that_cannot_load_fails_the_run_at_once(
