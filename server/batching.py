@@ -253,8 +253,11 @@ class BatchingSegmenter:
                 return
             live = []
             for p in taken:
-                if p.ticket is not None and p.ticket.cancelled:
-                    p.future.set_exception(Cancelled("cancelled"))
+                try:
+                    if p.ticket is not None:
+                        p.ticket.check()  # its own reason: "cancelled by CancelJob", "deadline exceeded", ...
+                except Cancelled as exc:
+                    p.future.set_exception(exc)
                 else:
                     live.append(p)
             if not live:

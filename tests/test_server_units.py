@@ -82,6 +82,34 @@ def test_batcher_does_not_wait_for_a_lone_request() -> None:
     assert elapsed < 0.25  # far below 5 x max_delay
 
 
+def test_batcher_drops_cancelled_work_with_the_tickets_own_reason() -> None:
+    """Work whose ticket was cancelled while it queued ends with that ticket's reason (a job's "cancelled
+    by CancelJob"), not a generic one: under load the batcher, not the waiting caller, sees it first."""
+
+    class CancelledOnceQueued(Ticket):
+        def __init__(self) -> None:
+            super().__init__()
+            self.checks = 0
+
+        @property
+        def cancelled(self) -> bool:
+            return self.checks > 0
+
+        def check(self) -> None:
+            self.checks += 1
+            if self.checks > 1:  # the caller's check before queueing passes
+                raise Cancelled("cancelled by CancelJob")
+
+    inner = Doubler()
+    seg = BatchingSegmenter(inner, max_batch=1, max_delay_s=0.0)
+    try:
+        with bind_ticket(CancelledOnceQueued()), pytest.raises(Cancelled) as err:
+            seg.predict(np.ones((1, 8, 8), np.float32), None)
+    finally:
+        seg.close()
+    assert err.value.reason == "cancelled by CancelJob" and inner.calls == []
+
+
 def test_batcher_drops_cancelled_work() -> None:
     inner = Doubler(delay=0.3)
     seg = BatchingSegmenter(inner, max_batch=1, max_delay_s=0.0)
